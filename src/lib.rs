@@ -1,0 +1,1 @@
+//! Herald: an SMS gateway for the messages that must not wait.
