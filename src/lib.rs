@@ -1,1 +1,30 @@
 //! Herald: an SMS gateway for the messages that must not wait.
+//!
+//! Module map (see `DESIGN.md`):
+//! - [`config`]: layered configuration with validation.
+//! - [`model`]: messages, classes, statuses, ids.
+//! - [`text`]: phone numbers, GSM 03.38 / UCS-2 encoding and segments.
+//! - [`admission`]: request → validated, durably stored message.
+//! - [`store`]: the `Store` trait and the embedded (redb) store.
+//! - [`dispatch`]: strict-priority submit loop, retries, receipts, maintenance.
+//! - [`connector`]: the `Connector` trait and the simulated carrier.
+//! - [`api`]: the HTTP API, auth, errors, OpenAPI.
+//! - [`server`]: wiring for `herald serve`; [`admin`]: CLI admin commands.
+//! - [`metrics`]: Prometheus metrics.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod admission;
+pub mod api;
+pub mod config;
+pub mod connector;
+pub mod dispatch;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod text;
+
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -1,1 +1,160 @@
-fn main() {}
+//! The `herald` binary: one command-line entry for every role.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use herald::admin::{self, AdminRequest, AdminResponse};
+use herald::config::Config;
+use herald::server::{self, Gateway, StartError};
+use herald::store::StoreError;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "SMS gateway for the messages that must not wait")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// Config file (default config/herald.toml).
+    #[arg(long, env = "HERALD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: HTTP API, dispatcher, connectors.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Manage API keys.
+    Apikey {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: ApikeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyAction {
+    /// Create a key and print its secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: send, otp, broadcast, admin; or all.
+        #[arg(long)]
+        scopes: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by name.
+    Revoke { name: String },
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config, String> {
+    Config::load(arg.config.as_deref()).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(&config).await,
+            Command::Apikey { config, action } => apikey(&config, action).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(arg: &ConfigArg) -> Result<(), String> {
+    let config = load_config(arg)?;
+    herald::telemetry::init(&config.log.level, config.log.format == "json");
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+    let gateway = Gateway::start(config, listener)
+        .await
+        .map_err(|e| match e {
+            StartError::Store(StoreError::Locked) => {
+                "the store is in use by another herald process".to_string()
+            }
+            other => other.to_string(),
+        })?;
+    // Parents (tests, the benchmark) read the bound port from this line.
+    println!("herald listening on {}", gateway.local_addr());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown();
+    gateway.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn apikey(arg: &ConfigArg, action: ApikeyAction) -> Result<(), String> {
+    let config = load_config(arg)?;
+    let request = match action {
+        ApikeyAction::Create { name, scopes } => AdminRequest::ApiKeyCreate { name, scopes },
+        ApikeyAction::List => AdminRequest::ApiKeyList,
+        ApikeyAction::Revoke { name } => AdminRequest::ApiKeyRevoke { name },
+    };
+    let response = match server::open_store(&config) {
+        Ok(store) => {
+            let r = admin::execute(&*store, &request).await;
+            store.close().await;
+            r
+        }
+        Err(StartError::Store(StoreError::Locked)) => {
+            admin::call_socket(&server::admin_socket_path(&config), &request).await?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    match response {
+        AdminResponse::Ok(text) => {
+            println!("{text}");
+            Ok(())
+        }
+        AdminResponse::Err(e) => Err(e),
+    }
+}

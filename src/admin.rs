@@ -1,0 +1,183 @@
+//! Admin commands (`herald apikey …`) that work whether or not `herald serve`
+//! holds the store.
+//!
+//! The embedded store is locked by the process that serves it, so a running
+//! server also listens on a Unix socket next to the database file (mode
+//! 0600: only its owner may use it). The CLI opens the store directly when it
+//! can and otherwise sends the same command over that socket: one JSON line
+//! each way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::App;
+use crate::api::auth;
+use crate::model::{format_micros, now_micros};
+use crate::store::Store;
+
+/// Longest request line accepted on the socket.
+const MAX_LINE: usize = 64 * 1024;
+
+/// An admin command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    ApiKeyCreate { name: String, scopes: String },
+    ApiKeyList,
+    ApiKeyRevoke { name: String },
+}
+
+/// The answer: printable text, or an error message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminResponse {
+    Ok(String),
+    Err(String),
+}
+
+/// Runs a command against a store this process holds.
+pub async fn execute(store: &dyn Store, req: &AdminRequest) -> AdminResponse {
+    match run(store, req).await {
+        Ok(text) => AdminResponse::Ok(text),
+        Err(e) => AdminResponse::Err(e),
+    }
+}
+
+async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
+    match req {
+        AdminRequest::ApiKeyCreate { name, scopes } => {
+            auth::create_api_key(store, name, scopes).await
+        }
+        AdminRequest::ApiKeyList => {
+            let mut keys = store.api_keys().await.map_err(|e| e.to_string())?;
+            keys.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut out = String::from("NAME\tSCOPES\tCREATED\tSTATUS\n");
+            for k in keys {
+                let status = match k.revoked_at {
+                    Some(t) => format!("revoked {}", format_micros(t)),
+                    None => "active".to_string(),
+                };
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    k.name,
+                    k.scopes.join(","),
+                    format_micros(k.created_at),
+                    status
+                ));
+            }
+            Ok(out.trim_end().to_string())
+        }
+        AdminRequest::ApiKeyRevoke { name } => {
+            if store
+                .revoke_api_key(name, now_micros())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Ok(format!("revoked API key '{name}'"))
+            } else {
+                Err(format!("no API key named '{name}'"))
+            }
+        }
+    }
+}
+
+/// Serves admin commands on `path` until `shutdown`.
+pub async fn serve_socket(
+    path: PathBuf,
+    store: Arc<dyn Store>,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) {
+    // A socket file left by a crashed server would block the bind.
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; CLI admin commands need the server stopped");
+            return;
+        }
+    };
+    restrict_to_owner(&path);
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let store = store.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &*store, &app).await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn restrict_to_owner(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(error = %e, "cannot restrict admin socket permissions");
+    }
+}
+
+async fn handle(stream: UnixStream, store: &dyn Store, app: &App) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(MAX_LINE as u64);
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(req) => {
+            let response = execute(store, &req).await;
+            if matches!(req, AdminRequest::ApiKeyRevoke { .. }) {
+                app.auth.forget_all();
+            }
+            response
+        }
+        Err(e) => AdminResponse::Err(format!("bad admin request: {e}")),
+    };
+    let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+    out.push('\n');
+    write.write_all(out.as_bytes()).await?;
+    write.shutdown().await
+}
+
+/// Sends a command to a running server.
+///
+/// # Errors
+/// When no server answers on `path`.
+pub async fn call_socket(path: &Path, req: &AdminRequest) -> Result<AdminResponse, String> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        format!(
+            "the store is in use by another process, and its admin socket {} does not answer ({e})",
+            path.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    line.push('\n');
+    write
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .take(MAX_LINE as u64)
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&answer).map_err(|e| format!("bad answer from the server: {e}"))
+}
+
+use tokio::io::AsyncReadExt as _;

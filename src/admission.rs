@@ -1,0 +1,376 @@
+//! Admission: a send request becomes a durably stored, queued message, or a
+//! precise 4xx. Everything a caller can get wrong is caught here, before
+//! anything is stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::api::auth::{Principal, Scope};
+use crate::api::error::{ApiError, FieldError};
+use crate::config::{Config, ValidityConfig};
+use crate::metrics::Metrics;
+use crate::model::{Class, Message, MessageId, Status, now_micros};
+use crate::store::{Admission, NewMessage, Store};
+use crate::text;
+
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest callback URL.
+const MAX_CALLBACK_URL: usize = 2048;
+/// Most tags per message, and longest tag.
+const MAX_TAGS: usize = 10;
+const MAX_TAG_LEN: usize = 64;
+
+/// `POST /v1/messages` body (also one item of a batch).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Recipient, E.164 (`+` and digits).
+    pub to: String,
+    /// Text to send; or use `template` + `vars`.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Template name (`templates/NAME.rhai`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Template variables.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Message class; default `transactional`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "transactional")]
+    pub class: Option<Class>,
+    /// Sender id: up to 11 letters/digits, or a number of up to 15 digits.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Same key within 24 h returns the first message and creates nothing.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Receives the message object on each final status.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Template locale, e.g. `es-MX`.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// How long Herald may keep trying; default per class.
+    #[serde(default)]
+    pub validity_seconds: Option<u64>,
+    /// Free-form labels, visible to routing scripts.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Turns requests into stored messages.
+pub struct Admitter {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    max_segments: u32,
+    default_region: Option<text::Region>,
+    validity: ValidityConfig,
+    max_validity: Duration,
+    default_route: Vec<String>,
+}
+
+impl Admitter {
+    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Admitter {
+            store,
+            metrics,
+            max_segments: config.messages.max_segments,
+            default_region: config.default_region(),
+            validity: config.messages.validity.clone(),
+            max_validity: config.messages.max_validity,
+            default_route: config.default_route(),
+        }
+    }
+
+    /// Validates one request into a message ready to store.
+    ///
+    /// # Errors
+    /// The first problem found, naming the field.
+    pub fn prepare(&self, who: &Principal, req: SendRequest) -> Result<NewMessage, ApiError> {
+        let class = req.class.unwrap_or(Class::Transactional);
+        if class == Class::Emergency && !who.scopes.allows(Scope::Broadcast) {
+            return Err(ApiError::Forbidden(
+                "emergency messages need an API key with the 'broadcast' scope".into(),
+            ));
+        }
+        let to = text::parse_msisdn(&req.to, self.default_region)
+            .map_err(|e| FieldError::new("invalid_to", format!("`to` {e}")))?;
+        if req.template.is_some() {
+            let name = req.template.as_deref().unwrap_or_default();
+            return Err(FieldError::new(
+                "unknown_template",
+                format!("`template`: no template named '{name}' is loaded"),
+            )
+            .into());
+        }
+        if req.vars.is_some() || req.locale.is_some() {
+            let field = if req.vars.is_some() { "vars" } else { "locale" };
+            return Err(FieldError::new(
+                "invalid_field",
+                format!("`{field}` is only allowed with `template`"),
+            )
+            .into());
+        }
+        let body = match req.body {
+            Some(b) if !b.is_empty() => b,
+            Some(_) => {
+                return Err(FieldError::new("invalid_body", "`body` must not be empty").into());
+            }
+            None => {
+                return Err(FieldError::new(
+                    "invalid_body",
+                    "`body` is required (or `template` with `vars`)",
+                )
+                .into());
+            }
+        };
+        let encoded = text::analyse(&body);
+        if encoded.segments > self.max_segments {
+            return Err(FieldError::new(
+                "body_too_long",
+                format!(
+                    "`body` needs {} segments ({} as {}); at most {} are allowed",
+                    encoded.segments,
+                    encoded.units,
+                    encoded.encoding.as_str(),
+                    self.max_segments
+                ),
+            )
+            .into());
+        }
+        let from = req.from.map(validate_sender).transpose()?;
+        let idempotency_key = req.idempotency_key.map(validate_idempotency_key).transpose()?;
+        let callback_url = req.callback_url.map(validate_callback_url).transpose()?;
+        let tags = validate_tags(req.tags.unwrap_or_default())?;
+        let validity = match req.validity_seconds {
+            None => self.validity.for_class(class),
+            Some(s) => {
+                let v = Duration::from_secs(s);
+                if s == 0 || v > self.max_validity {
+                    return Err(FieldError::new(
+                        "invalid_validity",
+                        format!(
+                            "`validity_seconds` must be between 1 and {}",
+                            self.max_validity.as_secs()
+                        ),
+                    )
+                    .into());
+                }
+                v
+            }
+        };
+        let now = now_micros();
+        let message = Message {
+            id: MessageId::generate(),
+            to: to.into_string(),
+            from,
+            body,
+            class,
+            encoding: encoded.encoding,
+            segments: encoded.segments,
+            status: Status::Queued,
+            route: self.default_route.clone(),
+            route_index: 0,
+            connector: None,
+            smsc_message_ids: Vec::new(),
+            parts_delivered: 0,
+            parts_failed: 0,
+            error: None,
+            created_at: now,
+            submitted_at: None,
+            done_at: None,
+            expires_at: now.saturating_add(i64::try_from(validity.as_micros()).unwrap_or(i64::MAX)),
+            attempts: 0,
+            seq: 0,
+            callback_url,
+            owner: who.name.clone(),
+            idempotency_key: idempotency_key.clone(),
+            tags,
+        };
+        Ok(NewMessage {
+            idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
+            message,
+        })
+    }
+
+    /// Admits one request: 202 material, or the reason it is refused.
+    ///
+    /// # Errors
+    /// 4xx for the caller's mistakes, 503 when the store is down.
+    pub async fn admit_one(&self, who: &Principal, req: SendRequest) -> Result<Admission, ApiError> {
+        let started = Instant::now();
+        let item = match self.prepare(who, req) {
+            Ok(item) => item,
+            Err(e) => {
+                self.count_rejection(&e);
+                return Err(e);
+            }
+        };
+        let class = item.message.class;
+        let admitted = self
+            .store
+            .admit(vec![item])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::Internal("store returned no admission".into()))?;
+        if matches!(admitted, Admission::Created(_)) {
+            self.metrics.accepted(class, 1);
+        }
+        self.metrics
+            .admission_latency(started.elapsed().as_secs_f64());
+        Ok(admitted)
+    }
+
+    /// Admits a batch: every valid item is stored in one write; invalid
+    /// items are reported by index and do not affect the others.
+    ///
+    /// # Errors
+    /// 503 when the store is down (nothing of the batch is stored).
+    pub async fn admit_batch(
+        &self,
+        who: &Principal,
+        items: Vec<Result<SendRequest, ApiError>>,
+    ) -> Result<Vec<(usize, Result<Admission, ApiError>)>, ApiError> {
+        let started = Instant::now();
+        let mut results: Vec<(usize, Result<Admission, ApiError>)> = Vec::with_capacity(items.len());
+        let mut valid = Vec::with_capacity(items.len());
+        let mut valid_index = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            match item.and_then(|req| self.prepare(who, req)) {
+                Ok(m) => {
+                    valid_index.push(index);
+                    valid.push(m);
+                }
+                Err(e) => {
+                    self.count_rejection(&e);
+                    results.push((index, Err(e)));
+                }
+            }
+        }
+        if !valid.is_empty() {
+            let admitted = self.store.admit(valid).await?;
+            for (index, a) in valid_index.into_iter().zip(admitted) {
+                if let Admission::Created(m) = &a {
+                    self.metrics.accepted(m.class, 1);
+                }
+                results.push((index, Ok(a)));
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        self.metrics
+            .admission_latency(started.elapsed().as_secs_f64());
+        Ok(results)
+    }
+
+    fn count_rejection(&self, e: &ApiError) {
+        let code: &'static str = match e {
+            ApiError::Invalid(f) => f.code,
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
+            _ => "other",
+        };
+        self.metrics.rejected(code);
+    }
+}
+
+fn validate_sender(from: String) -> Result<String, FieldError> {
+    let numeric = from.strip_prefix('+').unwrap_or(&from);
+    let ok_numeric =
+        !numeric.is_empty() && numeric.len() <= 15 && numeric.bytes().all(|b| b.is_ascii_digit());
+    let ok_alpha = !from.is_empty()
+        && from.len() <= 11
+        && from
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-' || c == '.')
+        && from.chars().any(|c| c.is_ascii_alphabetic());
+    if ok_numeric || ok_alpha {
+        Ok(from)
+    } else {
+        Err(FieldError::new(
+            "invalid_from",
+            "`from` must be up to 11 letters and digits, or a number of up to 15 digits",
+        ))
+    }
+}
+
+fn validate_idempotency_key(key: String) -> Result<String, FieldError> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || key.chars().any(|c| c.is_control())
+    {
+        return Err(FieldError::new(
+            "invalid_idempotency_key",
+            format!(
+                "`idempotency_key` must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+fn validate_callback_url(url: String) -> Result<String, FieldError> {
+    let bad = || {
+        FieldError::new(
+            "invalid_callback_url",
+            format!("`callback_url` must be an http(s) URL of at most {MAX_CALLBACK_URL} characters"),
+        )
+    };
+    if url.len() > MAX_CALLBACK_URL {
+        return Err(bad());
+    }
+    let parsed = reqwest::Url::parse(&url).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(url)
+}
+
+fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
+    if tags.len() > MAX_TAGS
+        || tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > MAX_TAG_LEN || t.chars().any(char::is_control))
+    {
+        return Err(FieldError::new(
+            "invalid_tags",
+            format!("`tags` holds at most {MAX_TAGS} tags of 1 to {MAX_TAG_LEN} characters"),
+        ));
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_are_alphanumeric_or_numeric() {
+        assert!(validate_sender("Herald".into()).is_ok());
+        assert!(validate_sender("+447700900123".into()).is_ok());
+        assert!(validate_sender("TooLongSender1".into()).is_err());
+        assert!(validate_sender("12345".into()).is_ok());
+        assert!(validate_sender("".into()).is_err());
+        assert!(validate_sender("bad!".into()).is_err());
+    }
+
+    #[test]
+    fn callback_urls_must_be_http() {
+        assert!(validate_callback_url("https://example.com/hook".into()).is_ok());
+        assert!(validate_callback_url("ftp://example.com".into()).is_err());
+        assert!(validate_callback_url("not a url".into()).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        assert!(validate_idempotency_key("k-1".into()).is_ok());
+        assert!(validate_idempotency_key(String::new()).is_err());
+        assert!(validate_idempotency_key("x".repeat(256)).is_err());
+        assert!(validate_idempotency_key("a\nb".into()).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! `/v1/messages`: send one, send a batch, read one.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Principal, Scope};
+use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
+use crate::admission::SendRequest;
+use crate::model::{Message, MessageId, format_micros, now_micros};
+use crate::store::Admission;
+
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// A message was accepted (or an idempotent replay of an earlier one).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    /// `queued` when new; the current status on an idempotent replay.
+    pub status: String,
+    pub class: String,
+    /// `gsm7` or `ucs2`.
+    pub encoding: String,
+    pub segments: u32,
+}
+
+impl Accepted {
+    fn from_message(m: &Message) -> Self {
+        Accepted {
+            id: m.id.to_string(),
+            status: m.visible_status(now_micros()).as_str().to_string(),
+            class: m.class.as_str().to_string(),
+            encoding: m.encoding.as_str().to_string(),
+            segments: m.segments,
+        }
+    }
+}
+
+/// `POST /v1/messages/batch` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to 10,000 messages, each like `POST /v1/messages`.
+    #[schema(value_type = Vec<SendRequest>)]
+    pub messages: Vec<serde_json::Value>,
+}
+
+/// One accepted batch item.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchAccepted {
+    pub index: usize,
+    #[serde(flatten)]
+    pub message: Accepted,
+}
+
+/// One refused batch item.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchRejected {
+    pub index: usize,
+    pub error: ErrorDetail,
+}
+
+/// `POST /v1/messages/batch` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub accepted: Vec<BatchAccepted>,
+    pub rejected: Vec<BatchRejected>,
+}
+
+/// A message and its progress.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub class: String,
+    /// queued, submitted, delivered, failed, expired, rejected, canceled, rate_limited
+    pub status: String,
+    pub encoding: String,
+    pub segments: u32,
+    pub connector: Option<String>,
+    pub smsc_message_ids: Vec<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub submitted_at: Option<String>,
+    pub done_at: Option<String>,
+    pub expires_at: String,
+}
+
+impl MessageView {
+    pub fn from_message(m: &Message) -> Self {
+        MessageView {
+            id: m.id.to_string(),
+            to: m.to.clone(),
+            from: m.from.clone(),
+            class: m.class.as_str().to_string(),
+            status: m.visible_status(now_micros()).as_str().to_string(),
+            encoding: m.encoding.as_str().to_string(),
+            segments: m.segments,
+            connector: m.connector.clone(),
+            smsc_message_ids: m.smsc_message_ids.clone(),
+            error: m.error.clone(),
+            attempts: m.attempts,
+            tags: m.tags.clone(),
+            created_at: format_micros(m.created_at),
+            submitted_at: m.submitted_at.map(format_micros),
+            done_at: m.done_at.map(format_micros),
+            expires_at: format_micros(m.expires_at),
+        }
+    }
+}
+
+/// Send one message.
+#[utoipa::path(
+    post, path = "/v1/messages", tag = "messages",
+    request_body = SendRequest,
+    responses(
+        (status = 202, description = "Stored and queued", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = ErrorBody),
+        (status = 403, description = "Scope missing", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 429, description = "Recipient rate limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send(
+    State(app): State<AppState>,
+    who: Principal,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Send)?;
+    app.ensure_accepting()?;
+    let admitted = app.admitter.admit_one(&who, req).await?;
+    let mut headers = HeaderMap::new();
+    if matches!(admitted, Admission::Existing(_)) {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    let m = admitted.message();
+    tracing::debug!(message_id = %m.id, class = %m.class, "accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        Json(Accepted::from_message(m)),
+    )
+        .into_response())
+}
+
+/// Send up to 10,000 messages in one request.
+#[utoipa::path(
+    post, path = "/v1/messages/batch", tag = "messages",
+    request_body = BatchRequest,
+    responses(
+        (status = 202, description = "Valid items stored; invalid ones listed by index", body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = ErrorBody),
+        (status = 403, description = "Scope missing", body = ErrorBody),
+        (status = 413, description = "More than 10,000 items or body too large", body = ErrorBody),
+        (status = 422, description = "Not a batch", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send_batch(
+    State(app): State<AppState>,
+    who: Principal,
+    ApiJson(batch): ApiJson<BatchRequest>,
+) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
+    who.require(Scope::Send)?;
+    app.ensure_accepting()?;
+    if batch.messages.len() > MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "a batch holds at most {MAX_BATCH} messages; this one has {}",
+            batch.messages.len()
+        )));
+    }
+    if batch.messages.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "`messages` must hold at least one message",
+        ));
+    }
+    let items = batch
+        .messages
+        .into_iter()
+        .map(|v| {
+            serde_path_to_error::deserialize::<_, SendRequest>(v)
+                .map_err(|e| item_error(&e))
+        })
+        .collect();
+    let results = app.admitter.admit_batch(&who, items).await?;
+    let mut response = BatchResponse {
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+    };
+    for (index, result) in results {
+        match result {
+            Ok(a) => response.accepted.push(BatchAccepted {
+                index,
+                message: Accepted::from_message(a.message()),
+            }),
+            Err(e) => response.rejected.push(BatchRejected {
+                index,
+                error: e.detail(),
+            }),
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+fn item_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    if path == "." || path.is_empty() {
+        ApiError::invalid("invalid_request", msg)
+    } else {
+        ApiError::invalid("invalid_field", format!("`{path}`: {msg}"))
+    }
+}
+
+/// Read a message and its delivery progress.
+#[utoipa::path(
+    get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 401, description = "Missing or bad API key", body = ErrorBody),
+        (status = 403, description = "Scope missing", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    who.require(Scope::Send)?;
+    let not_found = || ApiError::NotFound(format!("no message with id '{id}'"));
+    let parsed: MessageId = id.parse().map_err(|()| not_found())?;
+    let m = app.store.message(parsed).await?.ok_or_else(not_found)?;
+    if m.owner != who.name && !who.scopes.allows(Scope::Admin) {
+        return Err(not_found());
+    }
+    Ok(Json(MessageView::from_message(&m)))
+}

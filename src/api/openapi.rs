@@ -1,0 +1,47 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+//! `tests/it/openapi.rs` keeps `docs/openapi.json` equal to it.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{messages, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Herald", description = "SMS gateway for the messages that must not wait."),
+    paths(
+        messages::send,
+        messages::send_batch,
+        messages::get,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = doc.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The document as pretty JSON, as committed in `docs/openapi.json`.
+pub fn pretty_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,84 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics, OpenAPI.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::AppState;
+
+/// Health or readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    /// What was checked, and what failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        problems: Vec::new(),
+    })
+}
+
+/// The store answers and at least one connector can take submits.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready, with the reasons", body = Health),
+    ))]
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let mut problems = Vec::new();
+    if let Err(e) = app.store.ping().await {
+        problems.push(format!("store: {e}"));
+    }
+    if !app.connectors.iter().any(|c| c.is_ready()) {
+        problems.push("no connector is ready".to_string());
+    }
+    if !app.is_accepting() {
+        problems.push("shutting down".to_string());
+    }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Health {
+            status: if problems.is_empty() { "ok" } else { "unavailable" },
+            problems,
+        }),
+    )
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let text = app
+        .metrics
+        .render(app.store.queue_depths(), app.store.retry_depth());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
+pub async fn openapi() -> impl IntoResponse {
+    Json(super::openapi::ApiDoc::openapi())
+}

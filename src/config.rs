@@ -1,0 +1,645 @@
+//! Layered configuration: built-in defaults, then the TOML file
+//! (`--config` / `HERALD_CONFIG`, default `config/herald.toml`), then
+//! `HERALD__SECTION__KEY` environment variables, then cross-field validation.
+//!
+//! A bad configuration stops start-up with a message that names the key and
+//! the problem; nothing is silently defaulted once the operator wrote it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Class;
+
+/// Default location of the config file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` / `HERALD_CONFIG` does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// A key has the wrong type, an unknown name, or the file is not TOML.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A key parsed but its value is not acceptable.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration of one Herald node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub messages: MessagesConfig,
+    pub dispatch: DispatchConfig,
+    pub routing: RoutingConfig,
+    pub connectors: Vec<ConnectorConfig>,
+    pub scripts: ScriptsConfig,
+    pub limits: BTreeMap<String, LimitConfig>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            messages: MessagesConfig::default(),
+            dispatch: DispatchConfig::default(),
+            routing: RoutingConfig::default(),
+            connectors: vec![ConnectorConfig::default_sim()],
+            scripts: ScriptsConfig::default(),
+            limits: BTreeMap::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[http]`: the API listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the API binds to. Loopback by default: exposing it is a choice.
+    pub listen: SocketAddr,
+    /// Largest body accepted by single-item endpoints.
+    pub max_body_bytes: usize,
+    /// Largest body accepted by `POST /v1/messages/batch`.
+    pub max_batch_body_bytes: usize,
+    /// Most requests served at once; beyond it callers get 503 rather than
+    /// an ever-growing queue.
+    pub max_concurrent_requests: usize,
+    /// Requests that take longer are answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+            max_batch_body_bytes: 32 * 1024 * 1024,
+            max_concurrent_requests: 4096,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which store backs this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Embedded,
+    Redis,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Embedded database file; its directory is created when missing.
+    pub path: PathBuf,
+    /// Page cache of the embedded store, in MiB. Bounds its memory use.
+    pub cache_mb: usize,
+    /// Redis URL, for `kind = "redis"`.
+    pub url: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Embedded,
+            path: PathBuf::from("data/herald.db"),
+            cache_mb: 64,
+            url: None,
+        }
+    }
+}
+
+/// `[messages]`: what admission accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Longest message, in segments; longer bodies are refused with 422.
+    pub max_segments: u32,
+    /// ISO 3166 region (e.g. "GB") used to read national-format numbers.
+    /// Empty: only E.164 is accepted.
+    pub default_region: String,
+    /// How long idempotency keys are remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// Default validity per class: a message not submitted within it expires.
+    pub validity: ValidityConfig,
+    /// Largest `validity_seconds` a caller may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_validity: Duration,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            max_segments: 10,
+            default_region: String::new(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            validity: ValidityConfig::default(),
+            max_validity: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// `[messages.validity]`: default validity per class.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidityConfig {
+    #[serde(with = "humantime_serde")]
+    pub emergency: Duration,
+    #[serde(with = "humantime_serde")]
+    pub otp: Duration,
+    #[serde(with = "humantime_serde")]
+    pub transactional: Duration,
+    #[serde(with = "humantime_serde")]
+    pub marketing: Duration,
+}
+
+impl Default for ValidityConfig {
+    fn default() -> Self {
+        ValidityConfig {
+            emergency: Duration::from_secs(3600),
+            otp: Duration::from_secs(600),
+            transactional: Duration::from_secs(24 * 3600),
+            marketing: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ValidityConfig {
+    /// The default validity of `class`.
+    pub fn for_class(&self, class: Class) -> Duration {
+        match class {
+            Class::Emergency => self.emergency,
+            Class::Otp => self.otp,
+            Class::Transactional => self.transactional,
+            Class::Marketing => self.marketing,
+        }
+    }
+}
+
+/// `[dispatch]`: retries and shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Submit attempts before a temporarily failing message is failed.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// On shutdown, how long in-flight submits may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// A submit with no answer within this is treated as a temporary failure.
+    #[serde(with = "humantime_serde")]
+    pub submit_timeout: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_attempts: 10,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(10),
+            submit_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Connectors tried in order when no script decides. Empty: the first
+    /// configured connector.
+    pub default: Vec<String>,
+}
+
+/// Kinds of carrier connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// The in-process simulated carrier.
+    Sim,
+    /// An SMPP 3.4 carrier over TCP.
+    Smpp,
+}
+
+/// One `[[connectors]]` entry. Fields that do not apply to its kind are
+/// refused by validation so a misplaced key never goes unnoticed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub kind: ConnectorKind,
+    /// Outstanding submits allowed at once (per bind for SMPP).
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Submits per second across the connector; 0 = no cap.
+    #[serde(default)]
+    pub tps: u32,
+    /// sim: submit → receipt delay.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// sim: fraction of receipts that report UNDELIV.
+    #[serde(default)]
+    pub fail_rate: Option<f64>,
+    /// smpp: carrier host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// smpp: carrier port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// smpp: bind credentials.
+    #[serde(default)]
+    pub system_id: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// smpp: number of binds.
+    #[serde(default)]
+    pub binds: Option<u32>,
+}
+
+fn default_window() -> usize {
+    64
+}
+
+impl ConnectorConfig {
+    fn default_sim() -> Self {
+        ConnectorConfig {
+            name: "sim".into(),
+            kind: ConnectorKind::Sim,
+            window: default_window(),
+            tps: 0,
+            delay_ms: Some(5),
+            fail_rate: Some(0.0),
+            host: None,
+            port: None,
+            system_id: None,
+            password: None,
+            binds: None,
+        }
+    }
+}
+
+/// `[scripts]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsConfig {
+    pub dir: PathBuf,
+    pub templates_dir: PathBuf,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            dir: PathBuf::from("scripts"),
+            templates_dir: PathBuf::from("templates"),
+        }
+    }
+}
+
+/// `[limits.<class>]`: per-recipient limits of one class.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    pub per_hour: Option<u32>,
+    pub per_day: Option<u32>,
+    pub min_interval_seconds: Option<u32>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. "info" or "herald=debug,info". `RUST_LOG` wins.
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (which must exist when given explicitly),
+    /// then `HERALD__…` environment overrides, and validates the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::Missing(p.to_path_buf()));
+                }
+                figment = figment.merge(Toml::file_exact(p));
+            }
+            None => {
+                let default = Path::new(DEFAULT_CONFIG_PATH);
+                if default.exists() {
+                    figment = figment.merge(Toml::file_exact(default));
+                }
+            }
+        }
+        Self::from_figment(figment.merge(Env::prefixed("HERALD__").split("__")))
+    }
+
+    /// Builds a config from TOML text alone (tests and the benchmark).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        // Arrays replace, not merge: a file that lists connectors means exactly those.
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.http.max_batch_body_bytes < self.http.max_body_bytes {
+            return Err(invalid(
+                "http.max_batch_body_bytes",
+                "must be at least http.max_body_bytes",
+            ));
+        }
+        if self.http.max_concurrent_requests == 0 {
+            return Err(invalid("http.max_concurrent_requests", "must be above 0"));
+        }
+        match self.store.kind {
+            StoreKind::Embedded => {
+                if self.store.path.as_os_str().is_empty() {
+                    return Err(invalid("store.path", "must not be empty"));
+                }
+                if self.store.cache_mb == 0 {
+                    return Err(invalid("store.cache_mb", "must be above 0"));
+                }
+            }
+            StoreKind::Redis => {
+                return Err(invalid(
+                    "store.kind",
+                    "\"redis\" is not available in this build yet; use \"embedded\"",
+                ));
+            }
+        }
+        if !(1..=255).contains(&self.messages.max_segments) {
+            return Err(invalid("messages.max_segments", "must be between 1 and 255"));
+        }
+        if !self.messages.default_region.is_empty()
+            && self
+                .messages
+                .default_region
+                .parse::<phonenumber::country::Id>()
+                .is_err()
+        {
+            return Err(invalid(
+                "messages.default_region",
+                format!(
+                    "\"{}\" is not an ISO 3166 region code like \"GB\"",
+                    self.messages.default_region
+                ),
+            ));
+        }
+        for class in Class::ALL {
+            let v = self.messages.validity.for_class(class);
+            if v.is_zero() || v > self.messages.max_validity {
+                return Err(invalid(
+                    format!("messages.validity.{}", class.as_str()),
+                    "must be above 0 and at most messages.max_validity",
+                ));
+            }
+        }
+        if self.dispatch.max_attempts == 0 {
+            return Err(invalid("dispatch.max_attempts", "must be at least 1"));
+        }
+        if self.dispatch.retry_base.is_zero() || self.dispatch.retry_max < self.dispatch.retry_base
+        {
+            return Err(invalid(
+                "dispatch.retry_base",
+                "must be above 0 and at most dispatch.retry_max",
+            ));
+        }
+        self.validate_connectors()?;
+        for class in self.limits.keys() {
+            if class.parse::<Class>().is_err() {
+                return Err(invalid(
+                    format!("limits.{class}"),
+                    "is not a message class (emergency, otp, transactional, marketing)",
+                ));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    fn validate_connectors(&self) -> Result<(), ConfigError> {
+        if self.connectors.is_empty() {
+            return Err(invalid("connectors", "must list at least one connector"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            let key = |field: &str| format!("connectors[{i}].{field}");
+            let name_ok = !c.name.is_empty()
+                && c.name.len() <= 64
+                && c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            if !name_ok {
+                return Err(invalid(
+                    key("name"),
+                    "must be 1 to 64 letters, digits, '-' or '_'",
+                ));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("\"{}\" is used by two connectors", c.name),
+                ));
+            }
+            if c.window == 0 || c.window > 10_000 {
+                return Err(invalid(key("window"), "must be between 1 and 10000"));
+            }
+            match c.kind {
+                ConnectorKind::Sim => {
+                    for (field, set) in [
+                        ("host", c.host.is_some()),
+                        ("port", c.port.is_some()),
+                        ("system_id", c.system_id.is_some()),
+                        ("password", c.password.is_some()),
+                        ("binds", c.binds.is_some()),
+                    ] {
+                        if set {
+                            return Err(invalid(key(field), "does not apply to a sim connector"));
+                        }
+                    }
+                    if let Some(rate) = c.fail_rate
+                        && !(0.0..=1.0).contains(&rate)
+                    {
+                        return Err(invalid(key("fail_rate"), "must be between 0.0 and 1.0"));
+                    }
+                    if c.delay_ms.is_some_and(|d| d > 3_600_000) {
+                        return Err(invalid(key("delay_ms"), "must be at most 3600000"));
+                    }
+                }
+                ConnectorKind::Smpp => {
+                    return Err(invalid(
+                        key("kind"),
+                        "\"smpp\" connectors are not available in this build yet; use \"sim\"",
+                    ));
+                }
+            }
+        }
+        let names: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
+        for (i, name) in self.routing.default.iter().enumerate() {
+            if !names.contains(&name.as_str()) {
+                return Err(invalid(
+                    format!("routing.default[{i}]"),
+                    format!("names no configured connector (\"{name}\")"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The default route: `routing.default`, or the first connector.
+    pub fn default_route(&self) -> Vec<String> {
+        if self.routing.default.is_empty() {
+            self.connectors
+                .first()
+                .map(|c| vec![c.name.clone()])
+                .unwrap_or_default()
+        } else {
+            self.routing.default.clone()
+        }
+    }
+
+    /// The configured default region for national-format numbers.
+    pub fn default_region(&self) -> Option<phonenumber::country::Id> {
+        if self.messages.default_region.is_empty() {
+            None
+        } else {
+            self.messages.default_region.parse().ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_serve_on_loopback() {
+        let c = Config::from_toml("").expect("defaults");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.default_route(), vec!["sim".to_string()]);
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH),
+        )
+        .expect("shipped config");
+        Config::from_toml(&text).expect("shipped config parses");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[http]\nlisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Config::from_toml("[messages]\nmax_segments = \"ten\"").unwrap_err();
+        assert!(err.to_string().contains("messages.max_segments"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let err = Config::from_toml("[dispatch]\nretry_base = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("dispatch.retry_base"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_connector_names_are_refused() {
+        let err = Config::from_toml(
+            "[[connectors]]\nname = \"a\"\nkind = \"sim\"\n[[connectors]]\nname = \"a\"\nkind = \"sim\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("connectors[1].name"), "{err}");
+    }
+
+    #[test]
+    fn sim_connector_refuses_smpp_fields() {
+        let err = Config::from_toml("[[connectors]]\nname = \"a\"\nkind = \"sim\"\nport = 1\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("connectors[0].port"), "{err}");
+    }
+
+    #[test]
+    fn unknown_default_route_is_refused() {
+        let err = Config::from_toml("[routing]\ndefault = [\"nope\"]").unwrap_err();
+        assert!(err.to_string().contains("routing.default[0]"), "{err}");
+    }
+
+    #[test]
+    fn limits_for_unknown_class_are_refused() {
+        let err = Config::from_toml("[limits.spam]\nper_hour = 1").unwrap_err();
+        assert!(err.to_string().contains("limits.spam"), "{err}");
+    }
+
+    #[test]
+    fn bad_region_is_refused() {
+        let err = Config::from_toml("[messages]\ndefault_region = \"XX1\"").unwrap_err();
+        assert!(err.to_string().contains("messages.default_region"), "{err}");
+    }
+}

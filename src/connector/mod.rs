@@ -1,0 +1,72 @@
+//! Carrier connectors: the [`Connector`] trait the dispatcher submits
+//! through, and the events (receipts, inbound messages, link state) that
+//! connectors report back on one channel.
+
+pub mod sim;
+
+use std::num::NonZeroU32;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::model::Message;
+use crate::store::Receipt;
+
+/// A carrier accepted the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitAck {
+    /// The carrier's ids, one per submitted part; receipts refer to them.
+    pub smsc_ids: Vec<String>,
+}
+
+/// Why a submit did not succeed. The variant decides what the dispatcher does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Worth retrying later on the same connector (link down, timeout, queue full).
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// The carrier asked us to slow down; retry soon.
+    #[error("throttled by the carrier")]
+    Throttled,
+    /// This connector will never take it (bad destination, rejected content):
+    /// try the next connector of the route, or fail.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// An inbound (mobile-originated) message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub connector: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+}
+
+/// What connectors report, on one channel per gateway.
+#[derive(Debug, Clone)]
+pub enum ConnectorEvent {
+    Receipt(Receipt),
+    Inbound(InboundMessage),
+}
+
+/// Sender half connectors report events on.
+pub type EventSender = mpsc::Sender<ConnectorEvent>;
+
+/// A route to a carrier.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// Unique name from the config.
+    fn name(&self) -> &str;
+    /// Most submits outstanding at once.
+    fn window(&self) -> usize;
+    /// Submits per second allowed; `None` for no cap.
+    fn tps(&self) -> Option<NonZeroU32>;
+    /// Whether it can take submits now (e.g. bound).
+    fn is_ready(&self) -> bool;
+    /// Hands one message to the carrier and waits for its answer.
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError>;
+    /// Stops: unbinds, drops links. Receipts still in flight may be lost to
+    /// the carrier's retry.
+    async fn shutdown(&self);
+}

@@ -1,0 +1,231 @@
+//! Prometheus metrics: one registry per gateway (so test servers in one
+//! process never share counters), rendered as text at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::model::Class;
+use crate::store::QueueDepths;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabel {
+    pub connector: String,
+    pub kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Every metric Herald exports.
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<ClassLabel, Counter>,
+    submitted: Family<ClassLabel, Counter>,
+    delivered: Family<ClassLabel, Counter>,
+    failed: Family<ClassLabel, Counter>,
+    expired: Family<ClassLabel, Counter>,
+    rejected: Family<CodeLabel, Counter>,
+    submit_errors: Family<ConnectorLabel, Counter>,
+    queue_depth: Family<ClassLabel, Gauge>,
+    retry_depth: Gauge,
+    admission_seconds: Histogram,
+    accept_to_submit_seconds: HistogramFamily<ClassLabel>,
+}
+
+fn class_label(class: Class) -> ClassLabel {
+    ClassLabel {
+        class: class.as_str(),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let m = Metrics {
+            accepted: Family::default(),
+            submitted: Family::default(),
+            delivered: Family::default(),
+            failed: Family::default(),
+            expired: Family::default(),
+            rejected: Family::default(),
+            submit_errors: Family::default(),
+            queue_depth: Family::default(),
+            retry_depth: Gauge::default(),
+            admission_seconds: latency_histogram(),
+            accept_to_submit_seconds: Family::new_with_constructor(latency_histogram),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_accepted",
+            "Messages accepted (stored and queued)",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "messages_submitted",
+            "Messages the carrier accepted",
+            m.submitted.clone(),
+        );
+        registry.register(
+            "messages_delivered",
+            "Messages with a delivered receipt",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "messages_failed",
+            "Messages that failed (carrier receipt or permanent error)",
+            m.failed.clone(),
+        );
+        registry.register(
+            "messages_expired",
+            "Messages whose validity ran out before submission",
+            m.expired.clone(),
+        );
+        registry.register(
+            "requests_rejected",
+            "Messages refused at admission, by error code",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "submit_errors",
+            "Submits that failed, by connector and kind (temporary, throttled, permanent)",
+            m.submit_errors.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Messages ready to send, by class",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "retry_depth",
+            "Messages waiting for a retry",
+            m.retry_depth.clone(),
+        );
+        registry.register(
+            "admission_seconds",
+            "Time to validate and durably store a request",
+            m.admission_seconds.clone(),
+        );
+        registry.register(
+            "accept_to_submit_seconds",
+            "Time from acceptance to submit, by class",
+            m.accept_to_submit_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn accepted(&self, class: Class, n: u64) {
+        self.accepted.get_or_create(&class_label(class)).inc_by(n);
+    }
+
+    pub fn submitted(&self, class: Class, accept_to_submit_secs: f64) {
+        let label = class_label(class);
+        self.submitted.get_or_create(&label).inc();
+        self.accept_to_submit_seconds
+            .get_or_create(&label)
+            .observe(accept_to_submit_secs);
+    }
+
+    pub fn delivered(&self, class: Class) {
+        self.delivered.get_or_create(&class_label(class)).inc();
+    }
+
+    pub fn failed(&self, class: Class) {
+        self.failed.get_or_create(&class_label(class)).inc();
+    }
+
+    pub fn expired(&self, class: Class) {
+        self.expired.get_or_create(&class_label(class)).inc();
+    }
+
+    pub fn rejected(&self, code: &'static str) {
+        self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn submit_error(&self, connector: &str, kind: &'static str) {
+        self.submit_errors
+            .get_or_create(&ConnectorLabel {
+                connector: connector.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn admission_latency(&self, secs: f64) {
+        self.admission_seconds.observe(secs);
+    }
+
+    /// Counts a message that reached a final status.
+    pub fn finished(&self, m: &crate::model::Message) {
+        use crate::model::Status;
+        match m.status {
+            Status::Delivered => self.delivered(m.class),
+            Status::Failed => self.failed(m.class),
+            Status::Expired => self.expired(m.class),
+            _ => {}
+        }
+    }
+
+    /// The Prometheus text exposition, with gauges read at this instant.
+    pub fn render(&self, depths: QueueDepths, retry_depth: u64) -> String {
+        for class in Class::ALL {
+            self.queue_depth
+                .get_or_create(&class_label(class))
+                .set(i64::try_from(depths[class.index()]).unwrap_or(i64::MAX));
+        }
+        self.retry_depth
+            .set(i64::try_from(retry_depth).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_includes_counters_and_depths() {
+        let m = Metrics::new();
+        m.accepted(Class::Otp, 3);
+        m.submitted(Class::Otp, 0.002);
+        let text = m.render([1, 2, 3, 4], 5);
+        assert!(
+            text.contains("herald_messages_accepted_total{class=\"otp\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_queue_depth{class=\"marketing\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("herald_retry_depth 5"), "{text}");
+        assert!(text.contains("herald_accept_to_submit_seconds_bucket"), "{text}");
+    }
+}

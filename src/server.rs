@@ -1,0 +1,201 @@
+//! `herald serve`: wires store, connectors, dispatchers, maintenance and the
+//! HTTP API together, and shuts them down in order.
+//!
+//! Shutdown order: stop admissions and new connections, let in-flight
+//! requests finish, stop dispatchers (each drains its window for a bounded
+//! time), stop connectors, then close the store so every recorded outcome is
+//! committed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, App};
+use crate::config::{Config, ConnectorKind, StoreKind};
+use crate::connector::sim::{SimConnector, SimSettings};
+use crate::connector::{Connector, ConnectorEvent};
+use crate::dispatch::{self, DispatchSettings};
+use crate::metrics::Metrics;
+use crate::store::{EmbeddedStore, Store, StoreError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+}
+
+/// Opens the configured store.
+///
+/// # Errors
+/// The store's own error, e.g. [`StoreError::Locked`].
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    match config.store.kind {
+        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(
+            &config.store.path,
+            config.store.cache_mb * 1024 * 1024,
+        )?)),
+        StoreKind::Redis => Err(StartError::Config(
+            "store.kind = \"redis\" is not available in this build".into(),
+        )),
+    }
+}
+
+/// The path of the admin socket that lets CLI commands reach a running
+/// server holding the embedded store.
+pub fn admin_socket_path(config: &Config) -> std::path::PathBuf {
+    config.store.path.with_extension("sock")
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Starts every part on `listener` and returns once serving.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the config is unusable.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Gateway, StartError> {
+        let config = Arc::new(config);
+        let addr = listener.local_addr().map_err(StartError::Listen)?;
+        let store = open_store(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let (events_tx, events_rx) = mpsc::channel::<ConnectorEvent>(65_536);
+        let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
+        for c in &config.connectors {
+            match c.kind {
+                ConnectorKind::Sim => {
+                    let resume = store.awaiting_receipts(&c.name).await?;
+                    if !resume.is_empty() {
+                        tracing::info!(connector = %c.name, receipts = resume.len(), "resuming receipts of earlier submits");
+                    }
+                    connectors.push(SimConnector::start(
+                        SimSettings {
+                            name: c.name.clone(),
+                            window: c.window,
+                            tps: c.tps,
+                            delay: Duration::from_millis(c.delay_ms.unwrap_or(5)),
+                            fail_rate: c.fail_rate.unwrap_or(0.0),
+                        },
+                        events_tx.clone(),
+                        resume,
+                    ));
+                }
+                ConnectorKind::Smpp => {
+                    return Err(StartError::Config(format!(
+                        "connector '{}': smpp connectors are not available in this build",
+                        c.name
+                    )));
+                }
+            }
+        }
+        drop(events_tx);
+
+        let app = Arc::new(App::new(
+            config.clone(),
+            store.clone(),
+            metrics.clone(),
+            connectors.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        let workers = TaskTracker::new();
+        let dispatch_stop = CancellationToken::new();
+        let settings = DispatchSettings::from(&config.dispatch);
+        for connector in &connectors {
+            dispatch::spawn_dispatcher(
+                &workers,
+                store.clone(),
+                connector.clone(),
+                settings.clone(),
+                metrics.clone(),
+                None,
+                dispatch_stop.clone(),
+            );
+        }
+        let receipts = tokio::spawn(dispatch::record_receipts(
+            store.clone(),
+            events_rx,
+            metrics.clone(),
+            None,
+        ));
+        workers.spawn(dispatch::run_maintenance(
+            store.clone(),
+            config.messages.idempotency_ttl,
+            Duration::from_secs(1),
+            metrics.clone(),
+            None,
+            dispatch_stop.clone(),
+        ));
+        workers.close();
+
+        let admin = crate::admin::serve_socket(
+            admin_socket_path(&config),
+            store.clone(),
+            app.clone(),
+            shutdown.clone(),
+        );
+
+        let router = api::router(app.clone());
+        let http_stop = shutdown.clone();
+        let done = tokio::spawn(async move {
+            let admin_task = tokio::spawn(admin);
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown({
+                    let app = app.clone();
+                    async move {
+                        http_stop.cancelled().await;
+                        app.stop_accepting();
+                    }
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+            app.stop_accepting();
+            dispatch_stop.cancel();
+            workers.wait().await;
+            for c in &connectors {
+                c.shutdown().await;
+            }
+            // Receipts still queued are applied before the store closes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), receipts).await;
+            store.close().await;
+            admin_task.abort();
+            tracing::info!("herald stopped");
+        });
+        tracing::info!(%addr, "herald listening");
+        Ok(Gateway {
+            addr,
+            shutdown,
+            done,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until everything stopped.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}

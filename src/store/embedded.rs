@@ -1,0 +1,1106 @@
+//! The embedded store: one redb file, no server needed.
+//!
+//! All writes go through one writer thread that drains every pending request
+//! into a single write transaction and commits it durably before answering
+//! any of them (group commit): a burst of concurrent admissions, claims'
+//! outcomes and receipts costs one fsync. Reads use their own read
+//! transactions and never wait for the writer.
+//!
+//! The file is held exclusively by one process. Claims live in memory: a
+//! claimed message keeps its durable queue row until its outcome is
+//! recorded, so after a crash it is simply queued again (at-least-once).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, WriteTransaction,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::memqueue::{ReadyQueues, Ready, Slot};
+use super::{
+    Admission, ApiKeyRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths, Receipt,
+    ReceiptState, Store, StoreError,
+};
+use crate::model::{Class, Message, MessageId, Micros, Status, now_micros};
+
+/// id → message record (JSON).
+const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
+/// (connector, class, seq) → (id, expires_at): ready messages.
+const QUEUE: TableDefinition<(&str, u8, u64), (u128, i64)> = TableDefinition::new("queue");
+/// (due, seq) → id: messages waiting for a retry.
+const DELAYED: TableDefinition<(i64, u64), u128> = TableDefinition::new("delayed");
+/// (connector, smsc message id) → id: matches receipts to messages.
+const SMSC_IDS: TableDefinition<(&str, &str), u128> = TableDefinition::new("smsc_ids");
+/// (connector, smsc message id) → receipt (JSON) that arrived before its submit was recorded.
+const EARLY_RECEIPTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("early_receipts");
+/// owner \n key → (id, created_at).
+const IDEMPOTENCY: TableDefinition<&str, (u128, i64)> = TableDefinition::new("idempotency");
+/// (created_at, owner \n key) → (): ages idempotency keys out in order.
+const IDEMPOTENCY_AGE: TableDefinition<(i64, &str), ()> = TableDefinition::new("idempotency_age");
+/// key id → API key record (JSON).
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// key name → key id.
+const API_KEY_NAMES: TableDefinition<&str, &str> = TableDefinition::new("api_key_names");
+/// Counters that must survive restarts.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_SEQ: &str = "seq";
+/// Receipts nobody claimed within this are dropped.
+const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(3600);
+/// Largest number of items one write transaction takes.
+const MAX_ITEMS_PER_COMMIT: usize = 20_000;
+/// Most expired messages handled per maintenance pass.
+const EXPIRE_PER_PASS: usize = 10_000;
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn encode(m: &Message) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode(bytes: &[u8]) -> Result<Message, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn idempotency_scope(owner: &str, key: &str) -> String {
+    format!("{owner}\n{key}")
+}
+
+/// A write request for the writer thread.
+enum WriteOp {
+    Admit {
+        items: Vec<NewMessage>,
+        reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
+    },
+    Record {
+        outcomes: Vec<Outcome>,
+        reply: oneshot::Sender<Result<Vec<Message>, StoreError>>,
+    },
+    Receipts {
+        receipts: Vec<Receipt>,
+        reply: oneshot::Sender<Result<Vec<Message>, StoreError>>,
+    },
+    Maintain {
+        now: Micros,
+        idempotency_ttl: Duration,
+        expire: Vec<(Slot, Ready)>,
+        reply: oneshot::Sender<Result<MaintenanceReport, StoreError>>,
+    },
+    CreateKey {
+        key: ApiKeyRecord,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    RevokeKey {
+        name: String,
+        at: Micros,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Commit what came before, then stop: later writes fail with `Closed`.
+    Close { reply: oneshot::Sender<()> },
+}
+
+impl WriteOp {
+    fn weight(&self) -> usize {
+        match self {
+            WriteOp::Admit { items, .. } => items.len(),
+            WriteOp::Record { outcomes, .. } => outcomes.len(),
+            WriteOp::Receipts { receipts, .. } => receipts.len(),
+            WriteOp::Maintain { expire, .. } => expire.len() + 100,
+            WriteOp::CreateKey { .. } | WriteOp::RevokeKey { .. } | WriteOp::Close { .. } => 1,
+        }
+    }
+}
+
+/// State shared by the handle and the writer thread.
+struct Shared {
+    db: Database,
+    ready: ReadyQueues,
+    /// Messages in the retry table.
+    delayed: AtomicU64,
+    /// Next admission sequence number.
+    next_seq: AtomicU64,
+}
+
+/// The embedded store. Cheap to clone behind an `Arc`.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<WriteOp>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store at `path` with a page cache of
+    /// `cache_bytes`, and rebuilds the in-memory ready queues.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds the file.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+                other => StoreError::Open(format!("{}: {other}", path.display())),
+            })?;
+        // Create every table so readers never meet a missing one.
+        {
+            let tx = db.begin_write().map_err(io)?;
+            tx.open_table(MESSAGES).map_err(io)?;
+            tx.open_table(QUEUE).map_err(io)?;
+            tx.open_table(DELAYED).map_err(io)?;
+            tx.open_table(SMSC_IDS).map_err(io)?;
+            tx.open_table(EARLY_RECEIPTS).map_err(io)?;
+            tx.open_table(IDEMPOTENCY).map_err(io)?;
+            tx.open_table(IDEMPOTENCY_AGE).map_err(io)?;
+            tx.open_table(API_KEYS).map_err(io)?;
+            tx.open_table(API_KEY_NAMES).map_err(io)?;
+            tx.open_table(META).map_err(io)?;
+            tx.commit().map_err(io)?;
+        }
+        let ready = ReadyQueues::default();
+        let (next_seq, delayed) = {
+            let tx = db.begin_read().map_err(io)?;
+            let queue = tx.open_table(QUEUE).map_err(io)?;
+            let mut entries = Vec::new();
+            for row in queue.iter().map_err(io)? {
+                let (k, v) = row.map_err(io)?;
+                let (connector, class, seq) = k.value();
+                let (id, expires_at) = v.value();
+                let class = Class::from_index(class)
+                    .ok_or_else(|| StoreError::Corrupt(format!("queue class {class}")))?;
+                entries.push((
+                    Slot {
+                        connector: connector.to_string(),
+                        class,
+                        seq,
+                    },
+                    Ready { id, expires_at },
+                ));
+            }
+            ready.push_many(entries);
+            let meta = tx.open_table(META).map_err(io)?;
+            let seq = meta
+                .get(META_SEQ)
+                .map_err(io)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let delayed = tx.open_table(DELAYED).map_err(io)?.len().map_err(io)?;
+            (seq + 1, delayed)
+        };
+        let shared = Arc::new(Shared {
+            db,
+            ready,
+            delayed: AtomicU64::new(delayed),
+            next_seq: AtomicU64::new(next_seq),
+        });
+        let (tx, rx) = mpsc::channel(4096);
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("herald-store-writer".into())
+            .spawn(move || writer_loop(&thread_shared, rx))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(EmbeddedStore {
+            shared,
+            writer: tx,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The next queue sequence number; admission assigns it before the
+    /// write so records can be encoded outside the writer thread.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read_messages(&self, ids: &[u128]) -> Result<Vec<Option<Message>>, StoreError> {
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        let table = tx.open_table(MESSAGES).map_err(io)?;
+        ids.iter()
+            .map(|id| match table.get(*id).map_err(io)? {
+                Some(v) => decode(v.value()).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn admit(&self, mut items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
+        for item in &mut items {
+            if item.message.seq == 0 {
+                item.message.seq = self.next_seq();
+            }
+        }
+        self.send(|reply| WriteOp::Admit { items, reply }).await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        Ok(self.read_messages(&[id.0])?.pop().flatten())
+    }
+
+    async fn claim(&self, connector: &str, max: usize) -> Result<Vec<Message>, StoreError> {
+        let popped = self.shared.ready.pop(connector, max);
+        if popped.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u128> = popped.iter().map(|(_, r)| r.id).collect();
+        match self.read_messages(&ids) {
+            Ok(found) => Ok(found
+                .into_iter()
+                .zip(popped)
+                .filter_map(|(m, (slot, _))| {
+                    if m.is_none() {
+                        tracing::error!(seq = slot.seq, "queued message has no record; skipped");
+                    }
+                    m
+                })
+                .collect()),
+            Err(e) => {
+                // Put them back: the rows are still durable, nothing is lost.
+                self.shared.ready.push_many(popped);
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait_for_work(&self, connector: &str, timeout: Duration) {
+        let notify = self.shared.ready.notifier(connector);
+        let _ = tokio::time::timeout(timeout, notify.notified()).await;
+    }
+
+    async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<Message>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(|reply| WriteOp::Record { outcomes, reply }).await
+    }
+
+    async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Message>, StoreError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(|reply| WriteOp::Receipts { receipts, reply })
+            .await
+    }
+
+    async fn maintain(
+        &self,
+        now: Micros,
+        idempotency_ttl: Duration,
+    ) -> Result<MaintenanceReport, StoreError> {
+        let expire = self.shared.ready.take_expired(now, EXPIRE_PER_PASS);
+        let put_back = expire.clone();
+        let result = self
+            .send(|reply| WriteOp::Maintain {
+                now,
+                idempotency_ttl,
+                expire,
+                reply,
+            })
+            .await;
+        if result.is_err() {
+            self.shared.ready.push_many(put_back);
+        }
+        result
+    }
+
+    async fn awaiting_receipts(&self, connector: &str) -> Result<Vec<String>, StoreError> {
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        let table = tx.open_table(SMSC_IDS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in table.range((connector, "")..).map_err(io)? {
+            let (k, _) = row.map_err(io)?;
+            let (c, smsc_id) = k.value();
+            if c != connector {
+                break;
+            }
+            out.push(smsc_id.to_string());
+        }
+        Ok(out)
+    }
+
+    fn queue_depths(&self) -> QueueDepths {
+        self.shared.ready.depths()
+    }
+
+    fn retry_depth(&self) -> u64 {
+        self.shared.delayed.load(Ordering::Relaxed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        tx.open_table(META).map_err(io)?;
+        Ok(())
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError> {
+        self.send(|reply| WriteOp::CreateKey { key, reply }).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        let table = tx.open_table(API_KEYS).map_err(io)?;
+        match table.get(id).map_err(io)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        let table = tx.open_table(API_KEYS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(io)? {
+            let (_, v) = row.map_err(io)?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.send(|reply| WriteOp::RevokeKey { name, at, reply })
+            .await
+    }
+
+    async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.writer.send(WriteOp::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// What a committed transaction changes in memory.
+#[derive(Default)]
+struct Effects {
+    ready: Vec<(Slot, Ready)>,
+    delayed_delta: i64,
+    max_seq: u64,
+}
+
+/// A reply to send once the transaction holding its work is committed.
+enum Pending {
+    Admit(
+        oneshot::Sender<Result<Vec<Admission>, StoreError>>,
+        Vec<Admission>,
+    ),
+    Messages(
+        oneshot::Sender<Result<Vec<Message>, StoreError>>,
+        Vec<Message>,
+    ),
+    Maintain(
+        oneshot::Sender<Result<MaintenanceReport, StoreError>>,
+        MaintenanceReport,
+    ),
+    Bool(oneshot::Sender<Result<bool, StoreError>>, bool),
+    None,
+}
+
+impl Pending {
+    fn send(self) {
+        match self {
+            Pending::Admit(tx, v) => {
+                let _ = tx.send(Ok(v));
+            }
+            Pending::Messages(tx, v) => {
+                let _ = tx.send(Ok(v));
+            }
+            Pending::Maintain(tx, v) => {
+                let _ = tx.send(Ok(v));
+            }
+            Pending::Bool(tx, v) => {
+                let _ = tx.send(Ok(v));
+            }
+            Pending::None => {}
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        let err = || StoreError::Io(e.to_string());
+        match self {
+            Pending::Admit(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
+            Pending::Messages(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
+            Pending::Maintain(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
+            Pending::Bool(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
+            Pending::None => {}
+        }
+    }
+}
+
+fn fail_op(op: WriteOp, e: &StoreError) {
+    let err = || StoreError::Io(e.to_string());
+    match op {
+        WriteOp::Admit { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Record { reply, .. } | WriteOp::Receipts { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Maintain { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::CreateKey { reply, .. } | WriteOp::RevokeKey { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Close { reply } => {
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut ops = Vec::new();
+        let mut weight = 0;
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            if let WriteOp::Close { reply } = op {
+                close = Some(reply);
+                break;
+            }
+            weight += op.weight();
+            ops.push(op);
+            if weight < MAX_ITEMS_PER_COMMIT {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !ops.is_empty() {
+            commit_batch(shared, ops);
+        }
+        if let Some(reply) = close {
+            rx.close();
+            // Answer whatever was queued behind the close.
+            while let Ok(op) = rx.try_recv() {
+                fail_op(op, &StoreError::Closed);
+            }
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+/// Applies `ops` in one write transaction and answers them after the commit.
+fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
+    let tx = match shared.db.begin_write() {
+        Ok(mut tx) => {
+            if let Err(e) = tx.set_durability(Durability::Immediate) {
+                let e = io(e);
+                for op in ops {
+                    fail_op(op, &e);
+                }
+                return;
+            }
+            tx
+        }
+        Err(e) => {
+            let e = io(e);
+            for op in ops {
+                fail_op(op, &e);
+            }
+            return;
+        }
+    };
+    let mut effects = Effects::default();
+    let mut pending = Vec::with_capacity(ops.len());
+    let mut failed: Option<StoreError> = None;
+    let mut unapplied = Vec::new();
+    {
+        let mut w = match Writer::open(&tx) {
+            Ok(w) => w,
+            Err(e) => {
+                for op in ops {
+                    fail_op(op, &e);
+                }
+                return;
+            }
+        };
+        for op in ops {
+            if failed.is_some() {
+                unapplied.push(op);
+                continue;
+            }
+            match w.apply(op, &mut effects) {
+                Ok(p) => pending.push(p),
+                Err((e, op)) => {
+                    failed = Some(e);
+                    unapplied.push(op);
+                }
+            }
+        }
+        if failed.is_none()
+            && effects.max_seq > 0
+            && let Err(e) = w.bump_seq(effects.max_seq)
+        {
+            failed = Some(e);
+        }
+    }
+    let result = match failed {
+        Some(e) => Err(e),
+        None => tx.commit().map_err(io),
+    };
+    match result {
+        Ok(()) => {
+            let delta = effects.delayed_delta;
+            if delta >= 0 {
+                shared
+                    .delayed
+                    .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+            } else {
+                shared
+                    .delayed
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
+            shared.ready.push_many(effects.ready);
+            for p in pending {
+                p.send();
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store commit failed");
+            for p in pending {
+                p.fail(&e);
+            }
+            for op in unapplied {
+                fail_op(op, &e);
+            }
+        }
+    }
+}
+
+/// The tables of one write transaction.
+struct Writer<'t> {
+    messages: Table<'t, u128, &'static [u8]>,
+    queue: Table<'t, (&'static str, u8, u64), (u128, i64)>,
+    delayed: Table<'t, (i64, u64), u128>,
+    smsc_ids: Table<'t, (&'static str, &'static str), u128>,
+    early: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    idempotency: Table<'t, &'static str, (u128, i64)>,
+    idempotency_age: Table<'t, (i64, &'static str), ()>,
+    api_keys: Table<'t, &'static str, &'static [u8]>,
+    api_key_names: Table<'t, &'static str, &'static str>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+type ApplyResult = Result<Pending, (StoreError, WriteOp)>;
+
+impl<'t> Writer<'t> {
+    fn open(tx: &'t WriteTransaction) -> Result<Writer<'t>, StoreError> {
+        Ok(Writer {
+            messages: tx.open_table(MESSAGES).map_err(io)?,
+            queue: tx.open_table(QUEUE).map_err(io)?,
+            delayed: tx.open_table(DELAYED).map_err(io)?,
+            smsc_ids: tx.open_table(SMSC_IDS).map_err(io)?,
+            early: tx.open_table(EARLY_RECEIPTS).map_err(io)?,
+            idempotency: tx.open_table(IDEMPOTENCY).map_err(io)?,
+            idempotency_age: tx.open_table(IDEMPOTENCY_AGE).map_err(io)?,
+            api_keys: tx.open_table(API_KEYS).map_err(io)?,
+            api_key_names: tx.open_table(API_KEY_NAMES).map_err(io)?,
+            meta: tx.open_table(META).map_err(io)?,
+        })
+    }
+
+    fn apply(&mut self, op: WriteOp, fx: &mut Effects) -> ApplyResult {
+        match op {
+            WriteOp::Admit { items, reply } => match self.admit(&items, fx) {
+                Ok(v) => Ok(Pending::Admit(reply, v)),
+                Err(e) => Err((e, WriteOp::Admit { items, reply })),
+            },
+            WriteOp::Record { outcomes, reply } => match self.record(&outcomes, fx) {
+                Ok(v) => Ok(Pending::Messages(reply, v)),
+                Err(e) => Err((e, WriteOp::Record { outcomes, reply })),
+            },
+            WriteOp::Receipts { receipts, reply } => match self.receipts(&receipts) {
+                Ok(v) => Ok(Pending::Messages(reply, v)),
+                Err(e) => Err((e, WriteOp::Receipts { receipts, reply })),
+            },
+            WriteOp::Maintain {
+                now,
+                idempotency_ttl,
+                expire,
+                reply,
+            } => match self.maintain(now, idempotency_ttl, &expire, fx) {
+                Ok(v) => Ok(Pending::Maintain(reply, v)),
+                Err(e) => Err((
+                    e,
+                    WriteOp::Maintain {
+                        now,
+                        idempotency_ttl,
+                        expire,
+                        reply,
+                    },
+                )),
+            },
+            WriteOp::CreateKey { key, reply } => match self.create_key(&key) {
+                Ok(v) => Ok(Pending::Bool(reply, v)),
+                Err(e) => Err((e, WriteOp::CreateKey { key, reply })),
+            },
+            WriteOp::RevokeKey { name, at, reply } => match self.revoke_key(&name, at) {
+                Ok(v) => Ok(Pending::Bool(reply, v)),
+                Err(e) => Err((e, WriteOp::RevokeKey { name, at, reply })),
+            },
+            // Handled by the writer loop before a batch is built.
+            WriteOp::Close { reply } => {
+                let _ = reply.send(());
+                Ok(Pending::None)
+            }
+        }
+    }
+
+    fn bump_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        let current = self
+            .meta
+            .get(META_SEQ)
+            .map_err(io)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        if seq > current {
+            self.meta.insert(META_SEQ, seq).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn load(&self, id: u128) -> Result<Option<Message>, StoreError> {
+        match self.messages.get(id).map_err(io)? {
+            Some(v) => decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&mut self, m: &Message) -> Result<(), StoreError> {
+        let bytes = encode(m)?;
+        self.messages
+            .insert(m.id.0, bytes.as_slice())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn enqueue(&mut self, m: &Message, fx: &mut Effects) -> Result<(), StoreError> {
+        let Some(connector) = m.current_connector() else {
+            return Err(StoreError::Corrupt(format!("message {} has no route", m.id)));
+        };
+        self.queue
+            .insert(
+                (connector, m.class.index() as u8, m.seq),
+                (m.id.0, m.expires_at),
+            )
+            .map_err(io)?;
+        fx.ready.push((
+            Slot {
+                connector: connector.to_string(),
+                class: m.class,
+                seq: m.seq,
+            },
+            Ready {
+                id: m.id.0,
+                expires_at: m.expires_at,
+            },
+        ));
+        Ok(())
+    }
+
+    fn dequeue(&mut self, m: &Message) -> Result<(), StoreError> {
+        if let Some(connector) = m.current_connector() {
+            self.queue
+                .remove((connector, m.class.index() as u8, m.seq))
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn admit(
+        &mut self,
+        items: &[NewMessage],
+        fx: &mut Effects,
+    ) -> Result<Vec<Admission>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some((owner, key)) = &item.idempotency {
+                let scope = idempotency_scope(owner, key);
+                let seen = self
+                    .idempotency
+                    .get(scope.as_str())
+                    .map_err(io)?
+                    .map(|v| v.value().0);
+                if let Some(id) = seen {
+                    if let Some(existing) = self.load(id)? {
+                        out.push(Admission::Existing(existing));
+                        continue;
+                    }
+                }
+                let m = &item.message;
+                self.idempotency
+                    .insert(scope.as_str(), (m.id.0, m.created_at))
+                    .map_err(io)?;
+                self.idempotency_age
+                    .insert((m.created_at, scope.as_str()), ())
+                    .map_err(io)?;
+            }
+            let m = &item.message;
+            self.save(m)?;
+            if m.status == Status::Queued {
+                self.enqueue(m, fx)?;
+            }
+            fx.max_seq = fx.max_seq.max(m.seq);
+            out.push(Admission::Created(m.clone()));
+        }
+        Ok(out)
+    }
+
+    fn record(&mut self, outcomes: &[Outcome], fx: &mut Effects) -> Result<Vec<Message>, StoreError> {
+        let mut finals = Vec::new();
+        for outcome in outcomes {
+            let Some(mut m) = self.load(outcome.id().0)? else {
+                tracing::warn!(id = %outcome.id(), "outcome for an unknown message ignored");
+                continue;
+            };
+            if m.status != Status::Queued {
+                // Already decided (e.g. expired by the sweeper); keep the first word.
+                continue;
+            }
+            match outcome {
+                Outcome::Submitted {
+                    connector,
+                    smsc_ids,
+                    at,
+                    ..
+                } => {
+                    self.dequeue(&m)?;
+                    m.status = Status::Submitted;
+                    m.connector = Some(connector.clone());
+                    m.smsc_message_ids = smsc_ids.clone();
+                    m.submitted_at = Some(*at);
+                    m.attempts += 1;
+                    m.error = None;
+                    let mut early = Vec::new();
+                    for smsc_id in smsc_ids {
+                        self.smsc_ids
+                            .insert((connector.as_str(), smsc_id.as_str()), m.id.0)
+                            .map_err(io)?;
+                        if let Some(r) = self
+                            .early
+                            .remove((connector.as_str(), smsc_id.as_str()))
+                            .map_err(io)?
+                        {
+                            if let Ok(receipt) = serde_json::from_slice::<Receipt>(r.value()) {
+                                early.push(receipt);
+                            }
+                        }
+                    }
+                    self.save(&m)?;
+                    if !early.is_empty() {
+                        finals.extend(self.receipts(&early)?);
+                    }
+                }
+                Outcome::Retry {
+                    not_before, error, ..
+                } => {
+                    self.dequeue(&m)?;
+                    m.attempts += 1;
+                    m.error = Some(error.clone());
+                    self.delayed
+                        .insert((*not_before, m.seq), m.id.0)
+                        .map_err(io)?;
+                    fx.delayed_delta += 1;
+                    self.save(&m)?;
+                }
+                Outcome::Failover { error, .. } => {
+                    self.dequeue(&m)?;
+                    m.error = Some(error.clone());
+                    if (m.route_index as usize) + 1 < m.route.len() {
+                        m.route_index += 1;
+                        self.enqueue(&m, fx)?;
+                    } else {
+                        m.status = Status::Failed;
+                        m.done_at = Some(now_micros());
+                        finals.push(m.clone());
+                    }
+                    self.save(&m)?;
+                }
+                Outcome::Failed { error, .. } => {
+                    self.dequeue(&m)?;
+                    m.status = Status::Failed;
+                    m.error = Some(error.clone());
+                    m.done_at = Some(now_micros());
+                    self.save(&m)?;
+                    finals.push(m);
+                }
+                Outcome::Expired { .. } => {
+                    self.dequeue(&m)?;
+                    m.status = Status::Expired;
+                    m.done_at = Some(now_micros());
+                    self.save(&m)?;
+                    finals.push(m);
+                }
+                Outcome::Released { .. } => {
+                    // The durable row never left; only the memory index needs it back.
+                    if let Some(connector) = m.current_connector() {
+                        fx.ready.push((
+                            Slot {
+                                connector: connector.to_string(),
+                                class: m.class,
+                                seq: m.seq,
+                            },
+                            Ready {
+                                id: m.id.0,
+                                expires_at: m.expires_at,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(finals)
+    }
+
+    fn receipts(&mut self, receipts: &[Receipt]) -> Result<Vec<Message>, StoreError> {
+        let mut finals = Vec::new();
+        for r in receipts {
+            let key = (r.connector.as_str(), r.smsc_id.as_str());
+            let found = self.smsc_ids.remove(key).map_err(io)?.map(|v| v.value());
+            let Some(id) = found else {
+                let bytes =
+                    serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                self.early.insert(key, bytes.as_slice()).map_err(io)?;
+                continue;
+            };
+            let Some(mut m) = self.load(id)? else {
+                continue;
+            };
+            if m.status != Status::Submitted {
+                continue;
+            }
+            if r.state.is_delivered() {
+                m.parts_delivered += 1;
+            } else {
+                m.parts_failed += 1;
+                m.error = Some(match &r.error_code {
+                    Some(code) => format!("{}: error {code}", receipt_word(r.state)),
+                    None => receipt_word(r.state).to_string(),
+                });
+            }
+            let parts = u32::try_from(m.smsc_message_ids.len().max(1)).unwrap_or(u32::MAX);
+            if m.parts_delivered + m.parts_failed >= parts {
+                m.status = if m.parts_failed == 0 {
+                    Status::Delivered
+                } else {
+                    Status::Failed
+                };
+                m.done_at = Some(r.at);
+                finals.push(m.clone());
+            }
+            self.save(&m)?;
+        }
+        Ok(finals)
+    }
+
+    fn maintain(
+        &mut self,
+        now: Micros,
+        idempotency_ttl: Duration,
+        expire: &[(Slot, Ready)],
+        fx: &mut Effects,
+    ) -> Result<MaintenanceReport, StoreError> {
+        let mut report = MaintenanceReport::default();
+        for (_, ready) in expire {
+            let Some(mut m) = self.load(ready.id)? else {
+                continue;
+            };
+            if m.status != Status::Queued {
+                continue;
+            }
+            self.dequeue(&m)?;
+            m.status = Status::Expired;
+            m.done_at = Some(now);
+            self.save(&m)?;
+            report.expired.push(m);
+        }
+        // Retries whose backoff ended go back to their queue (or expire).
+        let due: Vec<((i64, u64), u128)> = self
+            .delayed
+            .range(..(now, u64::MAX))
+            .map_err(io)?
+            .take(EXPIRE_PER_PASS)
+            .map(|row| row.map(|(k, v)| (k.value(), v.value())).map_err(io))
+            .collect::<Result<_, _>>()?;
+        for (key, id) in due {
+            self.delayed.remove(key).map_err(io)?;
+            fx.delayed_delta -= 1;
+            let Some(mut m) = self.load(id)? else {
+                continue;
+            };
+            if m.status != Status::Queued {
+                continue;
+            }
+            if m.expires_at <= now {
+                m.status = Status::Expired;
+                m.done_at = Some(now);
+                self.save(&m)?;
+                report.expired.push(m);
+            } else {
+                self.enqueue(&m, fx)?;
+                report.promoted += 1;
+            }
+        }
+        // Idempotency keys past their TTL.
+        let ttl = i64::try_from(idempotency_ttl.as_micros()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(ttl);
+        let aged: Vec<(i64, String)> = self
+            .idempotency_age
+            .range(..(cutoff, ""))
+            .map_err(io)?
+            .take(EXPIRE_PER_PASS)
+            .map(|row| {
+                row.map(|(k, _)| {
+                    let (t, s) = k.value();
+                    (t, s.to_string())
+                })
+                .map_err(io)
+            })
+            .collect::<Result<_, _>>()?;
+        for (t, scope) in aged {
+            self.idempotency_age
+                .remove((t, scope.as_str()))
+                .map_err(io)?;
+            let current = self
+                .idempotency
+                .get(scope.as_str())
+                .map_err(io)?
+                .map(|v| v.value());
+            if current.is_some_and(|(_, created)| created == t) {
+                self.idempotency.remove(scope.as_str()).map_err(io)?;
+            }
+            report.purged += 1;
+        }
+        report.purged += self.purge_early_receipts(now)?;
+        Ok(report)
+    }
+
+    fn purge_early_receipts(&mut self, now: Micros) -> Result<usize, StoreError> {
+        let ttl = i64::try_from(EARLY_RECEIPT_TTL.as_micros()).unwrap_or(i64::MAX);
+        let mut old = Vec::new();
+        for row in self.early.iter().map_err(io)?.take(EXPIRE_PER_PASS) {
+            let (k, v) = row.map_err(io)?;
+            let at = serde_json::from_slice::<Receipt>(v.value())
+                .map(|r| r.at)
+                .unwrap_or(0);
+            if now.saturating_sub(at) > ttl {
+                let (c, s) = k.value();
+                old.push((c.to_string(), s.to_string()));
+            }
+        }
+        for (c, s) in &old {
+            self.early.remove((c.as_str(), s.as_str())).map_err(io)?;
+        }
+        Ok(old.len())
+    }
+
+    fn create_key(&mut self, key: &ApiKeyRecord) -> Result<bool, StoreError> {
+        if self
+            .api_key_names
+            .get(key.name.as_str())
+            .map_err(io)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.api_keys
+            .insert(key.id.as_str(), bytes.as_slice())
+            .map_err(io)?;
+        self.api_key_names
+            .insert(key.name.as_str(), key.id.as_str())
+            .map_err(io)?;
+        Ok(true)
+    }
+
+    fn revoke_key(&mut self, name: &str, at: Micros) -> Result<bool, StoreError> {
+        let Some(id) = self
+            .api_key_names
+            .remove(name)
+            .map_err(io)?
+            .map(|v| v.value().to_string())
+        else {
+            return Ok(false);
+        };
+        let record = self
+            .api_keys
+            .get(id.as_str())
+            .map_err(io)?
+            .map(|v| v.value().to_vec());
+        if let Some(bytes) = record {
+            let mut key: ApiKeyRecord =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            key.revoked_at = Some(at);
+            let bytes =
+                serde_json::to_vec(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.api_keys
+                .insert(id.as_str(), bytes.as_slice())
+                .map_err(io)?;
+        }
+        Ok(true)
+    }
+}
+
+fn receipt_word(state: ReceiptState) -> &'static str {
+    match state {
+        ReceiptState::Delivered => "delivered",
+        ReceiptState::Undeliverable => "undeliverable",
+        ReceiptState::Expired => "expired at the carrier",
+        ReceiptState::Rejected => "rejected by the carrier",
+        ReceiptState::Deleted => "deleted by the carrier",
+        ReceiptState::Unknown => "unknown final state",
+    }
+}

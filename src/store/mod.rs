@@ -1,0 +1,232 @@
+//! The one source of truth: queues per connector and class, message records,
+//! idempotency keys, receipts matching and API keys, behind the [`Store`]
+//! trait so the embedded store and a Redis store are interchangeable and pass
+//! one conformance suite (`tests/it/store_conformance.rs`).
+//!
+//! Every operation takes a batch: callers that arrive together share one
+//! durable write (group commit), which is what keeps the store off the
+//! critical path at thousands of messages per second.
+
+pub mod embedded;
+mod memqueue;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Message, MessageId, Micros};
+
+pub use embedded::EmbeddedStore;
+
+/// Why a store operation failed. Callers answer 503: the request may be
+/// retried, nothing half-done is visible.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("store cannot be opened: {0}")]
+    Open(String),
+    /// The database is held by another process (e.g. a running `herald serve`).
+    #[error("store is in use by another process")]
+    Locked,
+    /// Reading or writing failed.
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// A stored record could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shutting down and takes no more work.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// A message ready to be persisted: everything admission decided.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message: Message,
+    /// `(owner, key)`: a second admission with the same pair within the TTL
+    /// returns the first message and stores nothing.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// The result of admitting one [`NewMessage`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Stored and queued.
+    Created(Message),
+    /// The idempotency key was seen before: the earlier message.
+    Existing(Message),
+}
+
+impl Admission {
+    /// The message either way.
+    pub fn message(&self) -> &Message {
+        match self {
+            Admission::Created(m) | Admission::Existing(m) => m,
+        }
+    }
+}
+
+/// What happened to a claimed message.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The carrier took it; `smsc_ids` match its receipts (one per part).
+    Submitted {
+        id: MessageId,
+        connector: String,
+        smsc_ids: Vec<String>,
+        at: Micros,
+    },
+    /// A temporary failure: try again on the same connector after `not_before`.
+    Retry {
+        id: MessageId,
+        not_before: Micros,
+        error: String,
+    },
+    /// Move it to the next connector of its route and queue it there.
+    Failover { id: MessageId, error: String },
+    /// A permanent failure: final.
+    Failed { id: MessageId, error: String },
+    /// Its validity ran out before it could be submitted: final, never sent.
+    Expired { id: MessageId },
+    /// Not submitted (e.g. shutdown): back to the queue as it was.
+    Released { id: MessageId },
+}
+
+impl Outcome {
+    /// The message this outcome is about.
+    pub fn id(&self) -> MessageId {
+        match self {
+            Outcome::Submitted { id, .. }
+            | Outcome::Retry { id, .. }
+            | Outcome::Failover { id, .. }
+            | Outcome::Failed { id, .. }
+            | Outcome::Expired { id }
+            | Outcome::Released { id } => *id,
+        }
+    }
+}
+
+/// The final state a carrier reports for one submitted part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptState {
+    Delivered,
+    Undeliverable,
+    Expired,
+    Rejected,
+    Deleted,
+    Unknown,
+}
+
+impl ReceiptState {
+    /// Whether the part reached the handset.
+    pub fn is_delivered(self) -> bool {
+        self == ReceiptState::Delivered
+    }
+}
+
+/// A delivery receipt from a connector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub connector: String,
+    pub smsc_id: String,
+    pub state: ReceiptState,
+    /// Carrier error code, when it gave one.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    pub at: Micros,
+}
+
+/// Ready-queue depth per class (index = [`Class::index`]).
+pub type QueueDepths = [u64; 4];
+
+/// One API key as stored: only an argon2 hash of its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public part of the token, used to find the record.
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// argon2id PHC string of the secret.
+    pub hash: String,
+    pub created_at: Micros,
+    #[serde(default)]
+    pub revoked_at: Option<Micros>,
+}
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaintenanceReport {
+    /// Retries whose backoff ended, back in their queue.
+    pub promoted: usize,
+    /// Queued messages past their validity, now `expired`.
+    pub expired: Vec<Message>,
+    /// Idempotency keys and unmatched receipts dropped for age.
+    pub purged: usize,
+}
+
+/// The store contract. Every implementation passes the conformance suite.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Persists and queues messages. Returns once they are durable: only
+    /// then may the caller answer 202.
+    async fn admit(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError>;
+
+    /// One message by id.
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
+
+    /// Claims up to `max` ready messages for `connector`, strictly by class
+    /// (all emergency before any otp, …) and FIFO within a class. A claimed
+    /// message is handed to nobody else until its [`Outcome`] is recorded;
+    /// if the process dies first it is queued again (at-least-once).
+    async fn claim(&self, connector: &str, max: usize) -> Result<Vec<Message>, StoreError>;
+
+    /// Waits until `connector` may have ready messages, or `timeout`.
+    async fn wait_for_work(&self, connector: &str, timeout: Duration);
+
+    /// Records outcomes of claimed messages. Returns the messages that
+    /// reached a final status.
+    async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<Message>, StoreError>;
+
+    /// Applies delivery receipts. A receipt whose submit is not recorded yet
+    /// is kept and applied when it is. Returns messages that became final.
+    async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Message>, StoreError>;
+
+    /// Moves due retries back to their queue, expires overdue queued
+    /// messages and purges aged idempotency keys and unmatched receipts.
+    async fn maintain(
+        &self,
+        now: Micros,
+        idempotency_ttl: Duration,
+    ) -> Result<MaintenanceReport, StoreError>;
+
+    /// Carrier ids of `connector` submits still waiting for a receipt. The
+    /// in-process simulated carrier uses it to resume after a restart, as a
+    /// real SMSC resends pending receipts when the ESME binds again.
+    async fn awaiting_receipts(&self, connector: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Ready messages per class, across connectors.
+    fn queue_depths(&self) -> QueueDepths;
+
+    /// Messages waiting for a retry.
+    fn retry_depth(&self) -> u64;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new API key. `false` if the name is taken.
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError>;
+
+    /// An API key by its public id.
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every API key, revoked ones included.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes the key named `name`. `false` if there is none.
+    async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError>;
+
+    /// Flushes and stops taking writes.
+    async fn close(&self);
+}
