@@ -86,23 +86,30 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
     }
 }
 
-/// Serves admin commands on `path` until `shutdown`.
+/// Binds the admin socket at `path` (replacing a stale one a crashed server
+/// left). `None` if it cannot: admin commands then need the server stopped.
+pub fn bind_socket(path: &Path) -> Option<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    match UnixListener::bind(path) {
+        Ok(l) => {
+            restrict_to_owner(path);
+            Some(l)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; CLI admin commands need the server stopped");
+            None
+        }
+    }
+}
+
+/// Serves admin commands on `listener` until `shutdown`, then removes `path`.
 pub async fn serve_socket(
+    listener: UnixListener,
     path: PathBuf,
     store: Arc<dyn Store>,
     app: Arc<App>,
     shutdown: CancellationToken,
 ) {
-    // A socket file left by a crashed server would block the bind.
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; CLI admin commands need the server stopped");
-            return;
-        }
-    };
-    restrict_to_owner(&path);
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -145,7 +145,10 @@ impl Admitter {
             .into());
         }
         let from = req.from.map(validate_sender).transpose()?;
-        let idempotency_key = req.idempotency_key.map(validate_idempotency_key).transpose()?;
+        let idempotency_key = req
+            .idempotency_key
+            .map(validate_idempotency_key)
+            .transpose()?;
         let callback_url = req.callback_url.map(validate_callback_url).transpose()?;
         let tags = validate_tags(req.tags.unwrap_or_default())?;
         let validity = match req.validity_seconds {
@@ -203,7 +206,11 @@ impl Admitter {
     ///
     /// # Errors
     /// 4xx for the caller's mistakes, 503 when the store is down.
-    pub async fn admit_one(&self, who: &Principal, req: SendRequest) -> Result<Admission, ApiError> {
+    pub async fn admit_one(
+        &self,
+        who: &Principal,
+        req: SendRequest,
+    ) -> Result<Admission, ApiError> {
         let started = Instant::now();
         let item = match self.prepare(who, req) {
             Ok(item) => item,
@@ -238,7 +245,8 @@ impl Admitter {
         items: Vec<Result<SendRequest, ApiError>>,
     ) -> Result<Vec<(usize, Result<Admission, ApiError>)>, ApiError> {
         let started = Instant::now();
-        let mut results: Vec<(usize, Result<Admission, ApiError>)> = Vec::with_capacity(items.len());
+        let mut results: Vec<(usize, Result<Admission, ApiError>)> =
+            Vec::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
         let mut valid_index = Vec::with_capacity(items.len());
         for (index, item) in items.into_iter().enumerate() {
@@ -300,15 +308,10 @@ fn validate_sender(from: String) -> Result<String, FieldError> {
 }
 
 fn validate_idempotency_key(key: String) -> Result<String, FieldError> {
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || key.chars().any(|c| c.is_control())
-    {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(|c| c.is_control()) {
         return Err(FieldError::new(
             "invalid_idempotency_key",
-            format!(
-                "`idempotency_key` must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
-            ),
+            format!("`idempotency_key` must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"),
         ));
     }
     Ok(key)
@@ -318,7 +321,9 @@ fn validate_callback_url(url: String) -> Result<String, FieldError> {
     let bad = || {
         FieldError::new(
             "invalid_callback_url",
-            format!("`callback_url` must be an http(s) URL of at most {MAX_CALLBACK_URL} characters"),
+            format!(
+                "`callback_url` must be an http(s) URL of at most {MAX_CALLBACK_URL} characters"
+            ),
         )
     };
     if url.len() > MAX_CALLBACK_URL {

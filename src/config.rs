@@ -428,7 +428,10 @@ impl Config {
             }
         }
         if !(1..=255).contains(&self.messages.max_segments) {
-            return Err(invalid("messages.max_segments", "must be between 1 and 255"));
+            return Err(invalid(
+                "messages.max_segments",
+                "must be between 1 and 255",
+            ));
         }
         if !self.messages.default_region.is_empty()
             && self
@@ -488,8 +491,7 @@ impl Config {
             let key = |field: &str| format!("connectors[{i}].{field}");
             let name_ok = !c.name.is_empty()
                 && c.name.len() <= 64
-                && c
-                    .name
+                && c.name
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
             if !name_ok {

@@ -75,9 +75,9 @@ pub fn spawn_dispatcher(
         finals,
     ));
     let dispatcher = Dispatcher {
-        limiter: connector.tps().map(|tps| {
-            RateLimiter::direct(Quota::per_second(tps).allow_burst(burst_for(tps)))
-        }),
+        limiter: connector
+            .tps()
+            .map(|tps| RateLimiter::direct(Quota::per_second(tps).allow_burst(burst_for(tps)))),
         store,
         connector,
         settings,

@@ -11,7 +11,11 @@ use herald::server::{self, Gateway, StartError};
 use herald::store::StoreError;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "SMS gateway for the messages that must not wait")]
+#[command(
+    name = "herald",
+    version,
+    about = "SMS gateway for the messages that must not wait"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

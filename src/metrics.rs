@@ -226,6 +226,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("herald_retry_depth 5"), "{text}");
-        assert!(text.contains("herald_accept_to_submit_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("herald_accept_to_submit_seconds_bucket"),
+            "{text}"
+        );
     }
 }

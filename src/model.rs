@@ -20,10 +20,10 @@ pub fn now_micros() -> Micros {
         .unwrap_or(0)
 }
 
-/// Formats [`Micros`] as RFC 3339 with millisecond precision, UTC.
+/// Formats [`Micros`] as RFC 3339 with microsecond precision, UTC.
 pub fn format_micros(t: Micros) -> String {
     match jiff::Timestamp::from_microsecond(t) {
-        Ok(ts) => format!("{ts:.3}"),
+        Ok(ts) => format!("{ts:.6}"),
         Err(_) => String::from("1970-01-01T00:00:00.000Z"),
     }
 }
@@ -249,6 +249,6 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339_millis() {
-        assert_eq!(format_micros(1_500_000), "1970-01-01T00:00:01.500Z");
+        assert_eq!(format_micros(1_500_000), "1970-01-01T00:00:01.500000Z");
     }
 }

@@ -141,17 +141,20 @@ impl Gateway {
         ));
         workers.close();
 
-        let admin = crate::admin::serve_socket(
-            admin_socket_path(&config),
-            store.clone(),
-            app.clone(),
-            shutdown.clone(),
-        );
+        let admin_path = admin_socket_path(&config);
+        let admin = crate::admin::bind_socket(&admin_path).map(|listener| {
+            tokio::spawn(crate::admin::serve_socket(
+                listener,
+                admin_path,
+                store.clone(),
+                app.clone(),
+                shutdown.clone(),
+            ))
+        });
 
         let router = api::router(app.clone());
         let http_stop = shutdown.clone();
         let done = tokio::spawn(async move {
-            let admin_task = tokio::spawn(admin);
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown({
                     let app = app.clone();
@@ -173,7 +176,9 @@ impl Gateway {
             // Receipts still queued are applied before the store closes.
             let _ = tokio::time::timeout(Duration::from_secs(5), receipts).await;
             store.close().await;
-            admin_task.abort();
+            if let Some(admin) = admin {
+                admin.abort();
+            }
             tracing::info!("herald stopped");
         });
         tracing::info!(%addr, "herald listening");

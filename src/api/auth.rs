@@ -21,8 +21,8 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::model::now_micros;
 use crate::store::{ApiKeyRecord, Store, StoreError};
 

@@ -3,11 +3,11 @@
 //! body rejections use that shape too (400 malformed, 413 too large, 415,
 //! 422 naming the field).
 
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::body::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
@@ -148,10 +148,7 @@ impl IntoResponse for ApiError {
         let mut headers = HeaderMap::new();
         match &self {
             ApiError::Unauthorized => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RateLimited { retry_after, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
@@ -213,6 +210,19 @@ pub fn body_rejection(r: BytesRejection) -> ApiError {
 
 /// Parses JSON, telling syntax errors (400) from field errors (422 naming the field).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(ApiError::Malformed("the request body is empty".into())),
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+            return Err(ApiError::Malformed("body is not valid JSON".into()));
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "the request body must be a JSON object",
+            ));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| json_error(&e))?;
     de.end()

@@ -194,10 +194,7 @@ pub async fn send_batch(
     let items = batch
         .messages
         .into_iter()
-        .map(|v| {
-            serde_path_to_error::deserialize::<_, SendRequest>(v)
-                .map_err(|e| item_error(&e))
-        })
+        .map(|v| serde_path_to_error::deserialize::<_, SendRequest>(v).map_err(|e| item_error(&e)))
         .collect();
     let results = app.admitter.admit_batch(&who, items).await?;
     let mut response = BatchResponse {

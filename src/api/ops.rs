@@ -54,7 +54,11 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     (
         status,
         Json(Health {
-            status: if problems.is_empty() { "ok" } else { "unavailable" },
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "unavailable"
+            },
             problems,
         }),
     )

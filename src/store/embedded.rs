@@ -22,7 +22,7 @@ use redb::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::memqueue::{ReadyQueues, Ready, Slot};
+use super::memqueue::{Ready, ReadyQueues, Slot};
 use super::{
     Admission, ApiKeyRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths, Receipt,
     ReceiptState, Store, StoreError,
@@ -576,7 +576,7 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
                 Ok(p) => pending.push(p),
                 Err((e, op)) => {
                     failed = Some(e);
-                    unapplied.push(op);
+                    unapplied.push(*op);
                 }
             }
         }
@@ -634,7 +634,7 @@ struct Writer<'t> {
     meta: Table<'t, &'static str, u64>,
 }
 
-type ApplyResult = Result<Pending, (StoreError, WriteOp)>;
+type ApplyResult = Result<Pending, (StoreError, Box<WriteOp>)>;
 
 impl<'t> Writer<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Writer<'t>, StoreError> {
@@ -656,15 +656,15 @@ impl<'t> Writer<'t> {
         match op {
             WriteOp::Admit { items, reply } => match self.admit(&items, fx) {
                 Ok(v) => Ok(Pending::Admit(reply, v)),
-                Err(e) => Err((e, WriteOp::Admit { items, reply })),
+                Err(e) => Err((e, Box::new(WriteOp::Admit { items, reply }))),
             },
             WriteOp::Record { outcomes, reply } => match self.record(&outcomes, fx) {
                 Ok(v) => Ok(Pending::Messages(reply, v)),
-                Err(e) => Err((e, WriteOp::Record { outcomes, reply })),
+                Err(e) => Err((e, Box::new(WriteOp::Record { outcomes, reply }))),
             },
             WriteOp::Receipts { receipts, reply } => match self.receipts(&receipts) {
                 Ok(v) => Ok(Pending::Messages(reply, v)),
-                Err(e) => Err((e, WriteOp::Receipts { receipts, reply })),
+                Err(e) => Err((e, Box::new(WriteOp::Receipts { receipts, reply }))),
             },
             WriteOp::Maintain {
                 now,
@@ -675,21 +675,21 @@ impl<'t> Writer<'t> {
                 Ok(v) => Ok(Pending::Maintain(reply, v)),
                 Err(e) => Err((
                     e,
-                    WriteOp::Maintain {
+                    Box::new(WriteOp::Maintain {
                         now,
                         idempotency_ttl,
                         expire,
                         reply,
-                    },
+                    }),
                 )),
             },
             WriteOp::CreateKey { key, reply } => match self.create_key(&key) {
                 Ok(v) => Ok(Pending::Bool(reply, v)),
-                Err(e) => Err((e, WriteOp::CreateKey { key, reply })),
+                Err(e) => Err((e, Box::new(WriteOp::CreateKey { key, reply }))),
             },
             WriteOp::RevokeKey { name, at, reply } => match self.revoke_key(&name, at) {
                 Ok(v) => Ok(Pending::Bool(reply, v)),
-                Err(e) => Err((e, WriteOp::RevokeKey { name, at, reply })),
+                Err(e) => Err((e, Box::new(WriteOp::RevokeKey { name, at, reply }))),
             },
             // Handled by the writer loop before a batch is built.
             WriteOp::Close { reply } => {
@@ -721,15 +721,16 @@ impl<'t> Writer<'t> {
 
     fn save(&mut self, m: &Message) -> Result<(), StoreError> {
         let bytes = encode(m)?;
-        self.messages
-            .insert(m.id.0, bytes.as_slice())
-            .map_err(io)?;
+        self.messages.insert(m.id.0, bytes.as_slice()).map_err(io)?;
         Ok(())
     }
 
     fn enqueue(&mut self, m: &Message, fx: &mut Effects) -> Result<(), StoreError> {
         let Some(connector) = m.current_connector() else {
-            return Err(StoreError::Corrupt(format!("message {} has no route", m.id)));
+            return Err(StoreError::Corrupt(format!(
+                "message {} has no route",
+                m.id
+            )));
         };
         self.queue
             .insert(
@@ -799,7 +800,11 @@ impl<'t> Writer<'t> {
         Ok(out)
     }
 
-    fn record(&mut self, outcomes: &[Outcome], fx: &mut Effects) -> Result<Vec<Message>, StoreError> {
+    fn record(
+        &mut self,
+        outcomes: &[Outcome],
+        fx: &mut Effects,
+    ) -> Result<Vec<Message>, StoreError> {
         let mut finals = Vec::new();
         for outcome in outcomes {
             let Some(mut m) = self.load(outcome.id().0)? else {
@@ -1084,8 +1089,7 @@ impl<'t> Writer<'t> {
             let mut key: ApiKeyRecord =
                 serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             key.revoked_at = Some(at);
-            let bytes =
-                serde_json::to_vec(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let bytes = serde_json::to_vec(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             self.api_keys
                 .insert(id.as_str(), bytes.as_slice())
                 .map_err(io)?;

@@ -1,0 +1,215 @@
+//! The dispatcher against the embedded store and scripted carriers: retries
+//! with backoff, failover along the route, permanent failures, attempt limits.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald::connector::{Connector, SubmitAck, SubmitError};
+use herald::dispatch::{DispatchSettings, spawn_dispatcher};
+use herald::metrics::Metrics;
+use herald::model::{Class, Message, MessageId, Status};
+use herald::store::{EmbeddedStore, NewMessage, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store_conformance::message;
+
+/// A carrier that answers submits from a script, then accepts everything.
+struct ScriptedCarrier {
+    name: String,
+    script: Mutex<VecDeque<SubmitError>>,
+    submitted: Mutex<Vec<MessageId>>,
+}
+
+impl ScriptedCarrier {
+    fn new(name: &str, script: Vec<SubmitError>) -> Arc<Self> {
+        Arc::new(ScriptedCarrier {
+            name: name.into(),
+            script: Mutex::new(script.into()),
+            submitted: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for ScriptedCarrier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn window(&self) -> usize {
+        4
+    }
+    fn tps(&self) -> Option<NonZeroU32> {
+        None
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError> {
+        let next = self.script.lock().expect("lock").pop_front();
+        if let Some(err) = next {
+            return Err(err);
+        }
+        self.submitted.lock().expect("lock").push(msg.id);
+        Ok(SubmitAck {
+            smsc_ids: vec![format!("{}-{}", self.name, msg.id)],
+        })
+    }
+    async fn shutdown(&self) {}
+}
+
+struct Rig {
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    _dir: tempfile::TempDir,
+}
+
+fn settings(max_attempts: u32) -> DispatchSettings {
+    DispatchSettings {
+        max_attempts,
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        drain_timeout: Duration::from_secs(1),
+        submit_timeout: Duration::from_secs(1),
+    }
+}
+
+async fn rig(carriers: Vec<Arc<ScriptedCarrier>>, max_attempts: u32) -> Rig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("d.db"), 8 << 20).expect("open"));
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let metrics = Arc::new(Metrics::new());
+    for c in carriers {
+        spawn_dispatcher(
+            &tracker,
+            store.clone(),
+            c,
+            settings(max_attempts),
+            metrics.clone(),
+            None,
+            stop.clone(),
+        );
+    }
+    tracker.spawn(herald::dispatch::run_maintenance(
+        store.clone(),
+        Duration::from_secs(3600),
+        Duration::from_millis(10),
+        metrics,
+        None,
+        stop.clone(),
+    ));
+    Rig {
+        store,
+        stop,
+        tracker,
+        _dir: dir,
+    }
+}
+
+impl Rig {
+    async fn admit(&self, m: Message) -> MessageId {
+        let id = m.id;
+        self.store
+            .admit(vec![NewMessage {
+                message: m,
+                idempotency: None,
+            }])
+            .await
+            .expect("admit");
+        id
+    }
+
+    async fn wait_status(&self, id: MessageId, want: Status) -> Message {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.store.message(id).await.expect("read").expect("found");
+            if m.status == want {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status {:?}, wanted {want:?}: {m:?}",
+                m.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn temporary_failures_are_retried_until_the_carrier_takes_it() {
+    let carrier = ScriptedCarrier::new(
+        "a",
+        vec![
+            SubmitError::Temporary("link down".into()),
+            SubmitError::Throttled,
+        ],
+    );
+    let rig = rig(vec![carrier.clone()], 5).await;
+    let id = rig.admit(message("a", Class::Otp, 1)).await;
+    let m = rig.wait_status(id, Status::Submitted).await;
+    assert_eq!(m.attempts, 3);
+    assert_eq!(m.connector.as_deref(), Some("a"));
+    assert_eq!(carrier.submitted.lock().expect("lock").as_slice(), &[id]);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_failures_fail_over_to_the_next_connector_of_the_route() {
+    let a = ScriptedCarrier::new("a", vec![SubmitError::Permanent("no route".into())]);
+    let backup = ScriptedCarrier::new("backup", vec![]);
+    let rig = rig(vec![a.clone(), backup.clone()], 5).await;
+    let id = rig.admit(message("a", Class::Transactional, 1)).await;
+    let m = rig.wait_status(id, Status::Submitted).await;
+    assert_eq!(m.connector.as_deref(), Some("backup"));
+    assert!(a.submitted.lock().expect("lock").is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_on_the_last_connector_fails_the_message() {
+    let a = ScriptedCarrier::new("a", vec![SubmitError::Permanent("bad number".into())]);
+    let backup = ScriptedCarrier::new("backup", vec![SubmitError::Permanent("bad number".into())]);
+    let rig = rig(vec![a, backup], 5).await;
+    let id = rig.admit(message("a", Class::Transactional, 1)).await;
+    let m = rig.wait_status(id, Status::Failed).await;
+    assert!(
+        m.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("bad number")
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn exhausting_attempts_fails_over_and_then_fails() {
+    let failing = || {
+        (0..10)
+            .map(|_| SubmitError::Temporary("timeout".into()))
+            .collect()
+    };
+    let a = ScriptedCarrier::new("a", failing());
+    let backup = ScriptedCarrier::new("backup", failing());
+    let rig = rig(vec![a, backup], 2).await;
+    let id = rig.admit(message("a", Class::Transactional, 1)).await;
+    let m = rig.wait_status(id, Status::Failed).await;
+    assert!(
+        m.error.as_deref().unwrap_or_default().contains("attempts"),
+        "{m:?}"
+    );
+    rig.stop().await;
+}

@@ -1,0 +1,193 @@
+//! `TestApp`: a real Herald gateway on 127.0.0.1:0 with its own data dir.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald::admin::{AdminRequest, AdminResponse, call_socket};
+use herald::config::Config;
+use herald::server::{Gateway, admin_socket_path};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// A running gateway and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// An API key with every scope.
+    pub key: String,
+    pub dir: TempDir,
+    pub config: Config,
+    gateway: Option<Gateway>,
+}
+
+/// Valid test numbers: distinct UK mobiles.
+pub fn number(n: u32) -> String {
+    herald::text::test_number(n).to_string()
+}
+
+impl TestApp {
+    /// A gateway with the default sim connector.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with("").await
+    }
+
+    /// A gateway whose config is the defaults plus `extra` TOML (which may
+    /// list its own `[[connectors]]`).
+    pub async fn spawn_with(extra: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, extra).await
+    }
+
+    /// A gateway on an existing data dir (restart tests).
+    pub async fn spawn_in(dir: TempDir, extra: &str) -> TestApp {
+        let config = test_config(&dir.path().join("herald.db"), extra);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let gateway = Gateway::start(config.clone(), listener)
+            .await
+            .expect("gateway starts");
+        let base = format!("http://{}", gateway.local_addr());
+        let mut app = TestApp {
+            base,
+            client: reqwest::Client::new(),
+            key: String::new(),
+            dir,
+            config,
+            gateway: Some(gateway),
+        };
+        app.key = app.create_key("test-all", "all").await;
+        app
+    }
+
+    /// Creates an API key through the running server's admin socket.
+    pub async fn create_key(&self, name: &str, scopes: &str) -> String {
+        let unique = format!("{name}-{}", herald::api::auth::random_hex(4).expect("rng"));
+        match self
+            .admin(AdminRequest::ApiKeyCreate {
+                name: unique,
+                scopes: scopes.into(),
+            })
+            .await
+        {
+            AdminResponse::Ok(token) => token,
+            AdminResponse::Err(e) => panic!("key not created: {e}"),
+        }
+    }
+
+    pub async fn admin(&self, req: AdminRequest) -> AdminResponse {
+        call_socket(&admin_socket_path(&self.config), &req)
+            .await
+            .expect("admin socket answers")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON with the all-scopes key.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_as(&self.key, path, body).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Sends one message and returns the 202 body.
+    pub async fn send(&self, body: Value) -> Value {
+        let r = self.post("/v1/messages", &body).await;
+        let status = r.status();
+        let v: Value = r.json().await.expect("json body");
+        assert_eq!(status, 202, "send failed: {v}");
+        v
+    }
+
+    /// A plain transactional message to test number `n`.
+    pub async fn send_simple(&self, n: u32, class: &str) -> String {
+        let v = self
+            .send(json!({"to": number(n), "body": format!("message {n}"), "class": class}))
+            .await;
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/messages/{id}")).await;
+        assert_eq!(r.status(), 200, "get {id}");
+        r.json().await.expect("json")
+    }
+
+    /// Polls until the message has a final status (or panics after `limit`).
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let m = self.message(id).await;
+            let status = m["status"].as_str().unwrap_or_default();
+            if !matches!(status, "queued" | "submitted") {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} not final in time: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Graceful shutdown; returns the data dir for a restart.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown();
+            g.wait().await;
+        }
+        self.dir
+    }
+}
+
+/// Defaults for tests: loopback port 0, data in `db`, quick maintenance.
+pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
+    let has_connectors = extra.contains("[[connectors]]");
+    let connectors = if has_connectors {
+        String::new()
+    } else {
+        "[[connectors]]\nname = \"sim\"\nkind = \"sim\"\ndelay_ms = 5\n".to_string()
+    };
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{connectors}\n{extra}",
+        db.display()
+    );
+    Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+}
+
+/// Path of the built `herald` binary.
+pub fn herald_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}

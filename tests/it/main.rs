@@ -1,0 +1,11 @@
+//! Integration tests: one binary, real servers on free loopback ports.
+
+mod helpers;
+
+mod api_errors;
+mod api_messages;
+mod crash;
+mod dispatch;
+mod openapi;
+mod priority;
+mod store_conformance;
