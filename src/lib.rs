@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod admission;
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod dispatch;

@@ -35,6 +35,8 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run the benchmark suite against fresh local servers (SPEC §8).
+    Bench(herald::bench::BenchArgs),
     /// Manage API keys.
     Apikey {
         #[command(flatten)]
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
             Command::Apikey { config, action } => apikey(&config, action).await,
+            Command::Bench(args) => herald::bench::run(args).await.map_err(|e| format!("{e:#}")),
         }
     });
     match result {

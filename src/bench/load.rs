@@ -1,0 +1,354 @@
+//! The load scenarios: single POSTs, batches, and emergency head-of-line
+//! latency behind a million queued marketing messages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::BenchArgs;
+use super::report::{Latency, Summary};
+use super::server::BenchServer;
+use crate::text::test_number;
+
+/// Longest wait for a scenario's receipts.
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency.max(8))
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+fn single_body(n: u32, class: &str) -> String {
+    format!(
+        r#"{{"to":"{}","body":"Herald benchmark message {n}","class":"{class}"}}"#,
+        test_number(n)
+    )
+}
+
+fn batch_body(first: u32, count: u32, class: &str) -> String {
+    let mut s = String::with_capacity(count as usize * 80 + 16);
+    s.push_str(r#"{"messages":["#);
+    for i in 0..count {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&single_body(first + i, class));
+    }
+    s.push_str("]}");
+    s
+}
+
+async fn post(
+    client: &reqwest::Client,
+    server: &BenchServer,
+    path: &str,
+    body: String,
+) -> anyhow::Result<Value> {
+    let r = client
+        .post(format!("{}{path}", server.base))
+        .bearer_auth(&server.key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if status != 202 {
+        bail!("{path} answered {status}: {v}");
+    }
+    Ok(v)
+}
+
+/// Sum of a counter family in the server's metrics.
+async fn counter(
+    client: &reqwest::Client,
+    server: &BenchServer,
+    name: &str,
+) -> anyhow::Result<u64> {
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum())
+}
+
+/// Waits until `n` messages have a delivered receipt; returns when.
+async fn wait_delivered(
+    client: &reqwest::Client,
+    server: &BenchServer,
+    n: u64,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + RECEIPT_TIMEOUT;
+    loop {
+        if counter(client, server, "herald_messages_delivered_total").await? >= n {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("receipts did not arrive within {RECEIPT_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Single POSTs from `concurrency` keep-alive clients.
+pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
+    let server = BenchServer::start(0, args.dlr_delay_ms, 64, args.keep_data)?;
+    let client = client(args.concurrency)?;
+    post(
+        &client,
+        &server,
+        "/v1/messages",
+        single_body(u32::MAX - 1, "transactional"),
+    )
+    .await?;
+    let total = args.single_messages;
+    let next = Arc::new(AtomicU32::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let base = server.base.clone();
+        let key = server.key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{base}/v1/messages"))
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(single_body(i, "transactional"))
+                    .send()
+                    .await?;
+                let status = r.status();
+                let _ = r.bytes().await?;
+                if status != 202 {
+                    bail!("POST /v1/messages answered {status}");
+                }
+                latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    for t in tasks {
+        latencies.extend(t.await.context("client task")??);
+    }
+    let accepted = started.elapsed();
+    let done = wait_delivered(&client, &server, u64::from(total) + 1).await?;
+    let seconds = done.duration_since(started).as_secs_f64();
+    Ok(Summary {
+        scenario: "single".into(),
+        description: format!(
+            "single POST /v1/messages, {} keep-alive clients, sim carrier ({} ms receipts)",
+            args.concurrency, args.dlr_delay_ms
+        ),
+        messages: u64::from(total),
+        accept_to_receipt_per_sec: Some(f64::from(total) / seconds),
+        accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
+        admission_latency: Some(Latency::of(&mut latencies)),
+        head_of_line: None,
+        peak_rss_mib: server.peak_rss_mib(),
+        data_mib: server.data_mib(),
+        seconds,
+    })
+}
+
+/// Sends `total` messages of `class` in batches, `parallel` requests at a time.
+async fn send_batches(
+    client: &reqwest::Client,
+    server: &BenchServer,
+    total: u32,
+    batch: u32,
+    parallel: usize,
+    class: &'static str,
+    latencies: &mut Vec<u64>,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let client = client.clone();
+        let next = next.clone();
+        let base = server.base.clone();
+        let key = server.key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let count = batch.min(total - first);
+                let body = batch_body(first, count, class);
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{base}/v1/messages/batch"))
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let v: Value = r.json().await?;
+                if status != 202 {
+                    bail!("batch answered {status}: {v}");
+                }
+                let accepted = v["accepted"].as_array().map_or(0, Vec::len);
+                if accepted != count as usize {
+                    bail!("batch accepted {accepted} of {count}: {}", v["rejected"]);
+                }
+                lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+        }));
+    }
+    for t in tasks {
+        latencies.extend(t.await.context("batch task")??);
+    }
+    Ok(())
+}
+
+/// Batches of `batch_size`, four requests in flight.
+pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
+    let server = BenchServer::start(0, args.dlr_delay_ms, 64, args.keep_data)?;
+    let client = client(8)?;
+    post(
+        &client,
+        &server,
+        "/v1/messages",
+        single_body(u32::MAX - 1, "transactional"),
+    )
+    .await?;
+    let total = args.batch_messages;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    send_batches(
+        &client,
+        &server,
+        total,
+        args.batch_size,
+        4,
+        "transactional",
+        &mut latencies,
+    )
+    .await?;
+    let accepted = started.elapsed();
+    let done = wait_delivered(&client, &server, u64::from(total) + 1).await?;
+    let seconds = done.duration_since(started).as_secs_f64();
+    Ok(Summary {
+        scenario: "batch".into(),
+        description: format!(
+            "POST /v1/messages/batch of {}, 4 in flight, sim carrier ({} ms receipts)",
+            args.batch_size, args.dlr_delay_ms
+        ),
+        messages: u64::from(total),
+        accept_to_receipt_per_sec: Some(f64::from(total) / seconds),
+        accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
+        admission_latency: Some(Latency::of(&mut latencies)),
+        head_of_line: None,
+        peak_rss_mib: server.peak_rss_mib(),
+        data_mib: server.data_mib(),
+        seconds,
+    })
+}
+
+fn micros_of(v: &Value, field: &str) -> Option<i64> {
+    let ts: jiff::Timestamp = v[field].as_str()?.parse().ok()?;
+    Some(ts.as_microsecond())
+}
+
+/// Emergency latency while a large marketing backlog waits on a throttled carrier.
+pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
+    let server = BenchServer::start(args.throttle_tps, args.dlr_delay_ms, 64, args.keep_data)?;
+    let client = client(8)?;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    send_batches(
+        &client,
+        &server,
+        args.backlog,
+        args.batch_size,
+        4,
+        "marketing",
+        &mut latencies,
+    )
+    .await?;
+    let queued = started.elapsed();
+    eprintln!(
+        "hol: {} marketing queued in {:.1}s ({:.0} msg/s); sending {} emergency messages",
+        args.backlog,
+        queued.as_secs_f64(),
+        f64::from(args.backlog) / queued.as_secs_f64(),
+        args.emergency_messages
+    );
+    let mut ids = Vec::new();
+    let mut admission = Vec::new();
+    for i in 0..args.emergency_messages {
+        let t = Instant::now();
+        let v = post(
+            &client,
+            &server,
+            "/v1/messages",
+            single_body(2_000_000 + i, "emergency"),
+        )
+        .await?;
+        admission.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+        ids.push(v["id"].as_str().context("id")?.to_string());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut hol = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let m: Value = client
+                .get(format!("{}/v1/messages/{id}", server.base))
+                .bearer_auth(&server.key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if let (Some(created), Some(submitted)) =
+                (micros_of(&m, "created_at"), micros_of(&m, "submitted_at"))
+            {
+                hol.push(u64::try_from(submitted - created).unwrap_or(0));
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("emergency message {id} not submitted within 60 s: {m}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let depth = counter(&client, &server, "herald_queue_depth").await?;
+    eprintln!("hol: {depth} messages still queued at the end");
+    Ok(Summary {
+        scenario: "hol".into(),
+        description: format!(
+            "{} emergency single POSTs while {} marketing wait on a carrier capped at {} TPS",
+            args.emergency_messages, args.backlog, args.throttle_tps
+        ),
+        messages: u64::from(args.backlog) + u64::from(args.emergency_messages),
+        accept_to_receipt_per_sec: None,
+        accept_per_sec: Some(f64::from(args.backlog) / queued.as_secs_f64()),
+        admission_latency: Some(Latency::of(&mut admission)),
+        head_of_line: Some(Latency::of(&mut hol)),
+        peak_rss_mib: server.peak_rss_mib(),
+        data_mib: server.data_mib(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

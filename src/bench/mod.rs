@@ -1,0 +1,87 @@
+//! `herald bench`: the project's own benchmark (SPEC §8).
+//!
+//! Each scenario starts a fresh `herald serve` child process (this same
+//! binary) on loopback with the embedded store and a simulated carrier, drives
+//! it over real HTTP from this process, and reports throughput and latency as
+//! text and JSON. The server is a separate process so the figures include
+//! everything a real deployment pays: HTTP, JSON, auth, durable commits.
+
+mod load;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+pub use report::{Report, Summary};
+
+/// Options of `herald bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Which scenarios to run: all, single, batch, hol.
+    #[arg(long, default_value = "all")]
+    pub scenario: String,
+    /// Messages sent as single POSTs in the `single` scenario.
+    #[arg(long, default_value_t = 50_000)]
+    pub single_messages: u32,
+    /// Concurrent single-POST clients (keep-alive connections).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Messages sent in batches in the `batch` scenario.
+    #[arg(long, default_value_t = 200_000)]
+    pub batch_messages: u32,
+    /// Messages per batch request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: u32,
+    /// Marketing messages queued behind the throttled carrier in `hol`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u32,
+    /// Submits per second of the throttled carrier in `hol`.
+    #[arg(long, default_value_t = 500)]
+    pub throttle_tps: u32,
+    /// Emergency messages measured in `hol`.
+    #[arg(long, default_value_t = 200)]
+    pub emergency_messages: u32,
+    /// Simulated carrier submit → receipt delay, ms.
+    #[arg(long, default_value_t = 5)]
+    pub dlr_delay_ms: u64,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the servers' data directories (for inspection).
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+/// Runs the selected scenarios and prints the report.
+///
+/// # Errors
+/// When a server cannot be started or a scenario cannot complete.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let wanted: Vec<&str> = if args.scenario == "all" {
+        vec!["single", "batch", "hol"]
+    } else {
+        args.scenario.split(',').map(str::trim).collect()
+    };
+    let mut report = Report::new();
+    for scenario in wanted {
+        let summary = match scenario {
+            "single" => load::single_posts(&args).await?,
+            "batch" => load::batches(&args).await?,
+            "hol" => load::head_of_line(&args).await?,
+            other => anyhow::bail!("unknown scenario '{other}' (single, batch, hol)"),
+        };
+        println!("{}", summary.text());
+        report.push(summary);
+        // Let the machine settle between scenarios.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let json = report.json();
+    println!("{json}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, format!("{json}\n"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Figures of a benchmark run, as text and JSON.
+
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub samples: usize,
+}
+
+impl Latency {
+    /// Percentiles of `micros` (sorted in place).
+    pub fn of(micros: &mut [u64]) -> Latency {
+        micros.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if micros.is_empty() {
+                return 0.0;
+            }
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
+            micros[i] as f64 / 1000.0
+        };
+        Latency {
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+            samples: micros.len(),
+        }
+    }
+}
+
+/// One scenario's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub description: String,
+    pub messages: u64,
+    /// Accepted → delivered receipt, sustained, messages per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_to_receipt_per_sec: Option<f64>,
+    /// Admission rate alone (HTTP 202s per second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_per_sec: Option<f64>,
+    /// Client-side request latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission_latency: Option<Latency>,
+    /// Emergency accept → submit while the backlog is queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_of_line: Option<Latency>,
+    pub peak_rss_mib: f64,
+    pub data_mib: f64,
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// Human-readable lines.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "== {} — {}\n   messages: {}   wall: {:.1}s   peak RSS: {:.0} MiB   data: {:.0} MiB",
+            self.scenario,
+            self.description,
+            self.messages,
+            self.seconds,
+            self.peak_rss_mib,
+            self.data_mib
+        );
+        if let Some(r) = self.accept_per_sec {
+            s.push_str(&format!("\n   accepted:          {r:>10.0} msg/s"));
+        }
+        if let Some(r) = self.accept_to_receipt_per_sec {
+            s.push_str(&format!(
+                "\n   accept -> receipt: {r:>10.0} msg/s (sustained)"
+            ));
+        }
+        if let Some(l) = &self.admission_latency {
+            s.push_str(&format!(
+                "\n   admission latency: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} requests)",
+                l.p50_ms, l.p99_ms, l.max_ms, l.samples
+            ));
+        }
+        if let Some(l) = &self.head_of_line {
+            s.push_str(&format!(
+                "\n   emergency head-of-line (accept -> submit): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} messages)",
+                l.p50_ms, l.p99_ms, l.max_ms, l.samples
+            ));
+        }
+        s
+    }
+}
+
+/// Every scenario of a run plus where it ran.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub herald_version: &'static str,
+    pub machine: Machine,
+    pub scenarios: Vec<Summary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+}
+
+impl Report {
+    pub fn new() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Report {
+            herald_version: env!("CARGO_PKG_VERSION"),
+            machine: Machine {
+                cpus: std::thread::available_parallelism().map_or(1, usize::from),
+                cpu_model: cpuinfo
+                    .lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+                    .unwrap_or_default(),
+                memory_gib: meminfo
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                    .map_or(0.0, |kb| kb / (1024.0 * 1024.0)),
+            },
+            scenarios: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, s: Summary) {
+        self.scenarios.push(s);
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let mut v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        let l = Latency::of(&mut v);
+        assert_eq!(l.p50_ms, 50.0);
+        assert_eq!(l.p99_ms, 99.0);
+        assert_eq!(l.max_ms, 100.0);
+    }
+}
