@@ -20,6 +20,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError};
 use crate::metrics::Metrics;
@@ -177,7 +178,13 @@ impl Dispatcher {
                 }
                 let connector = self.connector.clone();
                 let timeout = self.settings.submit_timeout;
-                inflight.push(async move {
+                let span = tracing::debug_span!(
+                    "submit",
+                    message_id = %m.id,
+                    class = %m.class,
+                    connector = %name
+                );
+                inflight.push(Instrument::instrument(async move {
                     let started = now_micros();
                     let result = tokio::time::timeout(timeout, connector.submit(&m))
                         .await
@@ -185,7 +192,7 @@ impl Dispatcher {
                             Err(SubmitError::Temporary("no answer from the carrier".into()))
                         });
                     (m, started, result)
-                });
+                }, span));
             }
         }
         // Drain: give in-flight submits a bounded time, then release the rest

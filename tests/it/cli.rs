@@ -1,0 +1,134 @@
+//! The binary's command line: config errors, environment overrides,
+//! graceful shutdown on SIGTERM, admin commands with and without a server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::herald_bin;
+
+fn config_in(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("herald.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n{extra}",
+            dir.join("data/herald.db").display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+#[test]
+fn a_bad_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(dir.path(), "[dispatch]\nretry_base = \"soonish\"\n");
+    let out = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dispatch.retry_base"), "{err}");
+
+    let out = Command::new(herald_bin())
+        .args(["serve", "--config", "/nonexistent/herald.toml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn environment_overrides_name_the_key_when_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(dir.path(), "");
+    let out = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD__MESSAGES__MAX_SEGMENTS", "lots")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("messages.max_segments"), "{err}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly_and_admin_commands_reach_the_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(dir.path(), "");
+    // Created before the server runs: the CLI opens the store itself.
+    let out = Command::new(herald_bin())
+        .args(["apikey", "create", "--name", "before", "--scopes", "send"])
+        .env("HERALD_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        // The listen address comes from the environment.
+        .env("HERALD__HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.starts_with("herald listening on 127.0.0.1:"), "{line}");
+    // While it runs, admin commands go through its socket.
+    let out = Command::new(herald_bin())
+        .args(["apikey", "create", "--name", "during", "--scopes", "otp,send"])
+        .env("HERALD_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hk_"));
+    let out = Command::new(herald_bin())
+        .args(["apikey", "list"])
+        .env("HERALD_CONFIG", &config)
+        .output()
+        .expect("run");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("before") && list.contains("during"), "{list}");
+    assert!(!list.contains("hk_"), "secrets must never be listed");
+    let out = Command::new(herald_bin())
+        .args(["apikey", "create", "--name", "during", "--scopes", "send"])
+        .env("HERALD_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "duplicate names are refused");
+
+    let pid = i32::try_from(child.id()).expect("pid");
+    let started = Instant::now();
+    sigterm(pid);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    // The store is free again.
+    let out = Command::new(herald_bin())
+        .args(["apikey", "revoke", "during"])
+        .env("HERALD_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn sigterm(pid: i32) {
+    // The kill(1) utility keeps this test free of unsafe code.
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
