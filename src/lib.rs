@@ -1,1 +1,2 @@
 //! Herald: an SMS gateway for the messages that must not wait.
+pub mod smsc_sim;
