@@ -117,7 +117,7 @@ fn smpp_date(time: SystemTime) -> String {
 
 /// First 20 characters of the original text, printable ASCII only (others become '?'),
 /// skipping a UDH and decoding UCS-2 so the snippet is readable.
-fn snippet(data_coding: u8, esm_class: u8, body: &[u8]) -> String {
+pub(super) fn snippet(data_coding: u8, esm_class: u8, body: &[u8]) -> String {
     const LEN: usize = 20;
     let udhi = esm_class & 0x40 != 0;
     let text = match (udhi, body.first()) {

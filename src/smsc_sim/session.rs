@@ -88,7 +88,7 @@ fn message_id_octets(id: u64) -> COctetString<1, 65> {
 }
 
 /// Writes `id` as lowercase hex plus a NUL into `buf`; returns the used tail.
-fn format_hex(mut id: u64, buf: &mut [u8; 17]) -> &[u8] {
+pub(super) fn format_hex(mut id: u64, buf: &mut [u8; 17]) -> &[u8] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut start = 16;
     buf[16] = 0;
@@ -104,7 +104,7 @@ fn format_hex(mut id: u64, buf: &mut [u8; 17]) -> &[u8] {
 }
 
 /// Whether a `short_message` with UDHI set carries a concatenation element (IEI 0 or 8).
-fn has_concat_udh(esm_class: u8, short_message: &[u8]) -> bool {
+pub(super) fn has_concat_udh(esm_class: u8, short_message: &[u8]) -> bool {
     if esm_class & 0x40 == 0 {
         return false;
     }
@@ -391,6 +391,11 @@ impl Session {
                 return Ok(Step::Continue);
             }
             _ if id.is_response() => return Ok(Step::Continue),
+            None if matches!(id, CommandId::Other(_)) => {
+                return self
+                    .generic_nack(writer, CommandStatus::EsmeRinvcmdid, sequence_number)
+                    .await;
+            }
             // A request without its body, or one this simulator does not implement.
             None => {
                 return self
