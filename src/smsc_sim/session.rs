@@ -373,6 +373,9 @@ impl Session {
                 )
             }
             Some(Pdu::EnquireLink) => reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp),
+            Some(Pdu::Unbind) if self.bind.is_none() => {
+                reply(CommandStatus::EsmeRinvbndsts, Pdu::UnbindResp)
+            }
             Some(Pdu::Unbind) => {
                 info!("unbind");
                 self.send(writer, reply(CommandStatus::EsmeRok, Pdu::UnbindResp))

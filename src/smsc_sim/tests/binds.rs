@@ -199,3 +199,20 @@ async fn unbind_is_answered_and_then_the_connection_closes() {
     .await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn unbind_before_bind_is_answered_with_esme_rinvbndsts() {
+    let sim = start(quick()).await;
+    let esme = connect(&sim).await;
+
+    let result = within("unbind", esme.client.unbind()).await;
+
+    assert_eq!(error_status(result), CommandStatus::EsmeRinvbndsts);
+    within(
+        "bind after",
+        esme.client.bind_transceiver(transceiver("acme", "pw")),
+    )
+    .await
+    .expect("the connection is still usable");
+    sim.shutdown().await;
+}
