@@ -12,6 +12,7 @@
 //! Layout, one job per file:
 //! - [`server`]: the [`SmscSim`] handle, the accept loop and the run-time controls.
 //! - `session`: one task per TCP connection, the bind state machine and PDU handling.
+//! - `submit`: what an accepted `submit_sm` produces (id, counters, log entry, receipt).
 //! - `codec`: wraps rusmpp's codec so a garbled PDU becomes a `generic_nack`, not a hang-up.
 //! - `registry`: live connections, receiver lookup and receipts parked for absent binds.
 //! - `scheduler`: the single FIFO timer that releases receipts after the configured delay.
@@ -32,6 +33,7 @@ mod scheduler;
 pub mod server;
 mod session;
 mod stats;
+mod submit;
 mod throttle;
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ use futures_util::{SinkExt, StreamExt};
 use rusmpp::{
     Command, CommandId, CommandStatus, Pdu,
     pdus::{BindReceiverResp, BindTransceiverResp, BindTransmitterResp, SubmitSm, SubmitSmResp},
-    tlvs::TlvValue,
     tokio_codec::{CommandCodec, EncodeError},
     types::COctetString,
     values::InterfaceVersion,
@@ -31,7 +30,6 @@ use tokio::{
     sync::mpsc,
 };
 use tokio_util::{
-    bytes::Bytes,
     codec::{FramedRead, FramedWrite},
     sync::CancellationToken,
 };
@@ -39,10 +37,11 @@ use tracing::{debug, info, warn};
 
 use super::{
     codec::{FrameError, Inbound, SimCodec},
-    receipt::{Outcome, Receipt},
+    receipt::Receipt,
     registry::Outbound,
     server::Shared,
-    stats::{BindKind, SessionCounters, SubmittedMessage, add, bump},
+    stats::{BindKind, SessionCounters, bump},
+    submit::{self, Origin},
     throttle::ThrottleView,
 };
 
@@ -57,69 +56,6 @@ const RECEIPT_BATCH: usize = 256;
 const READ_CAPACITY: usize = 64 * 1024;
 /// Responses buffered before `feed` starts writing even though input is still pending.
 const WRITE_BOUNDARY: usize = 64 * 1024;
-
-/// Message ids are unique per process: a counter seeded from the clock, so a restarted
-/// simulator does not reissue the ids of its previous run.
-static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(0);
-
-fn next_message_id() -> u64 {
-    let id = NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed);
-    if id != 0 {
-        return id;
-    }
-    // First call in this process: seed from the clock (seconds << 20 leaves room for a
-    // million ids a second before catching up with a later run).
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() << 20)
-        .unwrap_or(1)
-        .max(1);
-    // Only the thread that drew 0 seeds; others that raced already hold small ids, which
-    // stay unique because the seed is far above them.
-    let _ = NEXT_MESSAGE_ID.compare_exchange(1, seed + 1, Ordering::Relaxed, Ordering::Relaxed);
-    NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The message id as a `COctetString`, built with a single allocation.
-fn message_id_octets(id: u64) -> COctetString<1, 65> {
-    let mut buf = [0u8; 17];
-    let hex = format_hex(id, &mut buf);
-    COctetString::from_bytes(Bytes::copy_from_slice(hex)).unwrap_or_else(|_| COctetString::empty())
-}
-
-/// Writes `id` as lowercase hex plus a NUL into `buf`; returns the used tail.
-pub(super) fn format_hex(mut id: u64, buf: &mut [u8; 17]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 16;
-    buf[16] = 0;
-    loop {
-        start -= 1;
-        buf[start] = DIGITS[(id & 0xf) as usize];
-        id >>= 4;
-        if id == 0 {
-            break;
-        }
-    }
-    &buf[start..]
-}
-
-/// Whether a `short_message` with UDHI set carries a concatenation element (IEI 0 or 8).
-pub(super) fn has_concat_udh(esm_class: u8, short_message: &[u8]) -> bool {
-    if esm_class & 0x40 == 0 {
-        return false;
-    }
-    let Some((&udhl, rest)) = short_message.split_first() else {
-        return false;
-    };
-    let mut ies = rest.get(..usize::from(udhl)).unwrap_or_default();
-    while let [iei, len, tail @ ..] = ies {
-        if *iei == 0x00 || *iei == 0x08 {
-            return true;
-        }
-        ies = tail.get(usize::from(*len)..).unwrap_or_default();
-    }
-    false
-}
 
 type Reader = FramedRead<OwnedReadHalf, SimCodec>;
 type Writer = FramedWrite<OwnedWriteHalf, CommandCodec>;
@@ -467,82 +403,19 @@ impl Session {
             return refuse(&counters.throttled, CommandStatus::EsmeRthrottled);
         }
 
-        let message_id = next_message_id();
-        let esm_class = u8::from(submit.esm_class);
-        let registered_delivery = u8::from(submit.registered_delivery);
-        let short_message: Bytes = submit.short_message().clone().into();
-        let (mut payload, mut sar_ref, mut sar_total, mut sar_seq) = (None, None, None, None);
-        for tlv in submit.tlvs() {
-            match tlv.value() {
-                Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.clone().into_bytes()),
-                Some(TlvValue::SarMsgRefNum(n)) => sar_ref = Some(*n),
-                Some(TlvValue::SarTotalSegments(n)) => sar_total = Some(*n),
-                Some(TlvValue::SarSegmentSeqnum(n)) => sar_seq = Some(*n),
-                _ => {}
-            }
+        let origin = Origin {
+            session_id: self.id,
+            system_id,
+            counters: &self.counters,
+        };
+        let accepted = submit::accept(&self.shared, origin, submit);
+        if let Some(receipt) = accepted.receipt {
+            self.receipts.push(receipt);
         }
-        let bytes = (short_message.len() + payload.as_ref().map_or(0, Bytes::len)) as u64;
-        let is_part =
-            sar_total.is_some_and(|total| total > 1) || has_concat_udh(esm_class, &short_message);
-
-        bump(&counters.submits);
-        bump(&self.counters.submits);
-        add(&counters.bytes, bytes);
-        add(&self.counters.bytes, bytes);
-        if is_part {
-            bump(&counters.parts);
-            bump(&self.counters.parts);
-        }
-        let now = SystemTime::now();
-        if self.shared.recorder.enabled() {
-            self.shared.recorder.push(SubmittedMessage {
-                message_id: super::receipt::format_message_id(message_id),
-                session_id: self.id,
-                system_id: system_id.to_string(),
-                source_addr: submit.source_addr.as_str().to_owned(),
-                destination_addr: submit.destination_addr.as_str().to_owned(),
-                data_coding: u8::from(submit.data_coding),
-                esm_class,
-                registered_delivery,
-                short_message: short_message.to_vec(),
-                message_payload: payload.as_ref().map(|p| p.to_vec()),
-                sar_msg_ref_num: sar_ref,
-                sar_total_segments: sar_total,
-                sar_segment_seqnum: sar_seq,
-                received_at: now,
-            });
-        }
-        let outcome = Outcome::for_message(message_id, self.shared.config.fail_rate);
-        if outcome.requested_by(registered_delivery) {
-            let body = if short_message.is_empty() {
-                payload.unwrap_or_default()
-            } else {
-                short_message
-            };
-            self.receipts.push(Receipt {
-                message_id,
-                origin: self.id,
-                system_id,
-                handset: submit.destination_addr,
-                handset_ton: submit.dest_addr_ton,
-                handset_npi: submit.dest_addr_npi,
-                sender: submit.source_addr,
-                sender_ton: submit.source_addr_ton,
-                sender_npi: submit.source_addr_npi,
-                submitted_at: now,
-                outcome,
-                data_coding: u8::from(submit.data_coding),
-                esm_class,
-                body,
-            });
-        }
-        Command::new(
-            CommandStatus::EsmeRok,
-            sequence_number,
-            SubmitSmResp::builder()
-                .message_id(message_id_octets(message_id))
-                .build(),
-        )
+        let resp = SubmitSmResp::builder()
+            .message_id(accepted.message_id)
+            .build();
+        Command::new(CommandStatus::EsmeRok, sequence_number, resp)
     }
 
     async fn on_outbound(

@@ -12,7 +12,7 @@ use tokio_util::{
 use crate::smsc_sim::{
     codec::{Inbound, SimCodec},
     receipt::{Outcome, Receipt, snippet},
-    session::{format_hex, has_concat_udh},
+    submit::{format_hex, has_concat_udh},
 };
 
 use super::cstr;
