@@ -4,7 +4,7 @@
 //! passed `--listen 127.0.0.1:0` can read the port. With `--control`, a second line
 //! `smsc-sim control on <addr>` follows.
 
-use std::{io::Write as _, net::SocketAddr, time::Duration};
+use std::{future::Future, io::Write as _, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -67,6 +67,15 @@ impl SmscSimArgs {
 
 /// Runs the simulator until Ctrl-C or SIGTERM, then shuts it down cleanly.
 pub async fn run(args: SmscSimArgs) -> anyhow::Result<()> {
+    run_until(args, shutdown_signal()).await
+}
+
+/// Runs the simulator until `stop` completes (an error from `stop` is returned after a
+/// clean shutdown). [`run`] passes the Ctrl-C/SIGTERM wait; tests pass a channel.
+pub async fn run_until(
+    args: SmscSimArgs,
+    stop: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding SMPP listener on {}", args.listen))?;
@@ -92,21 +101,21 @@ pub async fn run(args: SmscSimArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    shutdown_signal().await?;
+    let stopped = stop.await;
     info!("smsc-sim shutting down");
     if let Some((stop, task)) = control {
         stop.cancel();
         task.await.context("control endpoint task")??;
     }
     sim.shutdown().await;
-    Ok(())
+    stopped
 }
 
 /// Prints a line on stdout and flushes it, so a parent reading a pipe sees it at once.
+/// (`println!` rather than a raw handle so test harnesses capture it.)
 fn announce(line: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()?;
+    println!("{line}");
+    std::io::stdout().flush()?;
     Ok(())
 }
 

@@ -9,6 +9,19 @@
 //! PDUs are framed and encoded by `rusmpp`'s tokio codec only; nothing here hand-encodes a
 //! PDU.
 //!
+//! In-process (tests):
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use herald::smsc_sim::{SimConfig, SmscSim};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let sim = SmscSim::start(listener, SimConfig::default()).await;
+//! // ... point an ESME at sim.local_addr(), then inspect sim.stats() / sim.submitted() ...
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//! Out of process: `herald smsc-sim --listen 127.0.0.1:0 --control 127.0.0.1:8025` (see
+//! [`cli::SmscSimArgs`]); throughput check: `cargo run --release --example smsc_sim_load`.
+//!
 //! Layout, one job per file:
 //! - [`server`]: the [`SmscSim`] handle, the accept loop and the run-time controls.
 //! - `session`: one task per TCP connection, the bind state machine and PDU handling.

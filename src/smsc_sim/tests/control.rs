@@ -131,3 +131,77 @@ fn cli_rejects_a_fail_rate_outside_zero_to_one() {
     assert!(Cli::try_parse_from(["smsc-sim", "--fail-rate", "1.5"]).is_err());
     assert!(Cli::try_parse_from(["smsc-sim", "--fail-rate", "-0.1"]).is_err());
 }
+
+/// A port that was free a moment ago (the CLI prints its port on stdout, which a test
+/// in the same process cannot read, so it is chosen up front).
+async fn free_port() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[tokio::test]
+async fn the_cli_entry_point_serves_smpp_and_control_until_told_to_stop() {
+    let (smpp, control) = (free_port().await, free_port().await);
+    let cli = Cli::try_parse_from([
+        "smsc-sim",
+        "--listen",
+        &smpp.to_string(),
+        "--control",
+        &control.to_string(),
+        "--system-id",
+        "acme",
+        "--password",
+        "pw",
+        "--dlr-delay-ms",
+        "10",
+    ])
+    .expect("flags parse");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(crate::smsc_sim::cli::run_until(cli.args, async move {
+        let _ = stopped.await;
+        Ok(())
+    }));
+
+    let stream = within("connect", async {
+        loop {
+            match TcpStream::connect(smpp).await {
+                Ok(stream) => return stream,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    let (client, events) = ConnectionBuilder::new()
+        .no_enquire_link_interval()
+        .response_timeout(STEP)
+        .connected(stream);
+    let mut esme = Esme {
+        client,
+        events: Box::new(events),
+    };
+    within(
+        "bind",
+        esme.client.bind_transceiver(transceiver("acme", "pw")),
+    )
+    .await
+    .expect("bind");
+    let id = submit_ok(&esme, submit("4915", "via the CLI", 1)).await;
+    let receipt = next_deliver_sm(&mut esme).await;
+    assert_eq!(receipted_message_id(&receipt).as_deref(), Some(id.as_str()));
+    let stats: Value = within("GET /stats", async {
+        reqwest::get(format!("http://{control}/stats"))
+            .await?
+            .json()
+            .await
+    })
+    .await
+    .expect("stats");
+    assert_eq!(stats["submits"], 1);
+
+    let _ = stop.send(());
+    within("cli stopped", running)
+        .await
+        .expect("task")
+        .expect("clean exit");
+    within("client closed", esme.client.closed()).await;
+}
