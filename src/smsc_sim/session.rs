@@ -136,7 +136,22 @@ pub(super) async fn run(mut session: Session, stream: TcpStream) {
         End::PeerClosed | End::Unbound | End::Dropped => debug!(reason = %end, "session ended"),
         End::Frame(_) | End::Write(_) => warn!(reason = %end, "session ended"),
     }
+    // drop_connections stands in for a carrier-side network failure: reset the
+    // connection instead of closing it politely. Shutdown still closes with a FIN.
+    if matches!(end, End::Dropped) && !session.shared.cancel.is_cancelled() {
+        reset(reader, writer);
+    }
     session.finish();
+}
+
+/// Closes the socket with an RST (zero linger, no FIN first).
+fn reset(reader: Reader, writer: Writer) {
+    // Reuniting avoids the write half's shutdown(), which would send a FIN.
+    if let Ok(stream) = reader.into_inner().reunite(writer.into_inner()) {
+        if let Err(error) = stream.set_zero_linger() {
+            debug!(%error, "could not set zero linger; closing normally");
+        }
+    }
 }
 
 impl Session {

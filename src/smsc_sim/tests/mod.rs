@@ -176,10 +176,13 @@ pub(super) async fn next_deliver_sm(esme: &mut Esme) -> DeliverSm {
         }
     })
     .await;
-    let _ = esme
-        .client
-        .deliver_sm_resp(sequence_number, DeliverSmResp::default())
-        .await;
+    // The simulator tolerates a missing deliver_sm_resp, so a failure here is not fatal.
+    let _ = within(
+        "deliver_sm_resp",
+        esme.client
+            .deliver_sm_resp(sequence_number, DeliverSmResp::default()),
+    )
+    .await;
     deliver
 }
 
