@@ -184,15 +184,18 @@ impl Dispatcher {
                     class = %m.class,
                     connector = %name
                 );
-                inflight.push(Instrument::instrument(async move {
-                    let started = now_micros();
-                    let result = tokio::time::timeout(timeout, connector.submit(&m))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(SubmitError::Temporary("no answer from the carrier".into()))
-                        });
-                    (m, started, result)
-                }, span));
+                inflight.push(Instrument::instrument(
+                    async move {
+                        let started = now_micros();
+                        let result = tokio::time::timeout(timeout, connector.submit(&m))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(SubmitError::Temporary("no answer from the carrier".into()))
+                            });
+                        (m, started, result)
+                    },
+                    span,
+                ));
             }
         }
         // Drain: give in-flight submits a bounded time, then release the rest

@@ -10,6 +10,8 @@
 //! - [`connector`]: the `Connector` trait and the simulated carrier.
 //! - [`api`]: the HTTP API, auth, errors, OpenAPI.
 //! - [`server`]: wiring for `herald serve`; [`admin`]: CLI admin commands.
+//! - [`smsc_sim`]: the standalone SMPP 3.4 SMSC simulator (`herald smsc-sim`).
+//! - [`bench`]: the benchmark suite (`herald bench`).
 //! - [`metrics`]: Prometheus metrics.
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod dispatch;
 pub mod metrics;
 pub mod model;
 pub mod server;
+pub mod smsc_sim;
 pub mod store;
 pub mod telemetry;
 pub mod text;

@@ -35,6 +35,8 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run a standalone SMPP 3.4 SMSC simulator (carrier stand-in).
+    SmscSim(herald::smsc_sim::cli::SmscSimArgs),
     /// Run the benchmark suite against fresh local servers (SPEC §8).
     Bench(herald::bench::BenchArgs),
     /// Manage API keys.
@@ -82,6 +84,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
             Command::Apikey { config, action } => apikey(&config, action).await,
+            Command::SmscSim(args) => herald::smsc_sim::cli::run(args)
+                .await
+                .map_err(|e| format!("{e:#}")),
             Command::Bench(args) => herald::bench::run(args).await.map_err(|e| format!("{e:#}")),
         }
     });

@@ -53,7 +53,10 @@ fn environment_overrides_name_the_key_when_wrong() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("messages.max_segments"), "{err}");
+    assert!(
+        err.to_lowercase().contains("messages.max_segments") && err.contains("HERALD__"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,7 +69,11 @@ fn sigterm_drains_and_exits_cleanly_and_admin_commands_reach_the_running_server(
         .env("HERALD_CONFIG", &config)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut child = Command::new(herald_bin())
         .arg("serve")
         .env("HERALD_CONFIG", &config)
@@ -83,11 +90,17 @@ fn sigterm_drains_and_exits_cleanly_and_admin_commands_reach_the_running_server(
     assert!(line.starts_with("herald listening on 127.0.0.1:"), "{line}");
     // While it runs, admin commands go through its socket.
     let out = Command::new(herald_bin())
-        .args(["apikey", "create", "--name", "during", "--scopes", "otp,send"])
+        .args([
+            "apikey", "create", "--name", "during", "--scopes", "otp,send",
+        ])
         .env("HERALD_CONFIG", &config)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("hk_"));
     let out = Command::new(herald_bin())
         .args(["apikey", "list"])
@@ -111,7 +124,10 @@ fn sigterm_drains_and_exits_cleanly_and_admin_commands_reach_the_running_server(
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status:?}");
@@ -121,7 +137,11 @@ fn sigterm_drains_and_exits_cleanly_and_admin_commands_reach_the_running_server(
         .env("HERALD_CONFIG", &config)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sigterm(pid: i32) {
