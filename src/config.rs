@@ -218,6 +218,10 @@ pub struct DispatchConfig {
     /// A submit with no answer within this is treated as a temporary failure.
     #[serde(with = "humantime_serde")]
     pub submit_timeout: Duration,
+    /// A connector that has not been ready (e.g. no SMPP bind up) for this
+    /// long hands its queued messages to the next connector of their route.
+    #[serde(with = "humantime_serde")]
+    pub failover_after: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -228,6 +232,7 @@ impl Default for DispatchConfig {
             retry_max: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),
+            failover_after: Duration::from_secs(30),
         }
     }
 }
@@ -281,16 +286,241 @@ pub struct ConnectorConfig {
     pub system_id: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
-    /// smpp: number of binds.
+    /// smpp: number of binds (sessions), each with its own window.
     #[serde(default)]
     pub binds: Option<u32>,
+    /// smpp: `"transceiver"` (default) or `"transmitter"` (plus one receiver
+    /// bind for receipts and inbound messages).
+    #[serde(default)]
+    pub bind: Option<BindMode>,
+    /// smpp: `system_type` sent with the bind; empty by default.
+    #[serde(default)]
+    pub system_type: Option<String>,
+    /// smpp: wrap the connection in TLS.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// smpp: PEM file of CA certificates trusted besides the bundled Mozilla roots
+    /// (carriers often use a private CA).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// smpp: name checked against the carrier's certificate; default `host`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// smpp: how long messages are cut: `"udh"` (default) or `"sar"` TLVs.
+    #[serde(default)]
+    pub split: Option<SplitMode>,
+    /// smpp: idle time between enquire_link keep-alives.
+    #[serde(default, with = "humantime_serde::option")]
+    pub enquire_link_interval: Option<Duration>,
+    /// smpp: longest wait for any response (bind_resp, submit_sm_resp,
+    /// enquire_link_resp) and for the TCP/TLS connect.
+    #[serde(default, with = "humantime_serde::option")]
+    pub response_timeout: Option<Duration>,
+    /// smpp: first reconnect delay; doubles per failed attempt (with jitter)...
+    #[serde(default, with = "humantime_serde::option")]
+    pub reconnect_min: Option<Duration>,
+    /// smpp: ...up to this.
+    #[serde(default, with = "humantime_serde::option")]
+    pub reconnect_max: Option<Duration>,
+    /// smpp: how long a bind stops submitting after ESME_RTHROTTLED or
+    /// ESME_RMSGQFUL.
+    #[serde(default, with = "humantime_serde::option")]
+    pub throttle_pause: Option<Duration>,
+    /// smpp: sender used when a message has no `from`.
+    #[serde(default)]
+    pub source_addr: Option<String>,
+    /// smpp: type of number of the sender; default derived from its form
+    /// (1 international for `+digits`, 5 alphanumeric, else 0 unknown).
+    #[serde(default)]
+    pub source_ton: Option<u8>,
+    /// smpp: numbering plan of the sender; default 1 (ISDN) for numbers, 0
+    /// for alphanumeric senders.
+    #[serde(default)]
+    pub source_npi: Option<u8>,
+}
+
+/// How an SMPP connector binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMode {
+    /// Each bind submits and receives (receipts, inbound).
+    Transceiver,
+    /// Each bind only submits; one extra receiver bind takes receipts and inbound.
+    Transmitter,
+}
+
+/// How an SMPP connector marks the parts of a long message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitMode {
+    /// A concatenation user data header (8-bit reference) in each part, UDHI set.
+    Udh,
+    /// The sar_msg_ref_num, sar_total_segments and sar_segment_seqnum TLVs.
+    Sar,
 }
 
 fn default_window() -> usize {
     64
 }
 
+/// Checks the fields of one `kind = "smpp"` connector; `key` names a field.
+fn validate_smpp(c: &ConnectorConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    for (field, set) in [
+        ("delay_ms", c.delay_ms.is_some()),
+        ("fail_rate", c.fail_rate.is_some()),
+    ] {
+        if set {
+            return Err(invalid(key(field), "does not apply to an smpp connector"));
+        }
+    }
+    match c.host.as_deref() {
+        None => return Err(invalid(key("host"), "is required for an smpp connector")),
+        Some(h) if h.trim().is_empty() || h.contains(char::is_whitespace) => {
+            return Err(invalid(key("host"), "must be a host name or IP address"));
+        }
+        Some(_) => {}
+    }
+    if c.port == Some(0) {
+        return Err(invalid(key("port"), "must be between 1 and 65535"));
+    }
+    // SMPP 3.4 §5.2: system_id is at most 15 characters, password 8, system_type 12.
+    match c.system_id.as_deref() {
+        None => {
+            return Err(invalid(
+                key("system_id"),
+                "is required for an smpp connector",
+            ));
+        }
+        Some(id) if id.is_empty() || id.len() > 15 || !id.is_ascii() => {
+            return Err(invalid(
+                key("system_id"),
+                "must be 1 to 15 ASCII characters",
+            ));
+        }
+        Some(_) => {}
+    }
+    if c.password
+        .as_deref()
+        .is_some_and(|p| p.len() > 8 || !p.is_ascii())
+    {
+        return Err(invalid(
+            key("password"),
+            "must be at most 8 ASCII characters",
+        ));
+    }
+    if c.system_type
+        .as_deref()
+        .is_some_and(|t| t.len() > 12 || !t.is_ascii())
+    {
+        return Err(invalid(
+            key("system_type"),
+            "must be at most 12 ASCII characters",
+        ));
+    }
+    if c.binds.is_some_and(|b| !(1..=64).contains(&b)) {
+        return Err(invalid(key("binds"), "must be between 1 and 64"));
+    }
+    if c.tls != Some(true) {
+        for (field, set) in [
+            ("tls_ca", c.tls_ca.is_some()),
+            ("tls_server_name", c.tls_server_name.is_some()),
+        ] {
+            if set {
+                return Err(invalid(key(field), "needs tls = true"));
+            }
+        }
+    }
+    if let Some(ca) = &c.tls_ca
+        && !ca.is_file()
+    {
+        return Err(invalid(
+            key("tls_ca"),
+            format!("{} is not a readable file", ca.display()),
+        ));
+    }
+    if c.tls_server_name.as_deref().is_some_and(str::is_empty) {
+        return Err(invalid(key("tls_server_name"), "must not be empty"));
+    }
+    for (field, value, min) in [
+        (
+            "enquire_link_interval",
+            c.enquire_link_interval,
+            Duration::from_secs(1),
+        ),
+        (
+            "response_timeout",
+            c.response_timeout,
+            Duration::from_millis(100),
+        ),
+        ("reconnect_min", c.reconnect_min, Duration::from_millis(10)),
+        ("reconnect_max", c.reconnect_max, Duration::from_millis(10)),
+        ("throttle_pause", c.throttle_pause, Duration::from_millis(1)),
+    ] {
+        if let Some(v) = value
+            && (v < min || v > Duration::from_secs(3600))
+        {
+            return Err(invalid(
+                key(field),
+                format!("must be between {} and 1h", humantime::format_duration(min)),
+            ));
+        }
+    }
+    if let (Some(lo), Some(hi)) = (c.reconnect_min, c.reconnect_max)
+        && lo > hi
+    {
+        return Err(invalid(
+            key("reconnect_min"),
+            "must be at most reconnect_max",
+        ));
+    }
+    if let Some(from) = c.source_addr.as_deref()
+        && (from.is_empty() || from.len() > 20 || !from.is_ascii())
+    {
+        return Err(invalid(
+            key("source_addr"),
+            "must be 1 to 20 ASCII characters",
+        ));
+    }
+    for (field, value) in [("source_ton", c.source_ton), ("source_npi", c.source_npi)] {
+        if value.is_some_and(|v| v > 18) {
+            return Err(invalid(
+                key(field),
+                "must be an SMPP TON/NPI value (0 to 18)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ConnectorConfig {
+    /// The fields only an smpp connector takes, and whether each is set.
+    fn smpp_fields_set(&self) -> [(&'static str, bool); 19] {
+        [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("system_id", self.system_id.is_some()),
+            ("password", self.password.is_some()),
+            ("binds", self.binds.is_some()),
+            ("bind", self.bind.is_some()),
+            ("system_type", self.system_type.is_some()),
+            ("tls", self.tls.is_some()),
+            ("tls_ca", self.tls_ca.is_some()),
+            ("tls_server_name", self.tls_server_name.is_some()),
+            ("split", self.split.is_some()),
+            (
+                "enquire_link_interval",
+                self.enquire_link_interval.is_some(),
+            ),
+            ("response_timeout", self.response_timeout.is_some()),
+            ("reconnect_min", self.reconnect_min.is_some()),
+            ("reconnect_max", self.reconnect_max.is_some()),
+            ("throttle_pause", self.throttle_pause.is_some()),
+            ("source_addr", self.source_addr.is_some()),
+            ("source_ton", self.source_ton.is_some()),
+            ("source_npi", self.source_npi.is_some()),
+        ]
+    }
+
     fn default_sim() -> Self {
         ConnectorConfig {
             name: "sim".into(),
@@ -304,6 +534,20 @@ impl ConnectorConfig {
             system_id: None,
             password: None,
             binds: None,
+            bind: None,
+            system_type: None,
+            tls: None,
+            tls_ca: None,
+            tls_server_name: None,
+            split: None,
+            enquire_link_interval: None,
+            response_timeout: None,
+            reconnect_min: None,
+            reconnect_max: None,
+            throttle_pause: None,
+            source_addr: None,
+            source_ton: None,
+            source_npi: None,
         }
     }
 }
@@ -467,6 +711,9 @@ impl Config {
                 "must be above 0 and at most dispatch.retry_max",
             ));
         }
+        if self.dispatch.failover_after < Duration::from_millis(100) {
+            return Err(invalid("dispatch.failover_after", "must be at least 100ms"));
+        }
         self.validate_connectors()?;
         for class in self.limits.keys() {
             if class.parse::<Class>().is_err() {
@@ -511,13 +758,7 @@ impl Config {
             }
             match c.kind {
                 ConnectorKind::Sim => {
-                    for (field, set) in [
-                        ("host", c.host.is_some()),
-                        ("port", c.port.is_some()),
-                        ("system_id", c.system_id.is_some()),
-                        ("password", c.password.is_some()),
-                        ("binds", c.binds.is_some()),
-                    ] {
+                    for (field, set) in c.smpp_fields_set() {
                         if set {
                             return Err(invalid(key(field), "does not apply to a sim connector"));
                         }
@@ -531,12 +772,7 @@ impl Config {
                         return Err(invalid(key("delay_ms"), "must be at most 3600000"));
                     }
                 }
-                ConnectorKind::Smpp => {
-                    return Err(invalid(
-                        key("kind"),
-                        "\"smpp\" connectors are not available in this build yet; use \"sim\"",
-                    ));
-                }
+                ConnectorKind::Smpp => validate_smpp(c, &key)?,
             }
         }
         let names: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
@@ -625,6 +861,70 @@ mod tests {
         let err = Config::from_toml("[[connectors]]\nname = \"a\"\nkind = \"sim\"\nport = 1\n")
             .unwrap_err();
         assert!(err.to_string().contains("connectors[0].port"), "{err}");
+    }
+
+    const SMPP: &str = "[[connectors]]\nname = \"c\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nsystem_id = \"herald\"\n";
+
+    #[test]
+    fn a_minimal_smpp_connector_is_valid() {
+        let c = Config::from_toml(SMPP).expect("valid");
+        assert_eq!(c.connectors[0].kind, ConnectorKind::Smpp);
+    }
+
+    #[test]
+    fn smpp_connector_needs_a_host_and_a_system_id() {
+        let err = Config::from_toml("[[connectors]]\nname = \"c\"\nkind = \"smpp\"\n").unwrap_err();
+        assert!(err.to_string().contains("connectors[0].host"), "{err}");
+        let err =
+            Config::from_toml("[[connectors]]\nname = \"c\"\nkind = \"smpp\"\nhost = \"h\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("connectors[0].system_id"), "{err}");
+    }
+
+    #[test]
+    fn smpp_field_problems_name_the_field() {
+        for (extra, field) in [
+            ("password = \"123456789\"", "password"),
+            ("binds = 0", "binds"),
+            ("split = \"both\"", "split"),
+            ("bind = \"receiver\"", "bind"),
+            ("tls_ca = \"/nonexistent.pem\"", "tls_ca"),
+            ("enquire_link_interval = \"10ms\"", "enquire_link_interval"),
+            (
+                "reconnect_min = \"10s\"\nreconnect_max = \"1s\"",
+                "reconnect_min",
+            ),
+            (
+                "source_addr = \"this-sender-is-far-too-long\"",
+                "source_addr",
+            ),
+            ("delay_ms = 5", "delay_ms"),
+        ] {
+            let err = Config::from_toml(&format!("{SMPP}{extra}\n")).unwrap_err();
+            assert!(err.to_string().contains(field), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_smpp_key_parses() {
+        let c = Config::from_toml(&format!(
+            "{SMPP}port = 2776\npassword = \"pw\"\nbinds = 2\nbind = \"transmitter\"\n\
+             system_type = \"x\"\ntls = true\ntls_server_name = \"smsc\"\nsplit = \"sar\"\n\
+             enquire_link_interval = \"15s\"\nresponse_timeout = \"5s\"\nreconnect_min = \"1s\"\n\
+             reconnect_max = \"1m\"\nthrottle_pause = \"500ms\"\nsource_addr = \"Herald\"\n\
+             source_ton = 5\nsource_npi = 0\n"
+        ))
+        .expect("valid");
+        let s = &c.connectors[0];
+        assert_eq!(s.split, Some(SplitMode::Sar));
+        assert_eq!(s.bind, Some(BindMode::Transmitter));
+        assert_eq!(s.throttle_pause, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn tls_options_need_tls() {
+        let err = Config::from_toml(&format!("{SMPP}tls_server_name = \"x\"\n")).unwrap_err();
+        assert!(err.to_string().contains("tls_server_name"), "{err}");
     }
 
     #[test]

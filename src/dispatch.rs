@@ -9,6 +9,12 @@
 //!
 //! Outcomes and receipts are recorded by their own tasks in batches, so the
 //! submit loop never waits on the store's commits.
+//!
+//! A connector that stays not ready (e.g. every SMPP bind down or refused)
+//! for longer than `failover_after` has its queue swept: messages whose route
+//! has a next connector move there (`Outcome::Failover`), the others are
+//! released back in place and wait for the connector to return. Sweeps claim
+//! in priority order too, so emergencies move first.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -31,6 +37,12 @@ use crate::store::{Outcome, Receipt, Store, StoreError};
 const MAX_CLAIM: usize = 512;
 /// Most outcomes or receipts recorded in one store call.
 const MAX_RECORD_BATCH: usize = 4096;
+/// Most messages one failover sweep holds aside because their route has no
+/// next connector (ids only, 16 bytes each). Messages queued behind more
+/// than this many such messages wait for a later sweep.
+const SWEEP_HOLD_MAX: usize = 100_000;
+/// Pause between failover sweeps while messages keep moving.
+const SWEEP_AGAIN: Duration = Duration::from_secs(1);
 
 /// Retry and timing policy of the dispatchers.
 #[derive(Debug, Clone)]
@@ -40,6 +52,8 @@ pub struct DispatchSettings {
     pub retry_max: Duration,
     pub drain_timeout: Duration,
     pub submit_timeout: Duration,
+    /// Not ready for this long: queued messages fail over along their route.
+    pub failover_after: Duration,
 }
 
 impl From<&crate::config::DispatchConfig> for DispatchSettings {
@@ -50,6 +64,7 @@ impl From<&crate::config::DispatchConfig> for DispatchSettings {
             retry_max: c.retry_max,
             drain_timeout: c.drain_timeout,
             submit_timeout: c.submit_timeout,
+            failover_after: c.failover_after,
         }
     }
 }
@@ -111,13 +126,21 @@ impl Dispatcher {
         let name = self.connector.name().to_string();
         let window = self.connector.window().max(1);
         let mut inflight = FuturesUnordered::new();
+        let mut down = DownClock::default();
         tracing::info!(connector = %name, window, tps = ?self.connector.tps(), "dispatcher started");
         loop {
             if self.shutdown.is_cancelled() {
                 break;
             }
+            let ready = self.connector.is_ready();
+            if !ready && down.sweep_due(self.settings.failover_after) {
+                let moved = self.sweep_down_queue(&name).await;
+                down.swept(moved, self.settings.failover_after);
+            } else if ready {
+                down = DownClock::default();
+            }
             let free = window.saturating_sub(inflight.len());
-            if free == 0 || !self.connector.is_ready() {
+            if free == 0 || !ready {
                 tokio::select! {
                     biased;
                     () = self.shutdown.cancelled() => break,
@@ -214,6 +237,57 @@ impl Dispatcher {
         tracing::info!(connector = %name, "dispatcher stopped");
     }
 
+    /// Moves the queue of this (down) connector along each message's route;
+    /// see the module docs. Returns how many messages moved.
+    async fn sweep_down_queue(&self, name: &str) -> usize {
+        let mut held = Vec::new();
+        let mut moved = 0usize;
+        let reason = format!(
+            "connector {name} not ready for more than {}",
+            humantime::format_duration(self.settings.failover_after)
+        );
+        while held.len() < SWEEP_HOLD_MAX
+            && !self.shutdown.is_cancelled()
+            && !self.connector.is_ready()
+        {
+            let claimed = match self.store.claim(name, MAX_CLAIM).await {
+                Ok(c) if c.is_empty() => break,
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(connector = %name, error = %e, "failover sweep: claim failed");
+                    break;
+                }
+            };
+            let now = now_micros();
+            for m in claimed {
+                let outcome = if m.expires_at <= now {
+                    Outcome::Expired { id: m.id }
+                } else if (m.route_index as usize) + 1 < m.route.len() {
+                    moved += 1;
+                    tracing::debug!(message_id = %m.id, class = %m.class, connector = %name, "failing over: connector down");
+                    Outcome::Failover {
+                        id: m.id,
+                        error: reason.clone(),
+                    }
+                } else {
+                    held.push(m.id);
+                    continue;
+                };
+                self.send_outcome(outcome).await;
+            }
+        }
+        let kept = held.len();
+        for id in held {
+            self.send_outcome(Outcome::Released { id }).await;
+        }
+        if moved > 0 {
+            tracing::warn!(connector = %name, moved, kept, "connector down: queued messages failed over to their next connector");
+        } else {
+            tracing::debug!(connector = %name, kept, "connector down: nothing to fail over");
+        }
+        moved
+    }
+
     async fn send_outcome(&self, outcome: Outcome) {
         if self.outcomes.send(outcome).await.is_err() {
             tracing::error!("outcome recorder is gone; outcome dropped (message stays queued)");
@@ -278,6 +352,35 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// When a not-ready connector is due a failover sweep.
+#[derive(Debug, Default)]
+struct DownClock {
+    /// When it was first seen not ready.
+    since: Option<tokio::time::Instant>,
+    /// No sweep before this.
+    next_sweep: Option<tokio::time::Instant>,
+}
+
+impl DownClock {
+    /// Records "not ready now"; true when a sweep should run.
+    fn sweep_due(&mut self, failover_after: Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        let since = *self.since.get_or_insert(now);
+        now.duration_since(since) >= failover_after && self.next_sweep.is_none_or(|t| now >= t)
+    }
+
+    /// Schedules the next sweep: soon while messages keep moving (more may
+    /// arrive), otherwise after another `failover_after`.
+    fn swept(&mut self, moved: usize, failover_after: Duration) {
+        let wait = if moved > 0 {
+            SWEEP_AGAIN
+        } else {
+            failover_after
+        };
+        self.next_sweep = Some(tokio::time::Instant::now() + wait);
     }
 }
 
@@ -422,7 +525,17 @@ mod tests {
             retry_max: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(1),
             submit_timeout: Duration::from_secs(1),
+            failover_after: Duration::from_secs(30),
         }
+    }
+
+    #[test]
+    fn a_down_connector_is_swept_only_after_failover_after() {
+        let mut clock = DownClock::default();
+        assert!(!clock.sweep_due(Duration::from_secs(30)));
+        assert!(clock.sweep_due(Duration::ZERO));
+        clock.swept(0, Duration::from_secs(30));
+        assert!(!clock.sweep_due(Duration::ZERO));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, App};
 use crate::config::{Config, ConnectorKind, StoreKind};
 use crate::connector::sim::{SimConnector, SimSettings};
+use crate::connector::smpp::{SmppConnector, SmppSettings};
 use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch::{self, DispatchSettings};
 use crate::metrics::Metrics;
@@ -95,10 +96,11 @@ impl Gateway {
                     ));
                 }
                 ConnectorKind::Smpp => {
-                    return Err(StartError::Config(format!(
-                        "connector '{}': smpp connectors are not available in this build",
-                        c.name
-                    )));
+                    // A real SMSC resends receipts still pending when we bind again.
+                    let smpp =
+                        SmppConnector::start(SmppSettings::from_config(c), events_tx.clone())
+                            .map_err(|e| StartError::Config(e.to_string()))?;
+                    connectors.push(smpp);
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! connectors report back on one channel.
 
 pub mod sim;
+pub mod smpp;
 
 use std::num::NonZeroU32;
 

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ struct ScriptedCarrier {
     name: String,
     script: Mutex<VecDeque<SubmitError>>,
     submitted: Mutex<Vec<MessageId>>,
+    ready: AtomicBool,
 }
 
 impl ScriptedCarrier {
@@ -30,7 +32,15 @@ impl ScriptedCarrier {
             name: name.into(),
             script: Mutex::new(script.into()),
             submitted: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(true),
         })
+    }
+
+    /// A carrier that is never ready (all binds down).
+    fn down(name: &str) -> Arc<Self> {
+        let c = Self::new(name, vec![]);
+        c.ready.store(false, Ordering::Relaxed);
+        c
     }
 }
 
@@ -46,7 +56,7 @@ impl Connector for ScriptedCarrier {
         None
     }
     fn is_ready(&self) -> bool {
-        true
+        self.ready.load(Ordering::Relaxed)
     }
     async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError> {
         let next = self.script.lock().expect("lock").pop_front();
@@ -75,6 +85,7 @@ fn settings(max_attempts: u32) -> DispatchSettings {
         retry_max: Duration::from_millis(100),
         drain_timeout: Duration::from_secs(1),
         submit_timeout: Duration::from_secs(1),
+        failover_after: Duration::from_millis(300),
     }
 }
 
@@ -211,5 +222,54 @@ async fn exhausting_attempts_fails_over_and_then_fails() {
         m.error.as_deref().unwrap_or_default().contains("attempts"),
         "{m:?}"
     );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_connector_down_past_failover_after_hands_its_queue_to_the_next_connector() {
+    let down = ScriptedCarrier::down("a");
+    let backup = ScriptedCarrier::new("backup", vec![]);
+    let rig = rig(vec![down.clone(), backup.clone()], 5).await;
+    let mut moving = Vec::new();
+    for n in 0..20 {
+        moving.push(rig.admit(message("a", Class::Marketing, n)).await);
+    }
+    let mut stuck = message("a", Class::Transactional, 99);
+    stuck.route = vec!["a".into()];
+    let stuck = rig.admit(stuck).await;
+    for id in &moving {
+        let m = rig.wait_status(*id, Status::Submitted).await;
+        assert_eq!(m.connector.as_deref(), Some("backup"));
+        assert!(m.error.is_none(), "{m:?}");
+    }
+    // No next connector: it stays queued for "a", untouched.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let m = rig
+        .store
+        .message(stuck)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.route_index, 0);
+    assert!(down.submitted.lock().expect("lock").is_empty());
+    // When "a" comes back it sends what it kept.
+    down.ready.store(true, Ordering::Relaxed);
+    let m = rig.wait_status(stuck, Status::Submitted).await;
+    assert_eq!(m.connector.as_deref(), Some("a"));
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_connector_that_is_down_briefly_keeps_its_queue() {
+    let down = ScriptedCarrier::down("a");
+    let backup = ScriptedCarrier::new("backup", vec![]);
+    let rig = rig(vec![down.clone(), backup.clone()], 5).await;
+    let id = rig.admit(message("a", Class::Otp, 1)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    down.ready.store(true, Ordering::Relaxed);
+    let m = rig.wait_status(id, Status::Submitted).await;
+    assert_eq!(m.connector.as_deref(), Some("a"));
+    assert!(backup.submitted.lock().expect("lock").is_empty());
     rig.stop().await;
 }
