@@ -9,4 +9,5 @@ mod crash;
 mod dispatch;
 mod openapi;
 mod priority;
+mod smpp_faults;
 mod store_conformance;

@@ -1,0 +1,338 @@
+//! Fault tests of the SMPP path end to end: a real gateway (HTTP on
+//! 127.0.0.1:0) with an `smpp` connector talking TCP to the in-process SMSC
+//! simulator, which is told to misbehave: throttling storms, connections
+//! reset mid-window, a restart, slow receipts, refused binds, and a carrier
+//! that stays down while the route has another.
+//!
+//! Every test checks the same contract (SPEC §7): each accepted message
+//! reaches an SMSC at least once, none is lost, and resubmissions stay within
+//! one window per injected fault. Messages go to distinct numbers so the
+//! SMSC's log can be matched against the accepted set. Every wait is bounded.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald::smsc_sim::{SimConfig, SmscSim};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::helpers::{TestApp, number};
+
+/// Outstanding submit_sm per bind in these tests: the duplicate bound.
+const WINDOW: usize = 16;
+/// Longest any test waits for its messages to settle.
+const SETTLE: Duration = Duration::from_secs(45);
+
+async fn start_sim(config: SimConfig) -> SmscSim {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    SmscSim::start(listener, config).await
+}
+
+/// A simulator on a given port (restart on the address the gateway knows).
+async fn start_sim_on(addr: std::net::SocketAddr, config: SimConfig) -> SmscSim {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return SmscSim::start(listener, config).await,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("rebinding {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot listen on {addr} again: {e}"),
+        }
+    }
+}
+
+fn sim_config(dlr_delay_ms: u64) -> SimConfig {
+    SimConfig {
+        dlr_delay: Duration::from_millis(dlr_delay_ms),
+        ..SimConfig::default()
+    }
+}
+
+/// One `[[connectors]]` entry for an SMSC on `port`, quick to reconnect.
+fn smpp_connector(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[connectors]]\nname = \"{name}\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         system_id = \"herald\"\npassword = \"pw\"\nwindow = {WINDOW}\nreconnect_min = \"20ms\"\n\
+         reconnect_max = \"200ms\"\nresponse_timeout = \"2s\"\nthrottle_pause = \"100ms\"\n{extra}\n"
+    )
+}
+
+/// Quick retries so faults heal within the test's bounds.
+const DISPATCH: &str =
+    "[dispatch]\nretry_base = \"50ms\"\nretry_max = \"500ms\"\nmax_attempts = 100\n";
+
+/// Sends `count` messages to numbers `first..first+count` in one batch;
+/// returns (id, to) of each.
+async fn send(app: &TestApp, first: u32, count: u32) -> Vec<(String, String)> {
+    let messages: Vec<Value> = (first..first + count)
+        .map(|n| json!({"to": number(n), "body": format!("fault test {n}")}))
+        .collect();
+    let r = app
+        .post("/v1/messages/batch", &json!({ "messages": messages }))
+        .await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("json");
+    let accepted = v["accepted"].as_array().expect("accepted");
+    assert_eq!(accepted.len(), count as usize, "{v}");
+    accepted
+        .iter()
+        .zip(first..)
+        .map(|(a, n)| (a["id"].as_str().expect("id").to_string(), number(n)))
+        .collect()
+}
+
+/// Waits until every message's status is one of `want` (or panics after
+/// [`SETTLE`]); returns the final records.
+async fn settle(app: &TestApp, sent: &[(String, String)], want: &[&str]) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut done: HashMap<String, Value> = HashMap::new();
+    loop {
+        for (id, _) in sent {
+            if done.contains_key(id) {
+                continue;
+            }
+            let m = app.message(id).await;
+            if want.contains(&m["status"].as_str().unwrap_or_default()) {
+                done.insert(id.clone(), m);
+            }
+        }
+        if done.len() == sent.len() {
+            return sent.iter().filter_map(|(id, _)| done.remove(id)).collect();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let stuck: Vec<&String> = sent
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| !done.contains_key(*id))
+                .take(5)
+                .collect();
+            let sample = app.message(stuck[0]).await;
+            panic!(
+                "{} of {} messages not {want:?} after {SETTLE:?}; e.g. {sample}",
+                sent.len() - done.len(),
+                sent.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The contract: every accepted message reached an SMSC at least once, and
+/// the resubmissions (duplicates) stay within `max_duplicates`.
+fn assert_reached_once(sent: &[(String, String)], sims: &[&SmscSim], max_duplicates: usize) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for sim in sims {
+        for sm in sim.submitted() {
+            *seen.entry(format!("+{}", sm.destination_addr)).or_default() += 1;
+        }
+    }
+    let missing: Vec<&String> = sent
+        .iter()
+        .map(|(_, to)| to)
+        .filter(|to| !seen.contains_key(*to))
+        .collect();
+    assert!(missing.is_empty(), "never reached an SMSC: {missing:?}");
+    let duplicates: usize = sent
+        .iter()
+        .map(|(_, to)| seen.get(to).copied().unwrap_or(0).saturating_sub(1))
+        .sum();
+    assert!(
+        duplicates <= max_duplicates,
+        "{duplicates} duplicate submits, more than {max_duplicates}"
+    );
+}
+
+async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_throttling_storm_delays_messages_but_loses_none() {
+    let sim = start_sim(sim_config(10)).await;
+    sim.set_throttle_tps(100);
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}{}",
+        smpp_connector("carrier", sim.local_addr().port(), "")
+    ))
+    .await;
+    let sent = send(&app, 0, 300).await;
+    let done = settle(&app, &sent, &["delivered"]).await;
+    assert!(done.iter().all(|m| m["connector"] == "carrier"));
+    assert!(
+        sim.stats().throttled > 0,
+        "the storm never happened: {:?}",
+        sim.stats()
+    );
+    // Throttled submits were refused by the SMSC, so nothing was sent twice.
+    assert_reached_once(&sent, &[&sim], 0);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_reset_mid_window_lose_nothing() {
+    let sim = start_sim(sim_config(20)).await;
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}{}",
+        smpp_connector("carrier", sim.local_addr().port(), "")
+    ))
+    .await;
+    // Slow the SMSC so resets land while submits are in flight.
+    sim.set_throttle_tps(400);
+    let sent = send(&app, 0, 400).await;
+    let mut resets = 0;
+    for target in [60, 160, 260] {
+        wait_until("submits progress", Duration::from_secs(20), || {
+            sim.stats().submits >= target
+        })
+        .await;
+        sim.drop_connections();
+        resets += 1;
+    }
+    let done = settle(&app, &sent, &["delivered"]).await;
+    assert_eq!(done.len(), 400);
+    assert!(sim.stats().connections_total > resets);
+    assert_reached_once(&sent, &[&sim], WINDOW * resets as usize);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_smsc_restart_loses_nothing() {
+    let first = start_sim(sim_config(5)).await;
+    let addr = first.local_addr();
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}{}",
+        smpp_connector("carrier", addr.port(), "")
+    ))
+    .await;
+    first.set_throttle_tps(300);
+    let sent = send(&app, 0, 300).await;
+    wait_until("the first SMSC takes some", Duration::from_secs(20), || {
+        first.stats().submits >= 100
+    })
+    .await;
+    let before = first.submitted();
+    first.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = start_sim_on(addr, sim_config(5)).await;
+    // Receipts the first SMSC still held died with it: those messages stay
+    // "submitted", as with a real carrier that loses its receipt queue.
+    settle(&app, &sent, &["submitted", "delivered"]).await;
+    wait_until(
+        "the new SMSC takes the rest",
+        Duration::from_secs(20),
+        || second.stats().submits > 0,
+    )
+    .await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for sm in before.iter().chain(second.submitted().iter()) {
+        *seen.entry(format!("+{}", sm.destination_addr)).or_default() += 1;
+    }
+    for (id, to) in &sent {
+        assert!(seen.contains_key(to), "{id} to {to} never reached an SMSC");
+    }
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    assert!(duplicates <= WINDOW, "{duplicates} duplicates");
+    app.stop().await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_receipts_are_matched_when_they_come() {
+    let sim = start_sim(sim_config(1_500)).await;
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}{}",
+        smpp_connector("carrier", sim.local_addr().port(), "")
+    ))
+    .await;
+    let sent = send(&app, 0, 100).await;
+    // Everything is submitted long before the first receipt is due.
+    settle(&app, &sent, &["submitted"]).await;
+    assert_eq!(sim.stats().receipts_sent, 0);
+    let done = settle(&app, &sent, &["delivered"]).await;
+    for m in &done {
+        assert_eq!(m["smsc_message_ids"].as_array().map(Vec::len), Some(1));
+    }
+    assert_reached_once(&sent, &[&sim], 0);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn receipts_faster_than_the_submit_record_are_still_matched() {
+    // With no receipt delay the receipt often arrives before the store has
+    // recorded the submit: the store keeps it and matches it later.
+    let sim = start_sim(sim_config(0)).await;
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}{}",
+        smpp_connector("carrier", sim.local_addr().port(), "")
+    ))
+    .await;
+    let sent = send(&app, 0, 200).await;
+    settle(&app, &sent, &["delivered"]).await;
+    assert_reached_once(&sent, &[&sim], 0);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_binds_hold_messages_until_the_smsc_accepts_the_bind() {
+    let sim = start_sim(sim_config(5)).await;
+    sim.set_refuse_binds(true);
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}{}",
+        smpp_connector("carrier", sim.local_addr().port(), "")
+    ))
+    .await;
+    let sent = send(&app, 0, 50).await;
+    wait_until("binds refused", Duration::from_secs(10), || {
+        sim.stats().bind_failures >= 3
+    })
+    .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503, "no bind is up, so not ready");
+    for (id, _) in sent.iter().take(5) {
+        assert_eq!(app.message(id).await["status"], "queued");
+    }
+    sim.set_refuse_binds(false);
+    settle(&app, &sent, &["delivered"]).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_reached_once(&sent, &[&sim], 0);
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_carrier_that_stays_down_hands_its_messages_to_the_next_on_the_route() {
+    let down = start_sim(sim_config(5)).await;
+    down.set_refuse_binds(true);
+    let backup = start_sim(sim_config(5)).await;
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}failover_after = \"500ms\"\n[routing]\ndefault = [\"primary\", \"backup\"]\n{}{}",
+        smpp_connector("primary", down.local_addr().port(), ""),
+        smpp_connector("backup", backup.local_addr().port(), ""),
+    ))
+    .await;
+    let sent = send(&app, 0, 100).await;
+    let done = settle(&app, &sent, &["delivered"]).await;
+    assert!(
+        done.iter().all(|m| m["connector"] == "backup"),
+        "{:?}",
+        done.iter().map(|m| &m["connector"]).collect::<Vec<_>>()
+    );
+    assert!(down.submitted().is_empty());
+    assert_reached_once(&sent, &[&backup], 0);
+    app.stop().await;
+    down.shutdown().await;
+    backup.shutdown().await;
+}
