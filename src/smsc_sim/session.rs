@@ -5,8 +5,14 @@
 //! and flushed only when there is nothing left to read, so a pipelining client gets its
 //! responses in a few large writes instead of one syscall per PDU. Accepted receipts are
 //! handed to the scheduler at the same moment, one lock per batch.
+//!
+//! A written receipt is remembered until its `deliver_sm_resp` arrives; if the session
+//! ends first (reset, unbind), the receipt goes back to the registry and reaches the next
+//! receiver-capable bind of the same system_id, as a real SMSC retries unacknowledged
+//! receipts.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -51,6 +57,11 @@ const SMSC_SYSTEM_ID: &[u8] = b"HERALD_SIM\0";
 /// Receipts accepted but not yet handed to the scheduler are flushed at this many even if
 /// the client never pauses.
 const RECEIPT_BATCH: usize = 256;
+
+/// Receipts written but not yet answered with `deliver_sm_resp`, kept per session to be
+/// delivered again if the session ends first. Beyond this many the oldest is forgotten,
+/// so an ESME that never answers cannot grow the simulator without bound.
+const UNACKED_LIMIT: usize = 65_536;
 
 /// Read buffer size; large enough for a few hundred pipelined `submit_sm`.
 const READ_CAPACITY: usize = 64 * 1024;
@@ -101,6 +112,10 @@ pub(super) struct Session {
     next_sequence: u32,
     /// Receipts accepted since the last hand-over to the scheduler.
     receipts: Vec<Receipt>,
+    /// Receipts written and awaiting their `deliver_sm_resp`, by sequence number. Like a
+    /// real SMSC, the simulator delivers them again (to the next bind) if the session
+    /// ends before the ESME acknowledged them.
+    unacked: BTreeMap<u32, Receipt>,
 }
 
 impl Session {
@@ -121,6 +136,7 @@ impl Session {
             throttle: ThrottleView::default(),
             next_sequence: 0,
             receipts: Vec::new(),
+            unacked: BTreeMap::new(),
         }
     }
 }
@@ -238,7 +254,8 @@ impl Session {
         self.schedule_receipts();
         self.shared.registry().remove(self.id);
         self.rx.close();
-        let mut leftovers = Vec::new();
+        // Written but unanswered receipts first: they are the oldest.
+        let mut leftovers: Vec<Receipt> = std::mem::take(&mut self.unacked).into_values().collect();
         while let Ok(outbound) = self.rx.try_recv() {
             // An undelivered MO is dropped here; its injector sees SessionClosed.
             if let Outbound::Receipt(receipt) = outbound {
@@ -342,6 +359,7 @@ impl Session {
             // Responses to our deliver_sm, enquire_link answers and nacks need no reply.
             _ if id == CommandId::DeliverSmResp => {
                 bump(&self.shared.counters.deliver_sm_resps);
+                self.unacked.remove(&sequence_number);
                 return Ok(Step::Continue);
             }
             _ if id.is_response() => return Ok(Step::Continue),
@@ -447,6 +465,10 @@ impl Session {
                     .await?;
                 bump(&self.shared.counters.receipts_sent);
                 bump(&self.counters.receipts_sent);
+                self.unacked.insert(sequence_number, receipt);
+                if self.unacked.len() > UNACKED_LIMIT {
+                    self.unacked.pop_first();
+                }
             }
             Outbound::Mo { pdu, written } => {
                 writer

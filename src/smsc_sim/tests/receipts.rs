@@ -208,3 +208,42 @@ async fn parked_receipts_beyond_the_limit_drop_the_oldest() {
     assert_eq!([a, b], [Some(ids[1].clone()), Some(ids[2].clone())]);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_receipt_left_unanswered_is_delivered_again_after_the_session_ends() {
+    let sim = start(quick()).await;
+    let mut first = bound_transceiver(&sim, "acme").await;
+    let id = submit_ok(&first, submit("4915", "ack me", 1)).await;
+    // Read the receipt but never answer it, then go away.
+    within("receipt", async {
+        loop {
+            match first.events.next().await {
+                Some(Event::Incoming(command))
+                    if matches!(command.pdu(), Some(Pdu::DeliverSm(_))) =>
+                {
+                    return;
+                }
+                Some(_) => {}
+                None => panic!("closed before the receipt"),
+            }
+        }
+    })
+    .await;
+    within("close", first.client.close()).await.expect("close");
+    within("closed", first.client.closed()).await;
+    eventually("receipt parked again", || sim.stats().receipts_pending == 1).await;
+
+    let mut second = bound_transceiver(&sim, "acme").await;
+    let deliver = next_deliver_sm(&mut second).await;
+    assert_eq!(receipted_message_id(&deliver).as_deref(), Some(id.as_str()));
+    // Answered this time: nothing is parked when this session ends.
+    eventually("deliver_sm_resp counted", || {
+        sim.stats().deliver_sm_resps == 1
+    })
+    .await;
+    within("close", second.client.close()).await.expect("close");
+    within("closed", second.client.closed()).await;
+    eventually("session gone", || sim.stats().connections == 0).await;
+    assert_eq!(sim.stats().receipts_pending, 0);
+    sim.shutdown().await;
+}
