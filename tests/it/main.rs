@@ -7,6 +7,7 @@ mod api_messages;
 mod cli;
 mod crash;
 mod dispatch;
+mod interop;
 mod openapi;
 mod priority;
 mod smpp_faults;
