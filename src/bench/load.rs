@@ -10,8 +10,19 @@ use serde_json::Value;
 
 use super::BenchArgs;
 use super::report::{Latency, Summary};
-use super::server::BenchServer;
+use super::server::{BenchServer, Carrier};
 use crate::text::test_number;
+
+/// Outstanding submits of the carrier connection in every scenario.
+const WINDOW: usize = 64;
+
+/// How the scenario's carrier is reached, for its description.
+fn carrier(args: &BenchArgs) -> String {
+    Carrier::parse(&args.connector).map_or_else(
+        |_| args.connector.clone(),
+        |c| c.describe(WINDOW, args.dlr_delay_ms),
+    )
+}
 
 /// Longest wait for a scenario's receipts.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -104,7 +115,7 @@ async fn wait_delivered(
 
 /// Single POSTs from `concurrency` keep-alive clients.
 pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
-    let server = BenchServer::start(0, args.dlr_delay_ms, 64, args.keep_data)?;
+    let server = BenchServer::start(args, 0, WINDOW)?;
     let client = client(args.concurrency)?;
     post(
         &client,
@@ -156,15 +167,18 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
     Ok(Summary {
         scenario: "single".into(),
         description: format!(
-            "single POST /v1/messages, {} keep-alive clients, sim carrier ({} ms receipts)",
-            args.concurrency, args.dlr_delay_ms
+            "single POST /v1/messages, {} keep-alive clients, {}",
+            args.concurrency,
+            carrier(args)
         ),
+        connector: args.connector.clone(),
         messages: u64::from(total),
         accept_to_receipt_per_sec: Some(f64::from(total) / seconds),
         accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
         peak_rss_mib: server.peak_rss_mib(),
+        smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
         seconds,
     })
@@ -225,7 +239,7 @@ async fn send_batches(
 
 /// Batches of `batch_size`, four requests in flight.
 pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
-    let server = BenchServer::start(0, args.dlr_delay_ms, 64, args.keep_data)?;
+    let server = BenchServer::start(args, 0, WINDOW)?;
     let client = client(8)?;
     post(
         &client,
@@ -253,15 +267,18 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
     Ok(Summary {
         scenario: "batch".into(),
         description: format!(
-            "POST /v1/messages/batch of {}, 4 in flight, sim carrier ({} ms receipts)",
-            args.batch_size, args.dlr_delay_ms
+            "POST /v1/messages/batch of {}, 4 in flight, {}",
+            args.batch_size,
+            carrier(args)
         ),
+        connector: args.connector.clone(),
         messages: u64::from(total),
         accept_to_receipt_per_sec: Some(f64::from(total) / seconds),
         accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
         peak_rss_mib: server.peak_rss_mib(),
+        smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
         seconds,
     })
@@ -274,7 +291,7 @@ fn micros_of(v: &Value, field: &str) -> Option<i64> {
 
 /// Emergency latency while a large marketing backlog waits on a throttled carrier.
 pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
-    let server = BenchServer::start(args.throttle_tps, args.dlr_delay_ms, 64, args.keep_data)?;
+    let server = BenchServer::start(args, args.throttle_tps, WINDOW)?;
     let client = client(8)?;
     let started = Instant::now();
     let mut latencies = Vec::new();
@@ -339,15 +356,20 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
     Ok(Summary {
         scenario: "hol".into(),
         description: format!(
-            "{} emergency single POSTs while {} marketing wait on a carrier capped at {} TPS",
-            args.emergency_messages, args.backlog, args.throttle_tps
+            "{} emergency single POSTs while {} marketing wait on a carrier capped at {} TPS; {}",
+            args.emergency_messages,
+            args.backlog,
+            args.throttle_tps,
+            carrier(args)
         ),
+        connector: args.connector.clone(),
         messages: u64::from(args.backlog) + u64::from(args.emergency_messages),
         accept_to_receipt_per_sec: None,
         accept_per_sec: Some(f64::from(args.backlog) / queued.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut admission)),
         head_of_line: Some(Latency::of(&mut hol)),
         peak_rss_mib: server.peak_rss_mib(),
+        smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -1,10 +1,13 @@
 //! `herald bench`: the project's own benchmark (SPEC §8).
 //!
 //! Each scenario starts a fresh `herald serve` child process (this same
-//! binary) on loopback with the embedded store and a simulated carrier, drives
-//! it over real HTTP from this process, and reports throughput and latency as
+//! binary) on loopback with the embedded store and a carrier — the in-process
+//! simulated one, or with `--connector smpp` an SMPP connector (one bind,
+//! window 64) talking TCP to a `herald smsc-sim` child process — drives it
+//! over real HTTP from this process, and reports throughput and latency as
 //! text and JSON. The server is a separate process so the figures include
-//! everything a real deployment pays: HTTP, JSON, auth, durable commits.
+//! everything a real deployment pays: HTTP, JSON, auth, durable commits, and
+//! with SMPP the PDU encoding, the socket and the receipt parsing.
 
 mod load;
 mod report;
@@ -23,6 +26,10 @@ pub struct BenchArgs {
     /// Which scenarios to run: all, single, batch, hol.
     #[arg(long, default_value = "all")]
     pub scenario: String,
+    /// Carrier: `sim` (in-process) or `smpp` (TCP to a `herald smsc-sim`
+    /// child; in `hol` the cap is the connector's `tps`).
+    #[arg(long, default_value = "sim")]
+    pub connector: String,
     /// Messages sent as single POSTs in the `single` scenario.
     #[arg(long, default_value_t = 50_000)]
     pub single_messages: u32,
@@ -38,7 +45,7 @@ pub struct BenchArgs {
     /// Marketing messages queued behind the throttled carrier in `hol`.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u32,
-    /// Submits per second of the throttled carrier in `hol`.
+    /// Submits per second of the throttled carrier (the connector's `tps`) in `hol`.
     #[arg(long, default_value_t = 500)]
     pub throttle_tps: u32,
     /// Emergency messages measured in `hol`.
@@ -60,6 +67,7 @@ pub struct BenchArgs {
 /// # Errors
 /// When a server cannot be started or a scenario cannot complete.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    server::Carrier::parse(&args.connector)?;
     let wanted: Vec<&str> = if args.scenario == "all" {
         vec!["single", "batch", "hol"]
     } else {

@@ -41,6 +41,8 @@ impl Latency {
 pub struct Summary {
     pub scenario: String,
     pub description: String,
+    /// `sim` or `smpp`.
+    pub connector: String,
     pub messages: u64,
     /// Accepted → delivered receipt, sustained, messages per second.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,8 +57,15 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_of_line: Option<Latency>,
     pub peak_rss_mib: f64,
+    /// Peak RSS of the `herald smsc-sim` process (SMPP runs only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub smsc_peak_rss_mib: f64,
     pub data_mib: f64,
     pub seconds: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Summary {
@@ -71,6 +80,12 @@ impl Summary {
             self.peak_rss_mib,
             self.data_mib
         );
+        if self.smsc_peak_rss_mib > 0.0 {
+            s.push_str(&format!(
+                "   smsc-sim peak RSS: {:.0} MiB",
+                self.smsc_peak_rss_mib
+            ));
+        }
         if let Some(r) = self.accept_per_sec {
             s.push_str(&format!("\n   accepted:          {r:>10.0} msg/s"));
         }

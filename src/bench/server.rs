@@ -1,4 +1,5 @@
-//! A `herald serve` child process for one scenario.
+//! The processes of one scenario: a `herald serve` child and, for
+//! `--connector smpp`, the `herald smsc-sim` child it talks to over TCP.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -6,21 +7,112 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 
-/// A running server, killed on drop.
+use super::BenchArgs;
+
+/// The carrier a scenario's server submits to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// The in-process simulated carrier (`kind = "sim"`).
+    Sim,
+    /// An `smpp` connector (one bind) to a `herald smsc-sim` child process.
+    Smpp,
+}
+
+impl Carrier {
+    /// Parses `--connector`.
+    ///
+    /// # Errors
+    /// When the name is neither `sim` nor `smpp`.
+    pub fn parse(name: &str) -> anyhow::Result<Carrier> {
+        match name {
+            "sim" => Ok(Carrier::Sim),
+            "smpp" => Ok(Carrier::Smpp),
+            other => bail!("unknown connector '{other}' (sim, smpp)"),
+        }
+    }
+
+    /// How the carrier is reached, for reports.
+    pub fn describe(self, window: usize, dlr_delay_ms: u64) -> String {
+        match self {
+            Carrier::Sim => format!("sim carrier ({dlr_delay_ms} ms receipts)"),
+            Carrier::Smpp => format!(
+                "SMPP over TCP to a herald smsc-sim process (1 bind, window {window}, {dlr_delay_ms} ms receipts)"
+            ),
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the first stdout line of `child` and strips `prefix` from it.
+fn announced(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    match line.trim().strip_prefix(prefix) {
+        Some(rest) => Ok(rest.to_string()),
+        None => bail!("child did not start: {line:?}"),
+    }
+}
+
+/// A running server (and its SMSC), killed on drop.
 pub struct BenchServer {
-    child: Child,
+    // Field order is drop order: the server goes before its SMSC.
+    child: Process,
+    smsc: Option<Process>,
     pub base: String,
     pub key: String,
     dir: Option<tempfile::TempDir>,
 }
 
 impl BenchServer {
-    /// Starts a server with a sim carrier of `tps` (0 = no cap).
-    pub fn start(tps: u32, dlr_delay_ms: u64, window: usize, keep: bool) -> anyhow::Result<Self> {
+    /// Starts a server whose carrier is capped at `tps` (0 = no cap), with a
+    /// window of `window` outstanding submits.
+    pub fn start(args: &BenchArgs, tps: u32, window: usize) -> anyhow::Result<Self> {
+        let carrier = Carrier::parse(&args.connector)?;
         let dir = tempfile::Builder::new()
             .prefix("herald-bench-")
             .tempdir()
             .context("temp dir")?;
+        let exe = std::env::current_exe().context("own executable")?;
+        let dlr_delay_ms = args.dlr_delay_ms;
+        let (connector, smsc) = match carrier {
+            Carrier::Sim => (
+                format!(
+                    "[[connectors]]\nname = \"sim\"\nkind = \"sim\"\ntps = {tps}\nwindow = {window}\ndelay_ms = {dlr_delay_ms}\n"
+                ),
+                None,
+            ),
+            Carrier::Smpp => {
+                let mut child = Command::new(&exe)
+                    .args(["smsc-sim", "--listen", "127.0.0.1:0", "--dlr-delay-ms"])
+                    .arg(dlr_delay_ms.to_string())
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("spawn herald smsc-sim")?;
+                let addr = announced(&mut child, "smsc-sim listening on ");
+                let smsc = Process(child);
+                let addr: std::net::SocketAddr = addr?.parse().context("smsc-sim address")?;
+                (
+                    format!(
+                        "[[connectors]]\nname = \"smpp\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+                         system_id = \"herald\"\npassword = \"bench\"\nbinds = 1\nwindow = {window}\ntps = {tps}\n",
+                        addr.port()
+                    ),
+                    Some(smsc),
+                )
+            }
+        };
         let config = dir.path().join("herald.toml");
         std::fs::write(
             &config,
@@ -28,11 +120,10 @@ impl BenchServer {
                 "[http]\nlisten = \"127.0.0.1:0\"\n\
                  [store]\npath = \"{}\"\n\
                  [log]\nlevel = \"warn\"\n\
-                 [[connectors]]\nname = \"sim\"\nkind = \"sim\"\ntps = {tps}\nwindow = {window}\ndelay_ms = {dlr_delay_ms}\n",
+                 {connector}",
                 dir.path().join("data/herald.db").display()
             ),
         )?;
-        let exe = std::env::current_exe().context("own executable")?;
         let key = create_key(&exe, &config)?;
         let mut child = Command::new(&exe)
             .arg("serve")
@@ -41,15 +132,10 @@ impl BenchServer {
             .stderr(Stdio::inherit())
             .spawn()
             .context("spawn herald serve")?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(addr) = line.trim().strip_prefix("herald listening on ") else {
-            let _ = child.kill();
-            bail!("server did not start: {line:?}");
-        };
-        let base = format!("http://{addr}");
-        let dir = if keep {
+        let addr = announced(&mut child, "herald listening on ");
+        let child = Process(child);
+        let base = format!("http://{}", addr?);
+        let dir = if args.keep_data {
             eprintln!("bench data kept in {}", dir.keep().display());
             None
         } else {
@@ -57,6 +143,7 @@ impl BenchServer {
         };
         Ok(BenchServer {
             child,
+            smsc,
             base,
             key,
             dir,
@@ -65,13 +152,12 @@ impl BenchServer {
 
     /// Peak resident memory of the server so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        peak_rss_mib(self.child.0.id())
+    }
+
+    /// Peak resident memory of the SMSC simulator, in MiB (0 without one).
+    pub fn smsc_peak_rss_mib(&self) -> f64 {
+        self.smsc.as_ref().map_or(0.0, |s| peak_rss_mib(s.0.id()))
     }
 
     /// Size of the data directory, in MiB.
@@ -80,6 +166,15 @@ impl BenchServer {
             dir_size(&d.path().join("data")) as f64 / (1024.0 * 1024.0)
         })
     }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -107,11 +202,4 @@ fn create_key(exe: &Path, config: &Path) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
