@@ -830,6 +830,28 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_smpp_example_in_the_shipped_config_is_valid() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH),
+        )
+        .expect("shipped config");
+        let start = text
+            .find("# [[connectors]]")
+            .expect("commented smpp example");
+        let example: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim_start())
+            // TLS options need tls = true and an existing CA file.
+            .filter(|l| !l.starts_with("tls_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(example.contains("kind = \"smpp\""), "{example}");
+        let c = Config::from_toml(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        assert_eq!(c.connectors[0].name, "carrier-a");
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = Config::from_toml("[http]\nlisen = \"x\"").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
