@@ -72,7 +72,7 @@ impl TestApp {
             })
             .await
         {
-            AdminResponse::Ok(token) => token,
+            AdminResponse::Ok(text) => text.lines().next().unwrap_or_default().to_string(),
             AdminResponse::Err(e) => panic!("key not created: {e}"),
         }
     }
