@@ -946,17 +946,7 @@ impl<'t> Writer<'t> {
                 (m.id.0, m.expires_at),
             )
             .map_err(io)?;
-        fx.ready.push((
-            Slot {
-                connector: connector.to_string(),
-                class: m.class,
-                seq: m.seq,
-            },
-            Ready {
-                id: m.id.0,
-                expires_at: m.expires_at,
-            },
-        ));
+        fx.ready.push(ready_entry(m, connector));
         Ok(())
     }
 
@@ -1047,19 +1037,14 @@ impl<'t> Writer<'t> {
         let Some(url) = &m.callback_url else {
             return Ok(());
         };
-        let now = now_micros();
-        let job = WebhookJob {
-            id: MessageId::generate(),
-            url: url.clone(),
-            event: WebhookEvent::MessageStatus {
+        let job = WebhookJob::new(
+            url.clone(),
+            WebhookEvent::MessageStatus {
                 message_id: m.id,
                 owner: m.owner.clone(),
             },
-            attempts: 0,
-            created_at: now,
-            next_at: now,
-            last_error: None,
-        };
+            now_micros(),
+        );
         self.put_job(&job)?;
         fx.webhooks_delta += 1;
         Ok(())
@@ -1094,15 +1079,11 @@ impl<'t> Writer<'t> {
                 _ => {}
             }
             if let Some(url) = webhook_url {
-                let job = WebhookJob {
-                    id: MessageId::generate(),
-                    url: url.to_string(),
-                    event: WebhookEvent::Inbound { record: r.clone() },
-                    attempts: 0,
-                    created_at: r.received_at,
-                    next_at: r.received_at,
-                    last_error: None,
-                };
+                let job = WebhookJob::new(
+                    url.to_string(),
+                    WebhookEvent::Inbound { record: r.clone() },
+                    r.received_at,
+                );
                 self.put_job(&job)?;
                 fx.webhooks_delta += 1;
             }
@@ -1263,17 +1244,7 @@ impl<'t> Writer<'t> {
                 Outcome::Released { .. } => {
                     // The durable row never left; only the memory index needs it back.
                     if let Some(connector) = m.current_connector() {
-                        fx.ready.push((
-                            Slot {
-                                connector: connector.to_string(),
-                                class: m.class,
-                                seq: m.seq,
-                            },
-                            Ready {
-                                id: m.id.0,
-                                expires_at: m.expires_at,
-                            },
-                        ));
+                        fx.ready.push(ready_entry(&m, connector));
                     }
                 }
             }
@@ -1474,6 +1445,21 @@ impl<'t> Writer<'t> {
         }
         Ok(true)
     }
+}
+
+/// The in-memory ready entry of a queued message.
+fn ready_entry(m: &Message, connector: &str) -> (Slot, Ready) {
+    (
+        Slot {
+            connector: connector.to_string(),
+            class: m.class,
+            seq: m.seq,
+        },
+        Ready {
+            id: m.id.0,
+            expires_at: m.expires_at,
+        },
+    )
 }
 
 fn receipt_word(state: ReceiptState) -> &'static str {

@@ -138,6 +138,21 @@ pub struct WebhookJob {
     pub last_error: Option<String>,
 }
 
+impl WebhookJob {
+    /// A delivery of `event` to `url`, due at once.
+    pub fn new(url: String, event: WebhookEvent, at: Micros) -> Self {
+        WebhookJob {
+            id: MessageId::generate(),
+            url,
+            event,
+            attempts: 0,
+            created_at: at,
+            next_at: at,
+            last_error: None,
+        }
+    }
+}
+
 /// What became of a claimed webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookResult {
