@@ -74,7 +74,7 @@ pub fn read(pdu: &DeliverSm) -> Delivery {
         return Delivery::Inbound(inbound::part(pdu, payload));
     }
     let body = match pdu.short_message().as_ref() {
-        b if b.is_empty() => payload.unwrap_or_default(),
+        [] => payload.unwrap_or_default(),
         b => b,
     };
     let text = ReceiptText::parse(body);
