@@ -217,17 +217,11 @@ impl SmppConnector {
         slot: &BindSlot,
         pdus: Vec<rusmpp::pdus::SubmitSm>,
     ) -> Result<SubmitAck, SubmitError> {
-        let results = if pdus.len() == 1 {
-            let mut pdus = pdus;
-            let pdu = pdus.pop().map(|p| client.submit_sm(p));
-            match pdu {
-                Some(f) => vec![f.await],
-                None => Vec::new(),
-            }
-        } else {
+        let results = match <[_; 1]>::try_from(pdus) {
+            Ok([pdu]) => vec![client.submit_sm(pdu).await],
             // Parts go out back to back on one bind: rusmppc queues them in
             // order, and SMSCs reassemble best when they arrive together.
-            join_all(pdus.into_iter().map(|p| client.submit_sm(p))).await
+            Err(parts) => join_all(parts.into_iter().map(|p| client.submit_sm(p))).await,
         };
         let mut smsc_ids = Vec::with_capacity(results.len());
         let mut worst: Option<SubmitError> = None;
