@@ -12,6 +12,7 @@
 //! - [`server`]: wiring for `herald serve`; [`admin`]: CLI admin commands.
 //! - [`smsc_sim`]: the standalone SMPP 3.4 SMSC simulator (`herald smsc-sim`).
 //! - [`bench`]: the benchmark suite (`herald bench`).
+//! - [`script`]: operator scripts and templates (Rhai), sandboxed and hot-reloaded.
 //! - [`metrics`]: Prometheus metrics.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod connector;
 pub mod dispatch;
 pub mod metrics;
 pub mod model;
+pub mod script;
 pub mod server;
 pub mod smsc_sim;
 pub mod store;

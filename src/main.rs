@@ -39,6 +39,13 @@ enum Command {
     SmscSim(herald::smsc_sim::cli::SmscSimArgs),
     /// Run the benchmark suite against fresh local servers (SPEC §8).
     Bench(herald::bench::BenchArgs),
+    /// Check or try operator scripts and templates.
+    Script {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: herald::script::cli::ScriptCommand,
+    },
     /// Manage API keys.
     Apikey {
         #[command(flatten)]
@@ -84,6 +91,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
             Command::Apikey { config, action } => apikey(&config, action).await,
+            Command::Script { config, action } => load_config(&config).and_then(|config| {
+                herald::script::cli::run(action, &config, &mut std::io::stdout().lock())
+            }),
             Command::SmscSim(args) => herald::smsc_sim::cli::run(args)
                 .await
                 .map_err(|e| format!("{e:#}")),
