@@ -27,9 +27,22 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AdminRequest {
-    ApiKeyCreate { name: String, scopes: String },
+    ApiKeyCreate {
+        name: String,
+        scopes: String,
+    },
     ApiKeyList,
-    ApiKeyRevoke { name: String },
+    ApiKeyRevoke {
+        name: String,
+    },
+    /// Opt a number out of marketing (as if it had replied STOP).
+    OptOut {
+        number: String,
+    },
+    /// Remove an opt-out (as if it had replied START).
+    OptIn {
+        number: String,
+    },
 }
 
 /// The answer: printable text, or an error message.
@@ -72,6 +85,22 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
             }
             Ok(out.trim_end().to_string())
         }
+        AdminRequest::OptOut { number } => {
+            let number = normalise(number)?;
+            store
+                .opt_out(&number, now_micros())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("{number} opted out of marketing"))
+        }
+        AdminRequest::OptIn { number } => {
+            let number = normalise(number)?;
+            if store.opt_in(&number).await.map_err(|e| e.to_string())? {
+                Ok(format!("{number} opted back in"))
+            } else {
+                Err(format!("{number} had not opted out"))
+            }
+        }
         AdminRequest::ApiKeyRevoke { name } => {
             if store
                 .revoke_api_key(name, now_micros())
@@ -84,6 +113,12 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
             }
         }
     }
+}
+
+fn normalise(number: &str) -> Result<String, String> {
+    crate::text::parse_msisdn(number, None)
+        .map(crate::text::Msisdn::into_string)
+        .map_err(|e| format!("'{number}' {e}"))
 }
 
 /// Binds the admin socket at `path` (replacing a stale one a crashed server

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use crate::api::auth::{Principal, Scope};
 use crate::api::error::{ApiError, FieldError};
 use crate::config::{Config, ValidityConfig};
+use crate::limits::{Limits, retry_after_seconds};
 use crate::metrics::Metrics;
 use crate::model::{Class, Message, MessageId, Status, now_micros};
 use crate::store::{Admission, NewMessage, Store};
@@ -73,6 +74,7 @@ pub struct Admitter {
     validity: ValidityConfig,
     max_validity: Duration,
     default_route: Vec<String>,
+    limits: Limits,
 }
 
 impl Admitter {
@@ -85,6 +87,7 @@ impl Admitter {
             validity: config.messages.validity.clone(),
             max_validity: config.messages.max_validity,
             default_route: config.default_route(),
+            limits: Limits::from_config(config),
         }
     }
 
@@ -196,8 +199,12 @@ impl Admitter {
             idempotency_key: idempotency_key.clone(),
             tags,
         };
+        let limit = (class != Class::Emergency).then(|| self.limits.for_class(class));
         Ok(NewMessage {
             idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
+            limit,
+            refuse_if_opted_out: class == Class::Marketing,
+            not_before: None,
             message,
         })
     }
@@ -226,12 +233,10 @@ impl Admitter {
             .await?
             .pop()
             .ok_or_else(|| ApiError::Internal("store returned no admission".into()))?;
-        if matches!(admitted, Admission::Created(_)) {
-            self.metrics.accepted(class, 1);
-        }
+        let result = self.settle(admitted, class);
         self.metrics
             .admission_latency(started.elapsed().as_secs_f64());
-        Ok(admitted)
+        result
     }
 
     /// Admits a batch: every valid item is stored in one write; invalid
@@ -262,18 +267,46 @@ impl Admitter {
             }
         }
         if !valid.is_empty() {
+            let classes: Vec<Class> = valid.iter().map(|m| m.message.class).collect();
             let admitted = self.store.admit(valid).await?;
-            for (index, a) in valid_index.into_iter().zip(admitted) {
-                if let Admission::Created(m) = &a {
-                    self.metrics.accepted(m.class, 1);
-                }
-                results.push((index, Ok(a)));
+            for ((index, a), class) in valid_index.into_iter().zip(admitted).zip(classes) {
+                results.push((index, self.settle(a, class)));
             }
         }
         results.sort_by_key(|(i, _)| *i);
         self.metrics
             .admission_latency(started.elapsed().as_secs_f64());
         Ok(results)
+    }
+
+    /// Counts a store answer and turns refusals into their API errors.
+    fn settle(&self, admitted: Admission, class: Class) -> Result<Admission, ApiError> {
+        match admitted {
+            Admission::Created(_) => {
+                self.metrics.accepted(class, 1);
+                Ok(admitted)
+            }
+            Admission::Existing(_) => Ok(admitted),
+            Admission::RateLimited { retry_after } => {
+                self.metrics.rate_limited(class);
+                let secs = retry_after_seconds(retry_after);
+                Err(ApiError::RateLimited {
+                    retry_after: secs,
+                    message: format!(
+                        "`to` has reached its {} limit; retry in {secs} s",
+                        class.as_str()
+                    ),
+                })
+            }
+            Admission::OptedOut => {
+                self.metrics.rejected("opted_out");
+                Err(FieldError::new(
+                    "opted_out",
+                    "`to` has opted out of marketing messages (replied STOP)",
+                )
+                .into())
+            }
+        }
     }
 
     fn count_rejection(&self, e: &ApiError) {

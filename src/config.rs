@@ -53,6 +53,8 @@ pub struct Config {
     pub scripts: ScriptsConfig,
     pub limits: BTreeMap<String, LimitConfig>,
     pub log: LogConfig,
+    pub inbound: InboundConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,8 @@ impl Default for Config {
             scripts: ScriptsConfig::default(),
             limits: BTreeMap::new(),
             log: LogConfig::default(),
+            inbound: InboundConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -371,6 +375,63 @@ pub struct LimitConfig {
     pub min_interval_seconds: Option<u32>,
 }
 
+/// `[inbound]`: mobile-originated messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// Every inbound message is POSTed here (signed with `webhook_secret`).
+    pub webhook_url: Option<String>,
+    /// Signs inbound webhooks (`X-Herald-Signature`).
+    pub webhook_secret: Option<String>,
+    /// A message that is exactly one of these (any case) opts the sender out
+    /// of marketing.
+    pub stop_keywords: Vec<String>,
+    /// … and one of these opts them back in.
+    pub start_keywords: Vec<String>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            webhook_url: None,
+            webhook_secret: None,
+            stop_keywords: vec!["STOP".into(), "UNSUBSCRIBE".into()],
+            start_keywords: vec!["START".into()],
+        }
+    }
+}
+
+/// `[webhooks]`: delivery of status callbacks and inbound webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Deliveries attempted at once.
+    pub concurrency: usize,
+    /// One attempt may take this long.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First retry after this; doubles per attempt up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// A delivery still failing this long after its event is dropped.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            concurrency: 16,
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -513,6 +574,32 @@ impl Config {
                     "is not a message class (emergency, otp, transactional, marketing)",
                 ));
             }
+        }
+        if let Some(url) = &self.inbound.webhook_url
+            && reqwest::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return Err(invalid("inbound.webhook_url", "must be an http(s) URL"));
+        }
+        if self.inbound.webhook_url.is_some() && self.inbound.webhook_secret.is_none() {
+            return Err(invalid(
+                "inbound.webhook_secret",
+                "is required when inbound.webhook_url is set",
+            ));
+        }
+        if self.webhooks.concurrency == 0 || self.webhooks.concurrency > 1024 {
+            return Err(invalid(
+                "webhooks.concurrency",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.webhooks.retry_base.is_zero() || self.webhooks.retry_max < self.webhooks.retry_base
+        {
+            return Err(invalid(
+                "webhooks.retry_base",
+                "must be above 0 and at most webhooks.retry_max",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));

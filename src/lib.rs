@@ -23,6 +23,7 @@ pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod dispatch;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod script;
@@ -31,6 +32,7 @@ pub mod smsc_sim;
 pub mod store;
 pub mod telemetry;
 pub mod text;
+pub mod webhook;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -35,6 +35,13 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Manage marketing opt-outs (normally set by STOP/START replies).
+    Optout {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: OptoutAction,
+    },
     /// Run a standalone SMPP 3.4 SMSC simulator (carrier stand-in).
     SmscSim(herald::smsc_sim::cli::SmscSimArgs),
     /// Run the benchmark suite against fresh local servers (SPEC §8).
@@ -53,6 +60,14 @@ enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+}
+
+#[derive(Subcommand)]
+enum OptoutAction {
+    /// Opt a number out of marketing.
+    Add { number: String },
+    /// Remove a number's opt-out.
+    Remove { number: String },
 }
 
 #[derive(Subcommand)]
@@ -90,7 +105,23 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
-            Command::Apikey { config, action } => apikey(&config, action).await,
+            Command::Apikey { config, action } => {
+                let request = match action {
+                    ApikeyAction::Create { name, scopes } => {
+                        AdminRequest::ApiKeyCreate { name, scopes }
+                    }
+                    ApikeyAction::List => AdminRequest::ApiKeyList,
+                    ApikeyAction::Revoke { name } => AdminRequest::ApiKeyRevoke { name },
+                };
+                admin_command(&config, request).await
+            }
+            Command::Optout { config, action } => {
+                let request = match action {
+                    OptoutAction::Add { number } => AdminRequest::OptOut { number },
+                    OptoutAction::Remove { number } => AdminRequest::OptIn { number },
+                };
+                admin_command(&config, request).await
+            }
             Command::Script { config, action } => load_config(&config).and_then(|config| {
                 herald::script::cli::run(action, &config, &mut std::io::stdout().lock())
             }),
@@ -154,13 +185,9 @@ async fn wait_for_signal() {
     }
 }
 
-async fn apikey(arg: &ConfigArg, action: ApikeyAction) -> Result<(), String> {
+/// Runs an admin command on the store, or through a running server's socket.
+async fn admin_command(arg: &ConfigArg, request: AdminRequest) -> Result<(), String> {
     let config = load_config(arg)?;
-    let request = match action {
-        ApikeyAction::Create { name, scopes } => AdminRequest::ApiKeyCreate { name, scopes },
-        ApikeyAction::List => AdminRequest::ApiKeyList,
-        ApikeyAction::Revoke { name } => AdminRequest::ApiKeyRevoke { name },
-    };
     let response = match server::open_store(&config) {
         Ok(store) => {
             let r = admin::execute(&*store, &request).await;

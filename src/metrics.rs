@@ -50,6 +50,9 @@ pub struct Metrics {
     failed: Family<ClassLabel, Counter>,
     expired: Family<ClassLabel, Counter>,
     rejected: Family<CodeLabel, Counter>,
+    rate_limited: Family<ClassLabel, Counter>,
+    webhooks: Family<CodeLabel, Counter>,
+    inbound: Family<CodeLabel, Counter>,
     submit_errors: Family<ConnectorLabel, Counter>,
     script_errors: Family<ScriptLabel, Counter>,
     scripts_broken: Gauge,
@@ -82,6 +85,9 @@ impl Metrics {
             failed: Family::default(),
             expired: Family::default(),
             rejected: Family::default(),
+            rate_limited: Family::default(),
+            webhooks: Family::default(),
+            inbound: Family::default(),
             submit_errors: Family::default(),
             script_errors: Family::default(),
             scripts_broken: Gauge::default(),
@@ -120,6 +126,21 @@ impl Metrics {
             "requests_rejected",
             "Messages refused at admission, by error code",
             m.rejected.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Messages refused by a per-recipient limit, by class",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts by result (delivered, retried, given_up, dropped)",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "inbound_messages",
+            "Inbound messages by action (message, opt_out, opt_in)",
+            m.inbound.clone(),
         );
         registry.register(
             "submit_errors",
@@ -185,6 +206,22 @@ impl Metrics {
 
     pub fn rejected(&self, code: &'static str) {
         self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn rate_limited(&self, class: Class) {
+        self.rate_limited.get_or_create(&class_label(class)).inc();
+    }
+
+    pub fn webhook(&self, result: &'static str) {
+        self.webhooks
+            .get_or_create(&CodeLabel { code: result })
+            .inc();
+    }
+
+    pub fn inbound(&self, action: &'static str) {
+        self.inbound
+            .get_or_create(&CodeLabel { code: action })
+            .inc();
     }
 
     pub fn submit_error(&self, connector: &str, kind: &'static str) {

@@ -120,10 +120,21 @@ impl Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u128);
 
+/// Ids handed out by this process increase strictly, even within one
+/// millisecond, so records keyed by id list in creation order.
+static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+
 impl MessageId {
     /// A fresh id for a message created now.
     pub fn generate() -> Self {
-        MessageId(ulid::Ulid::generate().0)
+        let mut g = GENERATOR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Overflow needs 2^80 ids in one millisecond; fall back to a random one.
+        MessageId(
+            g.generate()
+                .map_or_else(|_| ulid::Ulid::generate().0, |u| u.0),
+        )
     }
 }
 
@@ -237,6 +248,12 @@ mod tests {
         let parsed: MessageId = id.to_string().parse().expect("parse");
         assert_eq!(parsed, id);
         assert!("not-an-id".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn ids_increase_strictly() {
+        let ids: Vec<MessageId> = (0..1000).map(|_| MessageId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -130,6 +130,16 @@ impl Gateway {
             events_rx,
             metrics.clone(),
             None,
+            dispatch::InboundSettings::from_config(&config.inbound),
+        ));
+        workers.spawn(crate::webhook::run(
+            store.clone(),
+            crate::webhook::WebhookSettings::from_config(
+                &config.webhooks,
+                config.inbound.webhook_secret.clone(),
+            ),
+            metrics.clone(),
+            dispatch_stop.clone(),
         ));
         workers.spawn(dispatch::run_maintenance(
             store.clone(),

@@ -278,11 +278,13 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
         hash: hash_secret(&secret)?,
         created_at: now_micros(),
         revoked_at: None,
+        webhook_secret: Some(format!("whsec_{}", random_hex(24)?)),
     };
     Ok((format!("hk_{id}_{secret}"), record))
 }
 
-/// Creates and stores a key; returns the token.
+/// Creates and stores a key; returns what to show once: the token on the
+/// first line, the webhook signing secret on the second.
 ///
 /// # Errors
 /// Invalid input, a taken name, or a store failure, as text for the CLI.
@@ -292,8 +294,9 @@ pub async fn create_api_key(store: &dyn Store, name: &str, scopes: &str) -> Resu
         .await
         .map_err(|e| e.to_string())??;
     let name = record.name.clone();
+    let webhook_secret = record.webhook_secret.clone().unwrap_or_default();
     match store.create_api_key(record).await {
-        Ok(true) => Ok(token),
+        Ok(true) => Ok(format!("{token}\nwebhook secret: {webhook_secret}")),
         Ok(false) => Err(format!("an API key named '{name}' already exists")),
         Err(e) => Err(store_text(&e)),
     }

@@ -147,7 +147,9 @@ pub async fn send(
     if matches!(admitted, Admission::Existing(_)) {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    let m = admitted.message();
+    let m = admitted
+        .message()
+        .ok_or_else(|| ApiError::Internal("admission without a message".into()))?;
     tracing::debug!(message_id = %m.id, class = %m.class, "accepted");
     Ok((
         StatusCode::ACCEPTED,
@@ -203,10 +205,16 @@ pub async fn send_batch(
     };
     for (index, result) in results {
         match result {
-            Ok(a) => response.accepted.push(BatchAccepted {
-                index,
-                message: Accepted::from_message(a.message()),
-            }),
+            Ok(a) => match a.message() {
+                Some(m) => response.accepted.push(BatchAccepted {
+                    index,
+                    message: Accepted::from_message(m),
+                }),
+                None => response.rejected.push(BatchRejected {
+                    index,
+                    error: ApiError::Internal("admission without a message".into()).detail(),
+                }),
+            },
             Err(e) => response.rejected.push(BatchRejected {
                 index,
                 error: e.detail(),

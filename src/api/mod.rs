@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod inbound;
 pub mod messages;
 pub mod openapi;
 pub mod ops;
@@ -94,6 +95,7 @@ pub fn router(app: AppState) -> Router {
     let api = Router::new()
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/inbound", get(inbound::list))
         .layer(DefaultBodyLimit::max(http.max_body_bytes));
     Router::new()
         .merge(api)

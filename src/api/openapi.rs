@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{messages, ops};
+use super::{inbound, messages, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use super::{messages, ops};
         messages::send,
         messages::send_batch,
         messages::get,
+        inbound::list,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -21,6 +22,7 @@ use super::{messages, ops};
     modifiers(&BearerAuth),
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "inbound", description = "Messages from handsets"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

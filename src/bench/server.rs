@@ -106,7 +106,11 @@ fn create_key(exe: &Path, config: &Path) -> anyhow::Result<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 impl Drop for BenchServer {

@@ -24,9 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::memqueue::{Ready, ReadyQueues, Slot};
 use super::{
-    Admission, ApiKeyRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths, Receipt,
-    ReceiptState, Store, StoreError,
+    Admission, ApiKeyRecord, InboundRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths,
+    Receipt, ReceiptState, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
 };
+use crate::limits::{LimitDecision, decode_history, encode_history};
 use crate::model::{Class, Message, MessageId, Micros, Status, now_micros};
 
 /// id → message record (JSON).
@@ -47,6 +48,14 @@ const IDEMPOTENCY_AGE: TableDefinition<(i64, &str), ()> = TableDefinition::new("
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// key name → key id.
 const API_KEY_NAMES: TableDefinition<&str, &str> = TableDefinition::new("api_key_names");
+/// (class, recipient) → recent send times (little-endian i64s).
+const LIMITS: TableDefinition<(u8, &str), &[u8]> = TableDefinition::new("limits");
+/// number → when it opted out of marketing.
+const OPT_OUTS: TableDefinition<&str, i64> = TableDefinition::new("opt_outs");
+/// id → inbound message (JSON).
+const INBOUND: TableDefinition<u128, &[u8]> = TableDefinition::new("inbound");
+/// (next_at, id) → webhook job (JSON).
+const WEBHOOKS: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("webhooks");
 /// Counters that must survive restarts.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -103,6 +112,30 @@ enum WriteOp {
         at: Micros,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    OptOut {
+        number: String,
+        at: Micros,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    OptIn {
+        number: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    RecordInbound {
+        records: Vec<InboundRecord>,
+        webhook_url: Option<String>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    ClaimWebhooks {
+        now: Micros,
+        max: usize,
+        lease: Duration,
+        reply: oneshot::Sender<Result<Vec<WebhookJob>, StoreError>>,
+    },
+    FinishWebhooks {
+        results: Vec<(WebhookJob, WebhookResult)>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// Commit what came before, then stop: later writes fail with `Closed`.
     Close { reply: oneshot::Sender<()> },
 }
@@ -114,7 +147,14 @@ impl WriteOp {
             WriteOp::Record { outcomes, .. } => outcomes.len(),
             WriteOp::Receipts { receipts, .. } => receipts.len(),
             WriteOp::Maintain { expire, .. } => expire.len() + 100,
-            WriteOp::CreateKey { .. } | WriteOp::RevokeKey { .. } | WriteOp::Close { .. } => 1,
+            WriteOp::RecordInbound { records, .. } => records.len(),
+            WriteOp::ClaimWebhooks { max, .. } => *max,
+            WriteOp::FinishWebhooks { results, .. } => results.len(),
+            WriteOp::CreateKey { .. }
+            | WriteOp::RevokeKey { .. }
+            | WriteOp::OptOut { .. }
+            | WriteOp::OptIn { .. }
+            | WriteOp::Close { .. } => 1,
         }
     }
 }
@@ -127,6 +167,8 @@ struct Shared {
     delayed: AtomicU64,
     /// Next admission sequence number.
     next_seq: AtomicU64,
+    /// Webhook deliveries in the table.
+    webhooks: AtomicU64,
 }
 
 /// The embedded store. Cheap to clone behind an `Arc`.
@@ -169,10 +211,14 @@ impl EmbeddedStore {
             tx.open_table(API_KEYS).map_err(io)?;
             tx.open_table(API_KEY_NAMES).map_err(io)?;
             tx.open_table(META).map_err(io)?;
+            tx.open_table(LIMITS).map_err(io)?;
+            tx.open_table(OPT_OUTS).map_err(io)?;
+            tx.open_table(INBOUND).map_err(io)?;
+            tx.open_table(WEBHOOKS).map_err(io)?;
             tx.commit().map_err(io)?;
         }
         let ready = ReadyQueues::default();
-        let (next_seq, delayed) = {
+        let (next_seq, delayed, webhooks) = {
             let tx = db.begin_read().map_err(io)?;
             let queue = tx.open_table(QUEUE).map_err(io)?;
             let mut entries = Vec::new();
@@ -199,13 +245,15 @@ impl EmbeddedStore {
                 .map(|v| v.value())
                 .unwrap_or(0);
             let delayed = tx.open_table(DELAYED).map_err(io)?.len().map_err(io)?;
-            (seq + 1, delayed)
+            let webhooks = tx.open_table(WEBHOOKS).map_err(io)?.len().map_err(io)?;
+            (seq + 1, delayed, webhooks)
         };
         let shared = Arc::new(Shared {
             db,
             ready,
             delayed: AtomicU64::new(delayed),
             next_seq: AtomicU64::new(next_seq),
+            webhooks: AtomicU64::new(webhooks),
         });
         let (tx, rx) = mpsc::channel(4096);
         let thread_shared = shared.clone();
@@ -398,6 +446,91 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn opt_out(&self, number: &str, at: Micros) -> Result<(), StoreError> {
+        let number = number.to_string();
+        self.send(|reply| WriteOp::OptOut { number, at, reply })
+            .await
+            .map(|_| ())
+    }
+
+    async fn opt_in(&self, number: &str) -> Result<bool, StoreError> {
+        let number = number.to_string();
+        self.send(|reply| WriteOp::OptIn { number, reply }).await
+    }
+
+    async fn is_opted_out(&self, number: &str) -> Result<bool, StoreError> {
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        let table = tx.open_table(OPT_OUTS).map_err(io)?;
+        Ok(table.get(number).map_err(io)?.is_some())
+    }
+
+    async fn record_inbound(
+        &self,
+        records: Vec<InboundRecord>,
+        webhook_url: Option<String>,
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.send(|reply| WriteOp::RecordInbound {
+            records,
+            webhook_url,
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn inbound(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError> {
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        let table = tx.open_table(INBOUND).map_err(io)?;
+        let start = after.map_or(0, |id| id.0.saturating_add(1));
+        let mut out = Vec::new();
+        for row in table.range(start..).map_err(io)?.take(limit) {
+            let (_, v) = row.map_err(io)?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn claim_webhooks(
+        &self,
+        now: Micros,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        self.send(|reply| WriteOp::ClaimWebhooks {
+            now,
+            max,
+            lease,
+            reply,
+        })
+        .await
+    }
+
+    async fn finish_webhooks(
+        &self,
+        results: Vec<(WebhookJob, WebhookResult)>,
+    ) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        self.send(|reply| WriteOp::FinishWebhooks { results, reply })
+            .await
+            .map(|_| ())
+    }
+
+    fn webhook_depth(&self) -> u64 {
+        self.shared.webhooks.load(Ordering::Relaxed)
+    }
+
     async fn close(&self) {
         let (reply, done) = oneshot::channel();
         if self.writer.send(WriteOp::Close { reply }).await.is_ok() {
@@ -419,7 +552,16 @@ impl Store for EmbeddedStore {
 struct Effects {
     ready: Vec<(Slot, Ready)>,
     delayed_delta: i64,
+    webhooks_delta: i64,
     max_seq: u64,
+}
+
+fn apply_delta(counter: &AtomicU64, delta: i64) {
+    if delta >= 0 {
+        counter.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+    } else {
+        counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
 }
 
 /// A reply to send once the transaction holding its work is committed.
@@ -437,6 +579,10 @@ enum Pending {
         MaintenanceReport,
     ),
     Bool(oneshot::Sender<Result<bool, StoreError>>, bool),
+    Jobs(
+        oneshot::Sender<Result<Vec<WebhookJob>, StoreError>>,
+        Vec<WebhookJob>,
+    ),
     None,
 }
 
@@ -453,6 +599,9 @@ impl Pending {
                 let _ = tx.send(Ok(v));
             }
             Pending::Bool(tx, v) => {
+                let _ = tx.send(Ok(v));
+            }
+            Pending::Jobs(tx, v) => {
                 let _ = tx.send(Ok(v));
             }
             Pending::None => {}
@@ -474,6 +623,9 @@ impl Pending {
             Pending::Bool(tx, _) => {
                 let _ = tx.send(Err(err()));
             }
+            Pending::Jobs(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
             Pending::None => {}
         }
     }
@@ -491,7 +643,15 @@ fn fail_op(op: WriteOp, e: &StoreError) {
         WriteOp::Maintain { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
-        WriteOp::CreateKey { reply, .. } | WriteOp::RevokeKey { reply, .. } => {
+        WriteOp::CreateKey { reply, .. }
+        | WriteOp::RevokeKey { reply, .. }
+        | WriteOp::OptOut { reply, .. }
+        | WriteOp::OptIn { reply, .. }
+        | WriteOp::RecordInbound { reply, .. }
+        | WriteOp::FinishWebhooks { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::ClaimWebhooks { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         WriteOp::Close { reply } => {
@@ -593,16 +753,8 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
     };
     match result {
         Ok(()) => {
-            let delta = effects.delayed_delta;
-            if delta >= 0 {
-                shared
-                    .delayed
-                    .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-            } else {
-                shared
-                    .delayed
-                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-            }
+            apply_delta(&shared.delayed, effects.delayed_delta);
+            apply_delta(&shared.webhooks, effects.webhooks_delta);
             shared.ready.push_many(effects.ready);
             for p in pending {
                 p.send();
@@ -632,6 +784,10 @@ struct Writer<'t> {
     api_keys: Table<'t, &'static str, &'static [u8]>,
     api_key_names: Table<'t, &'static str, &'static str>,
     meta: Table<'t, &'static str, u64>,
+    limits: Table<'t, (u8, &'static str), &'static [u8]>,
+    opt_outs: Table<'t, &'static str, i64>,
+    inbound: Table<'t, u128, &'static [u8]>,
+    webhooks: Table<'t, (i64, u128), &'static [u8]>,
 }
 
 type ApplyResult = Result<Pending, (StoreError, Box<WriteOp>)>;
@@ -649,6 +805,10 @@ impl<'t> Writer<'t> {
             api_keys: tx.open_table(API_KEYS).map_err(io)?,
             api_key_names: tx.open_table(API_KEY_NAMES).map_err(io)?,
             meta: tx.open_table(META).map_err(io)?,
+            limits: tx.open_table(LIMITS).map_err(io)?,
+            opt_outs: tx.open_table(OPT_OUTS).map_err(io)?,
+            inbound: tx.open_table(INBOUND).map_err(io)?,
+            webhooks: tx.open_table(WEBHOOKS).map_err(io)?,
         })
     }
 
@@ -662,7 +822,7 @@ impl<'t> Writer<'t> {
                 Ok(v) => Ok(Pending::Messages(reply, v)),
                 Err(e) => Err((e, Box::new(WriteOp::Record { outcomes, reply }))),
             },
-            WriteOp::Receipts { receipts, reply } => match self.receipts(&receipts) {
+            WriteOp::Receipts { receipts, reply } => match self.receipts(&receipts, fx) {
                 Ok(v) => Ok(Pending::Messages(reply, v)),
                 Err(e) => Err((e, Box::new(WriteOp::Receipts { receipts, reply }))),
             },
@@ -691,6 +851,54 @@ impl<'t> Writer<'t> {
                 Ok(v) => Ok(Pending::Bool(reply, v)),
                 Err(e) => Err((e, Box::new(WriteOp::RevokeKey { name, at, reply }))),
             },
+            WriteOp::OptOut { number, at, reply } => {
+                match self.opt_outs.insert(number.as_str(), at) {
+                    Ok(_) => Ok(Pending::Bool(reply, true)),
+                    Err(e) => Err((io(e), Box::new(WriteOp::OptOut { number, at, reply }))),
+                }
+            }
+            WriteOp::OptIn { number, reply } => match self.opt_outs.remove(number.as_str()) {
+                Ok(v) => Ok(Pending::Bool(reply, v.is_some())),
+                Err(e) => Err((io(e), Box::new(WriteOp::OptIn { number, reply }))),
+            },
+            WriteOp::RecordInbound {
+                records,
+                webhook_url,
+                reply,
+            } => match self.record_inbound(&records, webhook_url.as_deref(), fx) {
+                Ok(()) => Ok(Pending::Bool(reply, true)),
+                Err(e) => Err((
+                    e,
+                    Box::new(WriteOp::RecordInbound {
+                        records,
+                        webhook_url,
+                        reply,
+                    }),
+                )),
+            },
+            WriteOp::ClaimWebhooks {
+                now,
+                max,
+                lease,
+                reply,
+            } => match self.claim_webhooks(now, max, lease) {
+                Ok(v) => Ok(Pending::Jobs(reply, v)),
+                Err(e) => Err((
+                    e,
+                    Box::new(WriteOp::ClaimWebhooks {
+                        now,
+                        max,
+                        lease,
+                        reply,
+                    }),
+                )),
+            },
+            WriteOp::FinishWebhooks { results, reply } => {
+                match self.finish_webhooks(&results, fx) {
+                    Ok(()) => Ok(Pending::Bool(reply, true)),
+                    Err(e) => Err((e, Box::new(WriteOp::FinishWebhooks { results, reply }))),
+                }
+            }
             // Handled by the writer loop before a batch is built.
             WriteOp::Close { reply } => {
                 let _ = reply.send(());
@@ -738,17 +946,7 @@ impl<'t> Writer<'t> {
                 (m.id.0, m.expires_at),
             )
             .map_err(io)?;
-        fx.ready.push((
-            Slot {
-                connector: connector.to_string(),
-                class: m.class,
-                seq: m.seq,
-            },
-            Ready {
-                id: m.id.0,
-                expires_at: m.expires_at,
-            },
-        ));
+        fx.ready.push(ready_entry(m, connector));
         Ok(())
     }
 
@@ -768,20 +966,49 @@ impl<'t> Writer<'t> {
     ) -> Result<Vec<Admission>, StoreError> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            if let Some((owner, key)) = &item.idempotency {
-                let scope = idempotency_scope(owner, key);
+            let m = &item.message;
+            let scope = item
+                .idempotency
+                .as_ref()
+                .map(|(owner, key)| idempotency_scope(owner, key));
+            if let Some(scope) = &scope {
                 let seen = self
                     .idempotency
                     .get(scope.as_str())
                     .map_err(io)?
                     .map(|v| v.value().0);
-                if let Some(id) = seen {
-                    if let Some(existing) = self.load(id)? {
-                        out.push(Admission::Existing(existing));
+                if let Some(id) = seen
+                    && let Some(existing) = self.load(id)?
+                {
+                    out.push(Admission::Existing(existing));
+                    continue;
+                }
+            }
+            if item.refuse_if_opted_out && self.opt_outs.get(m.to.as_str()).map_err(io)?.is_some() {
+                out.push(Admission::OptedOut);
+                continue;
+            }
+            if let Some(policy) = item.limit.filter(|p| p.is_active()) {
+                let key = (m.class.index() as u8, m.to.as_str());
+                let history = self
+                    .limits
+                    .get(key)
+                    .map_err(io)?
+                    .map(|v| decode_history(v.value()))
+                    .unwrap_or_default();
+                match policy.check(&history, m.created_at) {
+                    LimitDecision::Refused { retry_after } => {
+                        out.push(Admission::RateLimited { retry_after });
                         continue;
                     }
+                    LimitDecision::Allowed(next) => {
+                        self.limits
+                            .insert(key, encode_history(&next).as_slice())
+                            .map_err(io)?;
+                    }
                 }
-                let m = &item.message;
+            }
+            if let Some(scope) = &scope {
                 self.idempotency
                     .insert(scope.as_str(), (m.id.0, m.created_at))
                     .map_err(io)?;
@@ -789,15 +1016,137 @@ impl<'t> Writer<'t> {
                     .insert((m.created_at, scope.as_str()), ())
                     .map_err(io)?;
             }
-            let m = &item.message;
             self.save(m)?;
             if m.status == Status::Queued {
-                self.enqueue(m, fx)?;
+                match item.not_before {
+                    Some(at) if at > m.created_at => {
+                        self.delayed.insert((at, m.seq), m.id.0).map_err(io)?;
+                        fx.delayed_delta += 1;
+                    }
+                    _ => self.enqueue(m, fx)?,
+                }
             }
             fx.max_seq = fx.max_seq.max(m.seq);
             out.push(Admission::Created(m.clone()));
         }
         Ok(out)
+    }
+
+    /// Queues the status webhook of a message that just became final.
+    fn on_final(&mut self, m: &Message, fx: &mut Effects) -> Result<(), StoreError> {
+        let Some(url) = &m.callback_url else {
+            return Ok(());
+        };
+        let job = WebhookJob::new(
+            url.clone(),
+            WebhookEvent::MessageStatus {
+                message_id: m.id,
+                owner: m.owner.clone(),
+            },
+            now_micros(),
+        );
+        self.put_job(&job)?;
+        fx.webhooks_delta += 1;
+        Ok(())
+    }
+
+    fn put_job(&mut self, job: &WebhookJob) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.webhooks
+            .insert((job.next_at, job.id.0), bytes.as_slice())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn record_inbound(
+        &mut self,
+        records: &[InboundRecord],
+        webhook_url: Option<&str>,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        for r in records {
+            let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.inbound.insert(r.id.0, bytes.as_slice()).map_err(io)?;
+            match r.action.as_deref() {
+                Some("opt_out") => {
+                    self.opt_outs
+                        .insert(r.from.as_str(), r.received_at)
+                        .map_err(io)?;
+                }
+                Some("opt_in") => {
+                    self.opt_outs.remove(r.from.as_str()).map_err(io)?;
+                }
+                _ => {}
+            }
+            if let Some(url) = webhook_url {
+                let job = WebhookJob::new(
+                    url.to_string(),
+                    WebhookEvent::Inbound { record: r.clone() },
+                    r.received_at,
+                );
+                self.put_job(&job)?;
+                fx.webhooks_delta += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn claim_webhooks(
+        &mut self,
+        now: Micros,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        let due: Vec<((i64, u128), Vec<u8>)> = self
+            .webhooks
+            .range(..=(now, u128::MAX))
+            .map_err(io)?
+            .take(max)
+            .map(|row| {
+                row.map(|(k, v)| (k.value(), v.value().to_vec()))
+                    .map_err(io)
+            })
+            .collect::<Result<_, _>>()?;
+        let until = now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2));
+        let mut jobs = Vec::with_capacity(due.len());
+        for (key, bytes) in due {
+            self.webhooks.remove(key).map_err(io)?;
+            let mut job: WebhookJob =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            job.next_at = until;
+            self.put_job(&job)?;
+            jobs.push(job);
+        }
+        Ok(jobs)
+    }
+
+    fn finish_webhooks(
+        &mut self,
+        results: &[(WebhookJob, WebhookResult)],
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        for (job, result) in results {
+            // Gone already if a lapsed claim was taken again and finished.
+            if self
+                .webhooks
+                .remove((job.next_at, job.id.0))
+                .map_err(io)?
+                .is_none()
+            {
+                continue;
+            }
+            match result {
+                WebhookResult::Done => fx.webhooks_delta -= 1,
+                WebhookResult::Retry { next_at, error } => {
+                    let mut next = job.clone();
+                    next.attempts += 1;
+                    next.next_at = *next_at;
+                    next.last_error = Some(error.clone());
+                    self.put_job(&next)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn record(
@@ -846,7 +1195,7 @@ impl<'t> Writer<'t> {
                     }
                     self.save(&m)?;
                     if !early.is_empty() {
-                        finals.extend(self.receipts(&early)?);
+                        finals.extend(self.receipts(&early, fx)?);
                     }
                 }
                 Outcome::Retry {
@@ -870,6 +1219,7 @@ impl<'t> Writer<'t> {
                     } else {
                         m.status = Status::Failed;
                         m.done_at = Some(now_micros());
+                        self.on_final(&m, fx)?;
                         finals.push(m.clone());
                     }
                     self.save(&m)?;
@@ -880,6 +1230,7 @@ impl<'t> Writer<'t> {
                     m.error = Some(error.clone());
                     m.done_at = Some(now_micros());
                     self.save(&m)?;
+                    self.on_final(&m, fx)?;
                     finals.push(m);
                 }
                 Outcome::Expired { .. } => {
@@ -887,22 +1238,13 @@ impl<'t> Writer<'t> {
                     m.status = Status::Expired;
                     m.done_at = Some(now_micros());
                     self.save(&m)?;
+                    self.on_final(&m, fx)?;
                     finals.push(m);
                 }
                 Outcome::Released { .. } => {
                     // The durable row never left; only the memory index needs it back.
                     if let Some(connector) = m.current_connector() {
-                        fx.ready.push((
-                            Slot {
-                                connector: connector.to_string(),
-                                class: m.class,
-                                seq: m.seq,
-                            },
-                            Ready {
-                                id: m.id.0,
-                                expires_at: m.expires_at,
-                            },
-                        ));
+                        fx.ready.push(ready_entry(&m, connector));
                     }
                 }
             }
@@ -910,7 +1252,11 @@ impl<'t> Writer<'t> {
         Ok(finals)
     }
 
-    fn receipts(&mut self, receipts: &[Receipt]) -> Result<Vec<Message>, StoreError> {
+    fn receipts(
+        &mut self,
+        receipts: &[Receipt],
+        fx: &mut Effects,
+    ) -> Result<Vec<Message>, StoreError> {
         let mut finals = Vec::new();
         for r in receipts {
             let key = (r.connector.as_str(), r.smsc_id.as_str());
@@ -944,6 +1290,7 @@ impl<'t> Writer<'t> {
                     Status::Failed
                 };
                 m.done_at = Some(r.at);
+                self.on_final(&m, fx)?;
                 finals.push(m.clone());
             }
             self.save(&m)?;
@@ -970,6 +1317,7 @@ impl<'t> Writer<'t> {
             m.status = Status::Expired;
             m.done_at = Some(now);
             self.save(&m)?;
+            self.on_final(&m, fx)?;
             report.expired.push(m);
         }
         // Retries whose backoff ended go back to their queue (or expire).
@@ -993,6 +1341,7 @@ impl<'t> Writer<'t> {
                 m.status = Status::Expired;
                 m.done_at = Some(now);
                 self.save(&m)?;
+                self.on_final(&m, fx)?;
                 report.expired.push(m);
             } else {
                 self.enqueue(&m, fx)?;
@@ -1096,6 +1445,21 @@ impl<'t> Writer<'t> {
         }
         Ok(true)
     }
+}
+
+/// The in-memory ready entry of a queued message.
+fn ready_entry(m: &Message, connector: &str) -> (Slot, Ready) {
+    (
+        Slot {
+            connector: connector.to_string(),
+            class: m.class,
+            seq: m.seq,
+        },
+        Ready {
+            id: m.id.0,
+            expires_at: m.expires_at,
+        },
+    )
 }
 
 fn receipt_word(state: ReceiptState) -> &'static str {

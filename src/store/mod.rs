@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::LimitPolicy;
 use crate::model::{Message, MessageId, Micros};
 
 pub use embedded::EmbeddedStore;
@@ -47,6 +48,26 @@ pub struct NewMessage {
     /// `(owner, key)`: a second admission with the same pair within the TTL
     /// returns the first message and stores nothing.
     pub idempotency: Option<(String, String)>,
+    /// Per-recipient limit of the message's class, checked and consumed
+    /// atomically with the write. `None`: not limited (emergency).
+    pub limit: Option<LimitPolicy>,
+    /// Refuse when the recipient has opted out (marketing).
+    pub refuse_if_opted_out: bool,
+    /// Queue only from this time on (deferred by a script, e.g. quiet hours).
+    pub not_before: Option<Micros>,
+}
+
+impl NewMessage {
+    /// A message with no idempotency key, limit, opt-out check or deferral.
+    pub fn plain(message: Message) -> Self {
+        NewMessage {
+            message,
+            idempotency: None,
+            limit: None,
+            refuse_if_opted_out: false,
+            not_before: None,
+        }
+    }
 }
 
 /// The result of admitting one [`NewMessage`].
@@ -56,15 +77,89 @@ pub enum Admission {
     Created(Message),
     /// The idempotency key was seen before: the earlier message.
     Existing(Message),
+    /// The recipient's limit for the class is used up; nothing stored.
+    RateLimited {
+        /// Microseconds until a send would be allowed.
+        retry_after: Micros,
+    },
+    /// The recipient opted out of marketing; nothing stored.
+    OptedOut,
 }
 
 impl Admission {
-    /// The message either way.
-    pub fn message(&self) -> &Message {
+    /// The stored message, when there is one.
+    pub fn message(&self) -> Option<&Message> {
         match self {
-            Admission::Created(m) | Admission::Existing(m) => m,
+            Admission::Created(m) | Admission::Existing(m) => Some(m),
+            Admission::RateLimited { .. } | Admission::OptedOut => None,
         }
     }
+}
+
+/// An inbound (mobile-originated) message as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundRecord {
+    /// A ULID: inbound messages page in arrival order.
+    pub id: MessageId,
+    pub connector: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub received_at: Micros,
+    /// `opt_out` / `opt_in` when the body was a STOP/START keyword.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// What a webhook reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WebhookEvent {
+    /// A message reached a final status; signed with its owner key's secret.
+    MessageStatus {
+        message_id: MessageId,
+        owner: String,
+    },
+    /// An inbound message; signed with the inbound webhook secret.
+    Inbound { record: InboundRecord },
+}
+
+/// A queued webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    pub id: MessageId,
+    pub url: String,
+    pub event: WebhookEvent,
+    pub attempts: u32,
+    pub created_at: Micros,
+    /// When it is due (while claimed: when the claim lapses).
+    pub next_at: Micros,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl WebhookJob {
+    /// A delivery of `event` to `url`, due at once.
+    pub fn new(url: String, event: WebhookEvent, at: Micros) -> Self {
+        WebhookJob {
+            id: MessageId::generate(),
+            url,
+            event,
+            attempts: 0,
+            created_at: at,
+            next_at: at,
+            last_error: None,
+        }
+    }
+}
+
+/// What became of a claimed webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// Delivered (2xx), or given up for good: removed.
+    Done,
+    /// Try again at `next_at`.
+    Retry { next_at: Micros, error: String },
 }
 
 /// What happened to a claimed message.
@@ -153,6 +248,10 @@ pub struct ApiKeyRecord {
     pub created_at: Micros,
     #[serde(default)]
     pub revoked_at: Option<Micros>,
+    /// Secret that signs this key's webhooks (HMAC-SHA256). Kept in clear:
+    /// signing needs it, and it grants nothing on the API.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 /// What a maintenance pass did.
@@ -186,7 +285,8 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_work(&self, connector: &str, timeout: Duration);
 
     /// Records outcomes of claimed messages. Returns the messages that
-    /// reached a final status.
+    /// reached a final status. A message with a `callback_url` that becomes
+    /// final gets its webhook queued in the same write.
     async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<Message>, StoreError>;
 
     /// Applies delivery receipts. A receipt whose submit is not recorded yet
@@ -226,6 +326,48 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes the key named `name`. `false` if there is none.
     async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError>;
+
+    /// Records that `number` opted out of marketing (STOP).
+    async fn opt_out(&self, number: &str, at: Micros) -> Result<(), StoreError>;
+
+    /// Removes an opt-out (START). `false` if there was none.
+    async fn opt_in(&self, number: &str) -> Result<bool, StoreError>;
+
+    /// Whether `number` has opted out.
+    async fn is_opted_out(&self, number: &str) -> Result<bool, StoreError>;
+
+    /// Stores inbound messages, applying their opt-out/opt-in action, and
+    /// queues a webhook for each when `webhook_url` is set — all in one write.
+    async fn record_inbound(
+        &self,
+        records: Vec<InboundRecord>,
+        webhook_url: Option<String>,
+    ) -> Result<(), StoreError>;
+
+    /// Inbound messages after `after` (exclusive) in arrival order.
+    async fn inbound(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError>;
+
+    /// Claims up to `max` webhook deliveries due at `now`; each stays claimed
+    /// until `now + lease`, after which another claim may take it again.
+    async fn claim_webhooks(
+        &self,
+        now: Micros,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookJob>, StoreError>;
+
+    /// Records what became of claimed deliveries.
+    async fn finish_webhooks(
+        &self,
+        results: Vec<(WebhookJob, WebhookResult)>,
+    ) -> Result<(), StoreError>;
+
+    /// Webhook deliveries waiting (due or not).
+    fn webhook_depth(&self) -> u64;
 
     /// Flushes and stops taking writes.
     async fn close(&self);

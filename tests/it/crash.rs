@@ -48,7 +48,9 @@ fn create_key(config: &Path) -> String {
     );
     String::from_utf8(out.stdout)
         .expect("utf8")
-        .trim()
+        .lines()
+        .next()
+        .unwrap_or_default()
         .to_string()
 }
 

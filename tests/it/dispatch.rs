@@ -116,10 +116,7 @@ impl Rig {
     async fn admit(&self, m: Message) -> MessageId {
         let id = m.id;
         self.store
-            .admit(vec![NewMessage {
-                message: m,
-                idempotency: None,
-            }])
+            .admit(vec![NewMessage::plain(m)])
             .await
             .expect("admit");
         id

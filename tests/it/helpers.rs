@@ -72,7 +72,31 @@ impl TestApp {
             })
             .await
         {
-            AdminResponse::Ok(token) => token,
+            AdminResponse::Ok(text) => text.lines().next().unwrap_or_default().to_string(),
+            AdminResponse::Err(e) => panic!("key not created: {e}"),
+        }
+    }
+
+    /// Creates an API key and returns `(token, webhook secret)`.
+    pub async fn create_key_with_secret(&self, name: &str, scopes: &str) -> (String, String) {
+        let unique = format!("{name}-{}", herald::api::auth::random_hex(4).expect("rng"));
+        match self
+            .admin(AdminRequest::ApiKeyCreate {
+                name: unique,
+                scopes: scopes.into(),
+            })
+            .await
+        {
+            AdminResponse::Ok(text) => {
+                let mut lines = text.lines();
+                let token = lines.next().unwrap_or_default().to_string();
+                let secret = lines
+                    .next()
+                    .and_then(|l| l.strip_prefix("webhook secret: "))
+                    .unwrap_or_default()
+                    .to_string();
+                (token, secret)
+            }
             AdminResponse::Err(e) => panic!("key not created: {e}"),
         }
     }

@@ -24,6 +24,7 @@ fn every_route_is_documented() {
         ("/v1/messages", "post"),
         ("/v1/messages/batch", "post"),
         ("/v1/messages/{id}", "get"),
+        ("/v1/inbound", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald::limits::LimitPolicy;
+use herald::model::Micros;
 use herald::model::{Class, Encoding, Message, MessageId, Status, now_micros};
 use herald::store::{
-    Admission, ApiKeyRecord, EmbeddedStore, NewMessage, Outcome, Receipt, ReceiptState, Store,
+    Admission, ApiKeyRecord, EmbeddedStore, InboundRecord, NewMessage, Outcome, Receipt,
+    ReceiptState, Store, WebhookEvent, WebhookResult,
 };
 
 /// Opens a store; `reopen` gives the same data after `close` (restart).
@@ -67,10 +70,7 @@ pub fn message(connector: &str, class: Class, n: u32) -> Message {
 }
 
 fn new(m: Message) -> NewMessage {
-    NewMessage {
-        message: m,
-        idempotency: None,
-    }
+    NewMessage::plain(m)
 }
 
 async fn admit(store: &dyn Store, msgs: Vec<Message>) -> Vec<Message> {
@@ -79,7 +79,7 @@ async fn admit(store: &dyn Store, msgs: Vec<Message>) -> Vec<Message> {
         .await
         .expect("admit")
         .into_iter()
-        .map(|a| a.message().clone())
+        .map(|a| a.message().expect("admitted").clone())
         .collect()
 }
 
@@ -124,6 +124,15 @@ macro_rules! conformance {
             #[tokio::test] async fn submits_awaiting_receipts_are_listed() { super::submits_awaiting_receipts_are_listed(&super::$factory()).await }
             #[tokio::test] async fn api_keys_are_unique_by_name_and_revocable() { super::api_keys_are_unique_by_name_and_revocable(&super::$factory()).await }
             #[tokio::test] async fn wait_for_work_wakes_on_admission() { super::wait_for_work_wakes_on_admission(&super::$factory()).await }
+            #[tokio::test] async fn limits_give_the_reference_answers() { super::limits_give_the_reference_answers(&super::$factory()).await }
+            #[tokio::test] async fn limits_are_per_class_and_recipient() { super::limits_are_per_class_and_recipient(&super::$factory()).await }
+            #[tokio::test] async fn concurrent_admissions_never_exceed_a_limit() { super::concurrent_admissions_never_exceed_a_limit(&super::$factory()).await }
+            #[tokio::test] async fn idempotent_replays_do_not_consume_limits() { super::idempotent_replays_do_not_consume_limits(&super::$factory()).await }
+            #[tokio::test] async fn opted_out_recipients_are_refused_when_asked() { super::opted_out_recipients_are_refused_when_asked(&super::$factory()).await }
+            #[tokio::test] async fn deferred_messages_wait_until_their_time() { super::deferred_messages_wait_until_their_time(&super::$factory()).await }
+            #[tokio::test] async fn inbound_messages_page_in_order_and_apply_keywords() { super::inbound_messages_page_in_order_and_apply_keywords(&super::$factory()).await }
+            #[tokio::test] async fn final_messages_with_a_callback_queue_a_webhook() { super::final_messages_with_a_callback_queue_a_webhook(&super::$factory()).await }
+            #[tokio::test] async fn webhook_claims_lapse_and_retries_wait() { super::webhook_claims_lapse_and_retries_wait(&super::$factory()).await }
         }
         )+
     };
@@ -416,8 +425,8 @@ async fn released_messages_are_claimable_again(f: &dyn StoreFactory) {
 async fn idempotency_keys_return_the_first_message_per_owner(f: &dyn StoreFactory) {
     let store = f.open().await;
     let keyed = |m: Message, owner: &str| NewMessage {
-        message: m,
         idempotency: Some((owner.to_string(), "k1".to_string())),
+        ..NewMessage::plain(m)
     };
     let first = message("a", Class::Otp, 1);
     // Two with the same key in one batch: the second is the first.
@@ -450,8 +459,8 @@ async fn idempotency_keys_return_the_first_message_per_owner(f: &dyn StoreFactor
 async fn idempotency_keys_age_out(f: &dyn StoreFactory) {
     let store = f.open().await;
     let keyed = |m: Message| NewMessage {
-        message: m,
         idempotency: Some(("o".to_string(), "k".to_string())),
+        ..NewMessage::plain(m)
     };
     let first = message("a", Class::Otp, 1);
     store
@@ -536,6 +545,7 @@ async fn api_keys_are_unique_by_name_and_revocable(f: &dyn StoreFactory) {
         hash: "$argon2id$dummy".into(),
         created_at: now_micros(),
         revoked_at: None,
+        webhook_secret: Some("whsec_x".into()),
     };
     assert!(
         store
@@ -599,5 +609,354 @@ async fn wait_for_work_wakes_on_admission(f: &dyn StoreFactory) {
     admit(&*store, vec![message("a", Class::Otp, 1)]).await;
     let waited = waiter.await.expect("join");
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    store.close().await;
+}
+
+const SEC: Micros = 1_000_000;
+
+fn limited(mut m: Message, at: Micros, policy: LimitPolicy) -> NewMessage {
+    m.created_at = at;
+    NewMessage {
+        limit: Some(policy),
+        ..NewMessage::plain(m)
+    }
+}
+
+/// Admits one limited message at `at`; `None` if allowed, else the wait.
+async fn try_send(store: &dyn Store, to: &str, class: Class, at: Micros) -> Option<Micros> {
+    let mut m = message("a", class, 0);
+    m.to = to.to_string();
+    let policy = LimitPolicy::default_for(class);
+    match store
+        .admit(vec![limited(m, at, policy)])
+        .await
+        .expect("admit")
+        .remove(0)
+    {
+        Admission::Created(_) => None,
+        Admission::RateLimited { retry_after } => Some(retry_after),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn limits_give_the_reference_answers(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let t0 = now_micros();
+    // otp: one per 30 s, five per hour.
+    let to = "+12025550100";
+    assert_eq!(try_send(&*store, to, Class::Otp, t0).await, None);
+    assert_eq!(
+        try_send(&*store, to, Class::Otp, t0 + 10 * SEC).await,
+        Some(20 * SEC)
+    );
+    for i in 1..5 {
+        assert_eq!(
+            try_send(&*store, to, Class::Otp, t0 + i * 60 * SEC).await,
+            None
+        );
+    }
+    assert_eq!(
+        try_send(&*store, to, Class::Otp, t0 + 5 * 60 * SEC).await,
+        Some(3600 * SEC - 5 * 60 * SEC)
+    );
+    // marketing: two a day.
+    let to = "+12025550101";
+    assert_eq!(try_send(&*store, to, Class::Marketing, t0).await, None);
+    assert_eq!(
+        try_send(&*store, to, Class::Marketing, t0 + SEC).await,
+        None
+    );
+    assert_eq!(
+        try_send(&*store, to, Class::Marketing, t0 + 2 * SEC).await,
+        Some(86_400 * SEC - 2 * SEC)
+    );
+    assert_eq!(
+        try_send(&*store, to, Class::Marketing, t0 + 86_400 * SEC + 1).await,
+        None
+    );
+    store.close().await;
+}
+
+async fn limits_are_per_class_and_recipient(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let t0 = now_micros();
+    assert_eq!(
+        try_send(&*store, "+12025550102", Class::Otp, t0).await,
+        None
+    );
+    assert_eq!(
+        try_send(&*store, "+12025550103", Class::Otp, t0).await,
+        None
+    );
+    assert_eq!(
+        try_send(&*store, "+12025550102", Class::Transactional, t0).await,
+        None
+    );
+    assert!(
+        try_send(&*store, "+12025550102", Class::Otp, t0 + 1)
+            .await
+            .is_some()
+    );
+    store.close().await;
+}
+
+async fn concurrent_admissions_never_exceed_a_limit(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let now = now_micros();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut m = message("a", Class::Transactional, i);
+            m.to = "+12025550104".into();
+            let policy = LimitPolicy::default_for(Class::Transactional);
+            store
+                .admit(vec![limited(m, now, policy)])
+                .await
+                .expect("admit")
+                .remove(0)
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if matches!(t.await.expect("join"), Admission::Created(_)) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 30, "transactional allows 30 per hour");
+    store.close().await;
+}
+
+async fn idempotent_replays_do_not_consume_limits(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let now = now_micros();
+    let keyed = |n: u32| {
+        let mut m = message("a", Class::Marketing, n);
+        m.to = "+12025550105".into();
+        NewMessage {
+            idempotency: Some(("o".into(), "same".into())),
+            ..limited(m, now, LimitPolicy::default_for(Class::Marketing))
+        }
+    };
+    for n in 0..5 {
+        let a = store.admit(vec![keyed(n)]).await.expect("admit").remove(0);
+        assert!(a.message().is_some(), "{a:?}");
+    }
+    // Only the first consumed the limit: one more is allowed today.
+    assert_eq!(
+        try_send(&*store, "+12025550105", Class::Marketing, now + 1).await,
+        None
+    );
+    assert!(
+        try_send(&*store, "+12025550105", Class::Marketing, now + 2)
+            .await
+            .is_some()
+    );
+    store.close().await;
+}
+
+async fn opted_out_recipients_are_refused_when_asked(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    store
+        .opt_out("+12025550106", now_micros())
+        .await
+        .expect("opt out");
+    assert!(store.is_opted_out("+12025550106").await.expect("read"));
+    let mut m = message("a", Class::Marketing, 1);
+    m.to = "+12025550106".into();
+    let refused = store
+        .admit(vec![NewMessage {
+            refuse_if_opted_out: true,
+            ..NewMessage::plain(m.clone())
+        }])
+        .await
+        .expect("admit");
+    assert_eq!(refused[0], Admission::OptedOut);
+    // Not asked to check (e.g. an emergency): it goes.
+    let mut other = m.clone();
+    other.id = MessageId::generate();
+    assert!(matches!(
+        store
+            .admit(vec![NewMessage::plain(other)])
+            .await
+            .expect("admit")[0],
+        Admission::Created(_)
+    ));
+    assert!(store.opt_in("+12025550106").await.expect("opt in"));
+    assert!(!store.opt_in("+12025550106").await.expect("opt in"));
+    assert!(!store.is_opted_out("+12025550106").await.expect("read"));
+    store.close().await;
+}
+
+async fn deferred_messages_wait_until_their_time(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let m = message("a", Class::Marketing, 1);
+    let at = m.created_at + 300_000;
+    store
+        .admit(vec![NewMessage {
+            not_before: Some(at),
+            ..NewMessage::plain(m.clone())
+        }])
+        .await
+        .expect("admit");
+    assert!(store.claim("a", 10).await.expect("claim").is_empty());
+    assert_eq!(store.retry_depth(), 1);
+    store
+        .maintain(at + 1, Duration::from_secs(3600))
+        .await
+        .expect("maintain");
+    let claimed = store.claim("a", 10).await.expect("claim");
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![m.id]);
+    store.close().await;
+}
+
+fn inbound(n: u32, body: &str, action: Option<&str>) -> InboundRecord {
+    InboundRecord {
+        id: MessageId::generate(),
+        connector: "a".into(),
+        from: format!("+1202555{n:04}"),
+        to: "12345".into(),
+        body: body.into(),
+        received_at: now_micros(),
+        action: action.map(str::to_string),
+    }
+}
+
+async fn inbound_messages_page_in_order_and_apply_keywords(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let records: Vec<InboundRecord> = (0..5).map(|i| inbound(200 + i, "hello", None)).collect();
+    store
+        .record_inbound(records.clone(), None)
+        .await
+        .expect("record");
+    store
+        .record_inbound(vec![inbound(300, "STOP", Some("opt_out"))], None)
+        .await
+        .expect("record");
+    assert!(store.is_opted_out("+12025550300").await.expect("read"));
+    store
+        .record_inbound(vec![inbound(300, "START", Some("opt_in"))], None)
+        .await
+        .expect("record");
+    assert!(!store.is_opted_out("+12025550300").await.expect("read"));
+    let page1 = store.inbound(None, 3).await.expect("page");
+    assert_eq!(
+        page1.iter().map(|r| r.id).collect::<Vec<_>>(),
+        records[..3].iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+    let page2 = store.inbound(Some(page1[2].id), 10).await.expect("page");
+    assert_eq!(page2.len(), 4);
+    assert_eq!(page2[0].id, records[3].id);
+    assert_eq!(store.webhook_depth(), 0);
+    store
+        .record_inbound(
+            vec![inbound(400, "hi", None)],
+            Some("http://127.0.0.1:9/in".into()),
+        )
+        .await
+        .expect("record");
+    assert_eq!(store.webhook_depth(), 1);
+    let jobs = store
+        .claim_webhooks(now_micros() + 1, 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert!(matches!(&jobs[0].event, WebhookEvent::Inbound { record } if record.body == "hi"));
+    store.close().await;
+}
+
+async fn final_messages_with_a_callback_queue_a_webhook(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let mut m = message("a", Class::Otp, 1);
+    m.callback_url = Some("http://127.0.0.1:9/cb".into());
+    let plain = message("a", Class::Otp, 2);
+    admit(&*store, vec![m.clone(), plain.clone()]).await;
+    store.claim("a", 2).await.expect("claim");
+    store
+        .record(vec![submitted(&m, "cb1"), submitted(&plain, "cb2")])
+        .await
+        .expect("record");
+    assert_eq!(store.webhook_depth(), 0, "submitted is not final");
+    store
+        .apply_receipts(vec![
+            receipt("cb1", ReceiptState::Delivered),
+            receipt("cb2", ReceiptState::Delivered),
+        ])
+        .await
+        .expect("receipts");
+    assert_eq!(store.webhook_depth(), 1);
+    let jobs = store
+        .claim_webhooks(now_micros() + 1, 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].url, "http://127.0.0.1:9/cb");
+    assert!(
+        matches!(&jobs[0].event, WebhookEvent::MessageStatus { message_id, owner } if *message_id == m.id && owner == "owner")
+    );
+    store.close().await;
+}
+
+async fn webhook_claims_lapse_and_retries_wait(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    store
+        .record_inbound(
+            vec![inbound(500, "x", None)],
+            Some("http://127.0.0.1:9/in".into()),
+        )
+        .await
+        .expect("record");
+    let t = now_micros() + 1;
+    let lease = Duration::from_secs(10);
+    let jobs = store.claim_webhooks(t, 10, lease).await.expect("claim");
+    assert_eq!(jobs.len(), 1);
+    // Claimed: nobody else gets it until the lease lapses.
+    assert!(
+        store
+            .claim_webhooks(t + SEC, 10, lease)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store
+        .claim_webhooks(t + 11 * SEC, 10, lease)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, jobs[0].id);
+    // Finishing the stale claim changes nothing; the current one counts.
+    store
+        .finish_webhooks(vec![(jobs[0].clone(), WebhookResult::Done)])
+        .await
+        .expect("finish");
+    assert_eq!(store.webhook_depth(), 1);
+    let retry_at = t + 60 * SEC;
+    store
+        .finish_webhooks(vec![(
+            again[0].clone(),
+            WebhookResult::Retry {
+                next_at: retry_at,
+                error: "500".into(),
+            },
+        )])
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .claim_webhooks(retry_at - 1, 10, lease)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let third = store
+        .claim_webhooks(retry_at, 10, lease)
+        .await
+        .expect("claim");
+    assert_eq!(third[0].attempts, 1);
+    assert_eq!(third[0].last_error.as_deref(), Some("500"));
+    store
+        .finish_webhooks(vec![(third[0].clone(), WebhookResult::Done)])
+        .await
+        .expect("finish");
+    assert_eq!(store.webhook_depth(), 0);
     store.close().await;
 }

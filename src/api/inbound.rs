@@ -1,0 +1,105 @@
+//! `GET /v1/inbound`: inbound (mobile-originated) messages, paged in
+//! arrival order.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::{Principal, Scope};
+use super::error::{ApiError, ErrorBody};
+use crate::model::{MessageId, format_micros};
+use crate::store::InboundRecord;
+
+/// Most items per page.
+pub const MAX_PAGE: usize = 1000;
+
+/// An inbound message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InboundView {
+    pub id: String,
+    pub connector: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub received_at: String,
+    /// `opt_out` or `opt_in` when the body was a STOP/START keyword.
+    pub action: Option<String>,
+}
+
+impl From<&InboundRecord> for InboundView {
+    fn from(r: &InboundRecord) -> Self {
+        InboundView {
+            id: r.id.to_string(),
+            connector: r.connector.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            body: r.body.clone(),
+            received_at: format_micros(r.received_at),
+            action: r.action.clone(),
+        }
+    }
+}
+
+/// Paging parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InboundQuery {
+    /// Return messages after this id (the previous page's `next_after`).
+    pub after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+/// One page.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InboundPage {
+    pub items: Vec<InboundView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
+/// List inbound messages.
+#[utoipa::path(
+    get, path = "/v1/inbound", tag = "inbound",
+    params(InboundQuery),
+    responses(
+        (status = 200, description = "A page of inbound messages", body = InboundPage),
+        (status = 401, description = "Missing or bad API key", body = ErrorBody),
+        (status = 403, description = "Scope missing", body = ErrorBody),
+        (status = 422, description = "Bad paging parameters", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(app): State<AppState>,
+    who: Principal,
+    query: Result<Query<InboundQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<InboundPage>, ApiError> {
+    who.require(Scope::Send)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(a.parse::<MessageId>().map_err(|()| {
+            ApiError::invalid("invalid_query", "`after` is not an inbound message id")
+        })?),
+    };
+    let records = app.store.inbound(after, limit + 1).await?;
+    let more = records.len() > limit;
+    let items: Vec<InboundView> = records.iter().take(limit).map(InboundView::from).collect();
+    let next_after = if more {
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(InboundPage { items, next_after }))
+}

@@ -1,0 +1,135 @@
+//! Status callbacks over real HTTP: signed, retried, durable across restarts.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, number};
+
+/// A webhook receiver on 127.0.0.1 that records what it gets and fails the
+/// first `fail_first` requests with 500.
+#[derive(Clone, Default)]
+pub struct Capture {
+    pub received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    pub attempts: Arc<Mutex<u32>>,
+    pub fail_first: Arc<Mutex<u32>>,
+}
+
+async fn receive(State(c): State<Capture>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut attempts = c.attempts.lock().expect("lock");
+    *attempts += 1;
+    if *attempts <= *c.fail_first.lock().expect("lock") {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    c.received.lock().expect("lock").push((headers, body));
+    StatusCode::OK
+}
+
+impl Capture {
+    pub async fn start(fail_first: u32) -> (Capture, String) {
+        let c = Capture::default();
+        *c.fail_first.lock().expect("lock") = fail_first;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(c.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (c, url)
+    }
+
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<(HeaderMap, Bytes)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let got = self.received.lock().expect("lock").clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} webhooks arrived",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn final_statuses_are_posted_signed_with_the_keys_secret() {
+    let app = TestApp::spawn().await;
+    let (token, secret) = app.create_key_with_secret("hooked", "send").await;
+    assert!(secret.starts_with("whsec_"));
+    let (capture, url) = Capture::start(0).await;
+    let r = app
+        .post_as(
+            &token,
+            "/v1/messages",
+            &json!({"to": number(1), "body": "hi", "callback_url": url}),
+        )
+        .await;
+    let accepted: Value = r.json().await.expect("json");
+    let got = capture.wait_for(1, Duration::from_secs(10)).await;
+    let (headers, body) = &got[0];
+    let signature = headers
+        .get("x-herald-signature")
+        .and_then(|v| v.to_str().ok())
+        .expect("signature header");
+    assert!(herald::webhook::verify(&secret, body, signature));
+    assert!(!herald::webhook::verify("whsec_wrong", body, signature));
+    assert_eq!(
+        headers.get("x-herald-event").and_then(|v| v.to_str().ok()),
+        Some("message.status")
+    );
+    let v: Value = serde_json::from_slice(body).expect("json body");
+    assert_eq!(v["id"], accepted["id"]);
+    assert_eq!(v["status"], "delivered");
+}
+
+#[tokio::test]
+async fn failing_receivers_are_retried_with_backoff() {
+    let app =
+        TestApp::spawn_with("[webhooks]\nretry_base = \"50ms\"\nretry_max = \"200ms\"\n").await;
+    let (capture, url) = Capture::start(3).await;
+    app.send(json!({"to": number(2), "body": "hi", "callback_url": url}))
+        .await;
+    capture.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(*capture.attempts.lock().expect("lock"), 4);
+    assert!(
+        app.metrics()
+            .await
+            .contains("herald_webhook_deliveries_total{code=\"retried\"} 3")
+    );
+}
+
+#[tokio::test]
+async fn pending_webhooks_survive_a_restart() {
+    let app =
+        TestApp::spawn_with("[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n").await;
+    // The receiver refuses everything until told otherwise.
+    let (capture, url) = Capture::start(u32::MAX).await;
+    app.send(json!({"to": number(3), "body": "hi", "callback_url": url}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(*capture.attempts.lock().expect("lock") >= 1);
+    let dir = app.stop().await;
+    *capture.fail_first.lock().expect("lock") = 0;
+    let _app = TestApp::spawn_in(
+        dir,
+        "[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n",
+    )
+    .await;
+    let got = capture.wait_for(1, Duration::from_secs(10)).await;
+    let v: Value = serde_json::from_slice(&got[0].1).expect("json");
+    assert_eq!(v["status"], "delivered");
+}
