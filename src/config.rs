@@ -274,6 +274,10 @@ pub struct ConnectorConfig {
     /// sim: fraction of receipts that report UNDELIV.
     #[serde(default)]
     pub fail_rate: Option<f64>,
+    /// sim: never ready, like a carrier whose bind is down (failover demos
+    /// and tests).
+    #[serde(default)]
+    pub offline: Option<bool>,
     /// smpp: carrier host.
     #[serde(default)]
     pub host: Option<String>,
@@ -303,6 +307,7 @@ impl ConnectorConfig {
             tps: 0,
             delay_ms: Some(5),
             fail_rate: Some(0.0),
+            offline: None,
             host: None,
             port: None,
             system_id: None,

@@ -21,6 +21,7 @@ use crate::connector::sim::{SimConnector, SimSettings};
 use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch::{self, DispatchSettings};
 use crate::metrics::Metrics;
+use crate::script::{ScriptEnv, Scripts, reload};
 use crate::store::{EmbeddedStore, Store, StoreError};
 
 /// Why the gateway could not start.
@@ -89,6 +90,7 @@ impl Gateway {
                             tps: c.tps,
                             delay: Duration::from_millis(c.delay_ms.unwrap_or(5)),
                             fail_rate: c.fail_rate.unwrap_or(0.0),
+                            offline: c.offline.unwrap_or(false),
                         },
                         events_tx.clone(),
                         resume,
@@ -104,11 +106,30 @@ impl Gateway {
         }
         drop(events_tx);
 
+        let scripts = Scripts::load(
+            &config.scripts,
+            ScriptEnv {
+                connectors: config.connectors.iter().map(|c| c.name.clone()).collect(),
+                health: crate::connector::health_of(&connectors),
+                clock: Arc::new(jiff::Timestamp::now),
+            },
+            metrics.clone(),
+        );
+        // Without a watcher the gateway still serves; changes then need a restart.
+        let watcher = if config.scripts.watch {
+            reload::watch(&scripts, config.scripts.debounce).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "script hot reload is off");
+                None
+            })
+        } else {
+            None
+        };
         let app = Arc::new(App::new(
             config.clone(),
             store.clone(),
             metrics.clone(),
             connectors.clone(),
+            scripts,
         ));
         let shutdown = CancellationToken::new();
         let workers = TaskTracker::new();
@@ -178,6 +199,7 @@ impl Gateway {
                 tracing::error!(error = %e, "http server failed");
             }
             app.stop_accepting();
+            drop(watcher);
             dispatch_stop.cancel();
             workers.wait().await;
             for c in &connectors {

@@ -172,7 +172,10 @@ fn test(
     );
     let mut report = serde_json::Map::new();
     if scripts.has_hook(Hook::OnSubmit) {
-        match scripts.try_on_submit(&mut msg).map_err(|e| e.to_string())? {
+        match scripts
+            .try_on_submit(&mut msg, &|_| Ok(()))
+            .map_err(|e| e.to_string())?
+        {
             SubmitDecision::Reject(reason) => {
                 report.insert("decision".into(), json!("reject"));
                 report.insert("hook".into(), json!("on_submit"));

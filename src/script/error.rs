@@ -146,9 +146,13 @@ pub enum TemplateError {
     /// No `NAME.rhai` (nor any locale of it) is loaded.
     #[error("no template named '{name}' is loaded")]
     Unknown { name: String },
-    /// The template has locales but neither the asked one nor a default.
-    #[error("template '{name}' has no locale '{locale}' and no default")]
-    NoLocale { name: String, locale: String },
+    /// The template has locales but neither the asked one (if any) nor a
+    /// default.
+    #[error("template '{name}' has no default and no locale {}", .locale.as_deref().map_or_else(|| "was given".to_string(), |l| format!("'{l}'")))]
+    NoLocale {
+        name: String,
+        locale: Option<String>,
+    },
     /// The template reads a variable `vars` does not hold.
     #[error("template '{template}' needs variable '{variable}', which `vars` does not have")]
     MissingVariable { template: String, variable: String },

@@ -130,7 +130,9 @@ impl Library {
                 previous.templates.get(&key),
                 Kind::Template,
             );
-            if let Some((name, _)) = split_key(&key) {
+            if state.loaded.is_some()
+                && let Some((name, _)) = split_key(&key)
+            {
                 lib.template_names.insert(name.to_string());
             }
             lib.templates.insert(key, state);

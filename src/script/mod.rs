@@ -41,7 +41,7 @@ pub use error::{Problem, ScriptError, Source, TemplateError};
 pub use helpers::{Clock, Health, ScriptEnv};
 pub use hooks::{InboundDecision, SubmitDecision};
 pub use library::Hook;
-pub use route::RouteDecision;
+pub use route::{RouteDecision, order_by_health};
 pub use value::ScriptMessage;
 
 use crate::config::ScriptsConfig;
@@ -264,12 +264,18 @@ impl Scripts {
         })
     }
 
-    /// Runs `on_submit(msg)`, applying its rewrites to `msg`.
+    /// Runs `on_submit(msg)`, applying its rewrites to `msg` when `check`
+    /// accepts them (`check` is admission's validation of a rewritten
+    /// message: sender, tags, length).
     ///
     /// # Errors
-    /// The script failed, ran over a bound, or returned something invalid;
-    /// `msg` is then unchanged.
-    pub fn try_on_submit(&self, msg: &mut ScriptMessage) -> Result<SubmitDecision, ScriptError> {
+    /// The script failed, ran over a bound, or returned something invalid
+    /// (including a rewrite `check` refuses); `msg` is then unchanged.
+    pub fn try_on_submit(
+        &self,
+        msg: &mut ScriptMessage,
+        check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
+    ) -> Result<SubmitDecision, ScriptError> {
         let lib = self.snapshot();
         let Some((loaded, result)) = self.call(
             &lib,
@@ -278,12 +284,19 @@ impl Scripts {
         ) else {
             return Ok(SubmitDecision::Accept { not_before: None });
         };
+        let invalid = |e: String| ScriptError::decision(&loaded.source, "on_submit", e);
         match result {
             Ok(value) => {
                 let now = (self.env.clock)().as_microsecond();
-                hooks::apply_submit(&value, msg, now)
-                    .map(|not_before| SubmitDecision::Accept { not_before })
-                    .map_err(|e| ScriptError::decision(&loaded.source, "on_submit", e))
+                let mut rewritten = msg.clone();
+                let not_before =
+                    hooks::apply_submit(&value, &mut rewritten, now).map_err(invalid)?;
+                if rewritten != *msg {
+                    check(&rewritten)
+                        .map_err(|e| invalid(format!("on_submit's rewrite is invalid: {e}")))?;
+                    *msg = rewritten;
+                }
+                Ok(SubmitDecision::Accept { not_before })
             }
             Err(err) => match helpers::rejection(&err) {
                 Some(reason) => Ok(SubmitDecision::Reject(reason)),
@@ -294,8 +307,12 @@ impl Scripts {
 
     /// Runs `on_submit(msg)`; on failure logs, counts and accepts `msg`
     /// unchanged.
-    pub fn on_submit(&self, msg: &mut ScriptMessage) -> SubmitDecision {
-        self.try_on_submit(msg).unwrap_or_else(|e| {
+    pub fn on_submit(
+        &self,
+        msg: &mut ScriptMessage,
+        check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
+    ) -> SubmitDecision {
+        self.try_on_submit(msg, check).unwrap_or_else(|e| {
             self.report(&e);
             SubmitDecision::Accept { not_before: None }
         })

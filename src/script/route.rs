@@ -61,6 +61,19 @@ pub(crate) fn decide(value: &Dynamic, env: &ScriptEnv) -> Result<RouteDecision, 
     Ok(RouteDecision::Connectors(route))
 }
 
+/// `route` with the connectors that are ready first, each group in its
+/// given order: a message is queued for a connector that can send it now,
+/// and those that are down stay behind it as failover. When none is ready
+/// the order is kept.
+pub fn order_by_health(route: Vec<String>, ready: &dyn Fn(&str) -> bool) -> Vec<String> {
+    if route.len() < 2 {
+        return route;
+    }
+    let (mut up, down): (Vec<String>, Vec<String>) = route.into_iter().partition(|c| ready(c));
+    up.extend(down);
+    up
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +99,18 @@ mod tests {
             decide(&Dynamic::from_array(vec![]), &env()),
             Ok(RouteDecision::Default)
         );
+    }
+
+    #[test]
+    fn ready_connectors_go_first_and_the_rest_stay_as_failover() {
+        let route = vec!["a".to_string(), "b".into(), "c".into()];
+        let ready = |c: &str| c != "a";
+        assert_eq!(order_by_health(route.clone(), &ready), ["b", "c", "a"]);
+        assert_eq!(
+            order_by_health(route.clone(), &|_: &str| false),
+            ["a", "b", "c"]
+        );
+        assert_eq!(order_by_health(route, &|_: &str| true), ["a", "b", "c"]);
     }
 
     #[test]

@@ -62,14 +62,13 @@ pub(crate) fn render(
     else {
         return Err(TemplateError::NoLocale {
             name: name.to_string(),
-            locale: locale.unwrap_or_default().to_string(),
+            locale: locale.map(str::to_string),
         });
     };
     let mut scope = Scope::with_capacity(vars.len());
     for (key, value) in vars {
         scope.push_constant_dynamic(key.as_str(), json_to_dynamic(value));
     }
-    let label = template.source.path.clone();
     let result = {
         let _deadline = DeadlineGuard::start(limits.timeout);
         engine.eval_ast_with_scope::<Dynamic>(&mut scope, &template.ast)
@@ -78,19 +77,19 @@ pub(crate) fn render(
         Ok(value) => match value.read_lock::<ImmutableString>() {
             Some(text) => Ok(text.to_string()),
             None => Err(TemplateError::NotText {
-                template: label,
+                template: name.to_string(),
                 produced: describe(&value),
             }),
         },
         Err(err) => match err.unwrap_inner() {
             EvalAltResult::ErrorVariableNotFound(variable, _) => {
                 Err(TemplateError::MissingVariable {
-                    template: label,
+                    template: name.to_string(),
                     variable: variable.clone(),
                 })
             }
             _ => Err(TemplateError::Failed {
-                template: label,
+                template: name.to_string(),
                 error: ScriptError::eval(&template.source, "template", &err),
             }),
         },

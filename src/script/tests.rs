@@ -142,7 +142,7 @@ fn without_a_route_script_the_default_route_is_used() {
     let (s, _) = f.load();
     assert_eq!(s.try_route(&uk()), Ok(RouteDecision::Default));
     assert_eq!(
-        s.try_on_submit(&mut uk()),
+        s.try_on_submit(&mut uk(), &|_| Ok(())),
         Ok(SubmitDecision::Accept { not_before: None })
     );
 }
@@ -167,7 +167,7 @@ fn on_submit_rewrites_defers_and_rejects() {
     let mut m = msg("+447400123456", Class::Marketing);
     let SubmitDecision::Accept {
         not_before: Some(at),
-    } = s.on_submit(&mut m)
+    } = s.on_submit(&mut m, &|_| Ok(()))
     else {
         panic!("expected a deferral");
     };
@@ -180,7 +180,7 @@ fn on_submit_rewrites_defers_and_rejects() {
 
     let mut stop = ScriptMessage::new("+447400123456", Class::Otp, "stop", None, vec![]);
     assert_eq!(
-        s.on_submit(&mut stop),
+        s.on_submit(&mut stop, &|_| Ok(())),
         SubmitDecision::Reject("stopped".into())
     );
 }
@@ -526,22 +526,32 @@ fn deeply_nested_expressions_are_refused_at_compile_time() {
 }
 
 #[test]
-fn a_template_that_loops_is_stopped_and_refused() {
+fn a_template_cannot_loop_and_one_that_builds_a_huge_string_is_refused() {
     let f = Fixture::new();
-    f.write(
-        "templates/spin.rhai",
-        "`${ { let s = \"x\"; while true { s += \"x\"; } s } }`",
-    );
+    f.write("templates/spin.rhai", "`${ if true { while true {} } }`")
+        .write("templates/huge.rhai", "`${ \"x\".pad(100000000, \"y\") }`");
     let (s, metrics) = f.load();
-    if !s.problems().is_empty() {
-        // Statements inside an expression template may not compile; then
-        // the template simply is not loaded.
-        assert!(s.render("spin", None, &vars(json!({}))).is_err());
-        return;
-    }
-    let err = s.render("spin", None, &vars(json!({}))).unwrap_err();
-    assert!(matches!(err, TemplateError::Failed { .. }), "{err}");
-    assert!(metrics.render([0; 4], 0).contains("templates/spin.rhai"));
+    let problems = s.problems().join("\n");
+    assert!(
+        problems.contains("spin.rhai:1:"),
+        "templates are expressions: {problems}"
+    );
+    assert_eq!(
+        s.render("spin", None, &vars(json!({}))),
+        Err(TemplateError::Unknown {
+            name: "spin".into()
+        })
+    );
+    let err = s.render("huge", None, &vars(json!({}))).unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::Failed { error, .. } if error.kind == ErrorKind::Size),
+        "{err}"
+    );
+    assert!(
+        metrics
+            .render([0; 4], 0)
+            .contains(r#"herald_script_errors_total{script="templates/huge.rhai",kind="size"} 1"#)
+    );
 }
 
 #[test]

@@ -11,5 +11,6 @@ mod inbound;
 mod limits;
 mod openapi;
 mod priority;
+mod scripts;
 mod store_conformance;
 mod webhooks;
