@@ -15,19 +15,39 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
-    /// Starts a server with a sim carrier of `tps` (0 = no cap).
-    pub fn start(tps: u32, dlr_delay_ms: u64, window: usize, keep: bool) -> anyhow::Result<Self> {
+    /// Starts a server with a sim carrier of `tps` (0 = no cap), running the
+    /// scripts and templates of `scripts` (a directory holding `scripts/`
+    /// and `templates/`), or none.
+    pub fn start(
+        tps: u32,
+        dlr_delay_ms: u64,
+        window: usize,
+        keep: bool,
+        scripts: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("herald-bench-")
             .tempdir()
             .context("temp dir")?;
         let config = dir.path().join("herald.toml");
+        let scripts = match scripts {
+            None => "[scripts]\nenabled = false\n".to_string(),
+            Some(d) => {
+                let d = std::path::absolute(d).context("scripts dir")?;
+                format!(
+                    "[scripts]\ndir = \"{}\"\ntemplates_dir = \"{}\"\n",
+                    d.join("scripts").display(),
+                    d.join("templates").display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "[http]\nlisten = \"127.0.0.1:0\"\n\
                  [store]\npath = \"{}\"\n\
                  [log]\nlevel = \"warn\"\n\
+                 {scripts}\
                  [[connectors]]\nname = \"sim\"\nkind = \"sim\"\ntps = {tps}\nwindow = {window}\ndelay_ms = {dlr_delay_ms}\n",
                 dir.path().join("data/herald.db").display()
             ),
