@@ -1,6 +1,11 @@
 //! Admission: a send request becomes a durably stored, queued message, or a
 //! precise 4xx. Everything a caller can get wrong is caught here, before
 //! anything is stored.
+//!
+//! Order: validate the fields, render the template (when one is named), run
+//! the operator's `on_submit` hook (rewrite, defer or reject), then `route`
+//! (the connectors in failover order, ready ones first), then the store
+//! applies the recipient limit and opt-outs in the same write.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

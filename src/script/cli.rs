@@ -105,11 +105,12 @@ fn check(dir: Option<&Path>, config: &Config, out: &mut dyn Write) -> Result<(),
         writeln!(out, "error  {problem}").map_err(w)?;
     }
     let hooks = lib.hooks_defined();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     writeln!(
         out,
-        "{} files compiled, {} errors; hooks: {}",
-        lib.loaded_files().len(),
-        lib.problems().len(),
+        "{} compiled, {}; hooks: {}",
+        plural(lib.loaded_files().len(), "file"),
+        plural(lib.problems().len(), "error"),
         if hooks.is_empty() {
             "none".to_string()
         } else {

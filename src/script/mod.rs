@@ -286,6 +286,7 @@ impl Scripts {
         };
         let invalid = |e: String| ScriptError::decision(&loaded.source, "on_submit", e);
         match result {
+            Ok(value) if value.is_unit() => Ok(SubmitDecision::Accept { not_before: None }),
             Ok(value) => {
                 let now = (self.env.clock)().as_microsecond();
                 let mut rewritten = msg.clone();

@@ -105,6 +105,7 @@ fn helpers_give_country_region_and_connector_health() {
             if region("+80012345678") != "" { throw "800 has no region"; }
             if !connector_ready("a") || connector_ready("nope") || has_connector("nope") { throw "health"; }
             if connectors().len() != 3 { throw "connectors"; }
+            if configured(["x", "b", "sim", 7]) != ["b", "sim"] { throw "configured"; }
             let h = local_hour("Europe/London");
             if h < 0 || h > 23 || local_weekday("UTC") < 1 { throw "clock"; }
             "a"
