@@ -123,7 +123,10 @@ impl Admitter {
         }
         let to = text::parse_msisdn(&req.to, self.default_region)
             .map_err(|e| FieldError::new("invalid_to", format!("`to` {e}")))?;
-        let body = self.body_of(req.body, req.template, req.vars, req.locale)?;
+        // One snapshot for the template and both hooks: a reload mid-request
+        // never mixes versions.
+        let scripts = self.scripts.current();
+        let body = self.body_of(&scripts, req.body, req.template, req.vars, req.locale)?;
         let encoded = text::analyse(&body);
         self.check_length(&encoded, "`body`")?;
         let from = req.from.map(validate_sender).transpose()?;
@@ -159,8 +162,8 @@ impl Admitter {
             from,
             tags,
         };
-        let not_before = self.run_on_submit(&mut msg)?;
-        let route = match self.scripts.route(&msg) {
+        let not_before = self.run_on_submit(&scripts, &mut msg)?;
+        let route = match scripts.route(&msg) {
             RouteDecision::Default => self.default_route.clone(),
             RouteDecision::Connectors(names) => names,
             RouteDecision::Reject(reason) => {
@@ -229,6 +232,7 @@ impl Admitter {
     /// `locale`.
     fn body_of(
         &self,
+        scripts: &script::Current<'_>,
         body: Option<String>,
         template: Option<String>,
         vars: Option<serde_json::Map<String, serde_json::Value>>,
@@ -266,8 +270,7 @@ impl Admitter {
             ));
         }
         let vars = vars.unwrap_or_default();
-        let text = self
-            .scripts
+        let text = scripts
             .render(&name, locale.as_deref(), &vars)
             .map_err(|e| template_error(&name, e))?;
         if text.is_empty() {
@@ -298,7 +301,11 @@ impl Admitter {
     /// Runs `on_submit`: rewrites `msg` and returns its deferral, or refuses
     /// the message. A rewrite that would not pass admission is a script
     /// error: the message goes on unchanged.
-    fn run_on_submit(&self, msg: &mut ScriptMessage) -> Result<Option<Micros>, FieldError> {
+    fn run_on_submit(
+        &self,
+        scripts: &script::Current<'_>,
+        msg: &mut ScriptMessage,
+    ) -> Result<Option<Micros>, FieldError> {
         let check = |m: &ScriptMessage| -> Result<(), String> {
             if let Some(from) = &m.from {
                 validate_sender(from.clone()).map_err(|e| e.message)?;
@@ -307,7 +314,7 @@ impl Admitter {
             self.check_length(&text::analyse(&m.body), "the rewritten body")
                 .map_err(|e| e.message)
         };
-        match self.scripts.on_submit(msg, &check) {
+        match scripts.on_submit(msg, &check) {
             SubmitDecision::Accept { not_before } => Ok(not_before),
             SubmitDecision::Reject(reason) => Err(FieldError::new(
                 "rejected_by_route",

@@ -210,21 +210,118 @@ impl Scripts {
         self.metrics.script_error(&err.script, err.kind.as_str());
     }
 
+    /// The scripts as loaded now: every hook and template a message goes
+    /// through should come from one snapshot, so a reload in the middle of
+    /// an admission never mixes versions.
+    pub fn current(&self) -> Current<'_> {
+        Current {
+            scripts: self,
+            lib: self.snapshot(),
+        }
+    }
+
+    /// [`Current::try_route`] on the current snapshot.
+    ///
+    /// # Errors
+    /// See [`Current::try_route`].
+    pub fn try_route(&self, msg: &ScriptMessage) -> Result<RouteDecision, ScriptError> {
+        self.current().try_route(msg)
+    }
+
+    /// [`Current::route`] on the current snapshot.
+    pub fn route(&self, msg: &ScriptMessage) -> RouteDecision {
+        self.current().route(msg)
+    }
+
+    /// [`Current::try_on_submit`] on the current snapshot.
+    ///
+    /// # Errors
+    /// See [`Current::try_on_submit`].
+    pub fn try_on_submit(
+        &self,
+        msg: &mut ScriptMessage,
+        check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
+    ) -> Result<SubmitDecision, ScriptError> {
+        self.current().try_on_submit(msg, check)
+    }
+
+    /// [`Current::on_submit`] on the current snapshot.
+    pub fn on_submit(
+        &self,
+        msg: &mut ScriptMessage,
+        check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
+    ) -> SubmitDecision {
+        self.current().on_submit(msg, check)
+    }
+
+    /// [`Current::try_on_inbound`] on the current snapshot.
+    ///
+    /// # Errors
+    /// See [`Current::try_on_inbound`].
+    pub fn try_on_inbound(&self, mo: &InboundMessage) -> Result<InboundDecision, ScriptError> {
+        self.current().try_on_inbound(mo)
+    }
+
+    /// [`Current::on_inbound`] on the current snapshot.
+    pub fn on_inbound(&self, mo: &InboundMessage) -> InboundDecision {
+        self.current().on_inbound(mo)
+    }
+
+    /// [`Current::try_cap_area`] on the current snapshot.
+    ///
+    /// # Errors
+    /// See [`Current::try_cap_area`].
+    pub fn try_cap_area(&self, area_desc: &str) -> Result<Vec<String>, ScriptError> {
+        self.current().try_cap_area(area_desc)
+    }
+
+    /// [`Current::cap_area`] on the current snapshot.
+    pub fn cap_area(&self, area_desc: &str) -> Vec<String> {
+        self.current().cap_area(area_desc)
+    }
+
+    /// [`Current::render`] on the current snapshot.
+    ///
+    /// # Errors
+    /// See [`Current::render`].
+    pub fn render(
+        &self,
+        name: &str,
+        locale: Option<&str>,
+        vars: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, TemplateError> {
+        self.current().render(name, locale, vars)
+    }
+}
+
+/// One snapshot of the scripts, for the calls of one message (see
+/// [`Scripts::current`]). Holding it keeps that version alive; it holds no
+/// lock.
+pub struct Current<'a> {
+    scripts: &'a Scripts,
+    lib: Arc<Library>,
+}
+
+impl Current<'_> {
+    /// Whether `hook` is defined in this snapshot.
+    pub fn has_hook(&self, hook: Hook) -> bool {
+        self.lib.hook(hook).is_some()
+    }
+
     /// Calls `hook(arg)` under the bounds; `None` when no script defines it.
     fn call(
         &self,
-        lib: &Library,
         hook: Hook,
         arg: Dynamic,
-    ) -> Option<(Loaded, Result<Dynamic, Box<EvalAltResult>>)> {
-        let loaded = lib.hook(hook)?.clone();
+    ) -> Option<(&Loaded, Result<Dynamic, Box<EvalAltResult>>)> {
+        let loaded = self.lib.hook(hook)?;
         let result = {
-            let _deadline = DeadlineGuard::start(self.limits.timeout);
+            let _deadline = DeadlineGuard::start(self.scripts.limits.timeout);
             let mut scope = Scope::new();
             // Top-level statements are not run per call: scripts are made of
             // functions, and re-running a file's body would cost every call.
             let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
-            self.engine.call_fn_with_options::<Dynamic>(
+            self.scripts.engine.call_fn_with_options::<Dynamic>(
                 options,
                 &mut scope,
                 &loaded.ast,
@@ -241,13 +338,11 @@ impl Scripts {
     /// The script failed, ran over a bound, or returned something that is
     /// not a route (e.g. an unknown connector).
     pub fn try_route(&self, msg: &ScriptMessage) -> Result<RouteDecision, ScriptError> {
-        let lib = self.snapshot();
-        let Some((loaded, result)) = self.call(&lib, Hook::Route, Dynamic::from_map(msg.to_map()))
-        else {
+        let Some((loaded, result)) = self.call(Hook::Route, Dynamic::from_map(msg.to_map())) else {
             return Ok(RouteDecision::Default);
         };
         match result {
-            Ok(value) => route::decide(&value, &self.env)
+            Ok(value) => route::decide(&value, &self.scripts.env)
                 .map_err(|e| ScriptError::decision(&loaded.source, "route", e)),
             Err(err) => match helpers::rejection(&err) {
                 Some(reason) => Ok(RouteDecision::Reject(reason)),
@@ -259,7 +354,7 @@ impl Scripts {
     /// Runs `route(msg)`; on failure logs, counts and uses the default route.
     pub fn route(&self, msg: &ScriptMessage) -> RouteDecision {
         self.try_route(msg).unwrap_or_else(|e| {
-            self.report(&e);
+            self.scripts.report(&e);
             RouteDecision::Default
         })
     }
@@ -276,19 +371,16 @@ impl Scripts {
         msg: &mut ScriptMessage,
         check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
     ) -> Result<SubmitDecision, ScriptError> {
-        let lib = self.snapshot();
-        let Some((loaded, result)) = self.call(
-            &lib,
-            Hook::OnSubmit,
-            Dynamic::from_map(hooks::submit_map(msg)),
-        ) else {
+        let Some((loaded, result)) =
+            self.call(Hook::OnSubmit, Dynamic::from_map(hooks::submit_map(msg)))
+        else {
             return Ok(SubmitDecision::Accept { not_before: None });
         };
         let invalid = |e: String| ScriptError::decision(&loaded.source, "on_submit", e);
         match result {
             Ok(value) if value.is_unit() => Ok(SubmitDecision::Accept { not_before: None }),
             Ok(value) => {
-                let now = (self.env.clock)().as_microsecond();
+                let now = (self.scripts.env.clock)().as_microsecond();
                 let mut rewritten = msg.clone();
                 let not_before =
                     hooks::apply_submit(&value, &mut rewritten, now).map_err(invalid)?;
@@ -314,7 +406,7 @@ impl Scripts {
         check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
     ) -> SubmitDecision {
         self.try_on_submit(msg, check).unwrap_or_else(|e| {
-            self.report(&e);
+            self.scripts.report(&e);
             SubmitDecision::Accept { not_before: None }
         })
     }
@@ -324,12 +416,9 @@ impl Scripts {
     /// # Errors
     /// The script failed, ran over a bound, or returned an invalid decision.
     pub fn try_on_inbound(&self, mo: &InboundMessage) -> Result<InboundDecision, ScriptError> {
-        let lib = self.snapshot();
-        let Some((loaded, result)) = self.call(
-            &lib,
-            Hook::OnInbound,
-            Dynamic::from_map(hooks::inbound_map(mo)),
-        ) else {
+        let Some((loaded, result)) =
+            self.call(Hook::OnInbound, Dynamic::from_map(hooks::inbound_map(mo)))
+        else {
             return Ok(InboundDecision::default());
         };
         result
@@ -344,7 +433,7 @@ impl Scripts {
     /// default handling.
     pub fn on_inbound(&self, mo: &InboundMessage) -> InboundDecision {
         self.try_on_inbound(mo).unwrap_or_else(|e| {
-            self.report(&e);
+            self.scripts.report(&e);
             InboundDecision::default()
         })
     }
@@ -354,9 +443,7 @@ impl Scripts {
     /// # Errors
     /// The script failed, ran over a bound, or returned invalid group names.
     pub fn try_cap_area(&self, area_desc: &str) -> Result<Vec<String>, ScriptError> {
-        let lib = self.snapshot();
-        let Some((loaded, result)) = self.call(&lib, Hook::CapArea, value::str_value(area_desc))
-        else {
+        let Some((loaded, result)) = self.call(Hook::CapArea, value::str_value(area_desc)) else {
             return Ok(Vec::new());
         };
         result
@@ -371,7 +458,7 @@ impl Scripts {
     /// groups.
     pub fn cap_area(&self, area_desc: &str) -> Vec<String> {
         self.try_cap_area(area_desc).unwrap_or_else(|e| {
-            self.report(&e);
+            self.scripts.report(&e);
             Vec::new()
         })
     }
@@ -388,14 +475,20 @@ impl Scripts {
         locale: Option<&str>,
         vars: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
-        let lib = self.snapshot();
-        let result = template::render(&self.engine, &self.limits, &lib, name, locale, vars);
+        let result = template::render(
+            &self.scripts.engine,
+            &self.scripts.limits,
+            &self.lib,
+            name,
+            locale,
+            vars,
+        );
         match &result {
-            Err(TemplateError::Failed { error, .. }) => self.report(error),
+            Err(TemplateError::Failed { error, .. }) => self.scripts.report(error),
             Err(TemplateError::NotText { template, produced }) => {
                 tracing::warn!(%template, "template produced {produced}, not text");
-                self.metrics.script_error(
-                    &label_of_template(&lib, name, locale),
+                self.scripts.metrics.script_error(
+                    &label_of_template(&self.lib, name, locale),
                     ErrorKind::Decision.as_str(),
                 );
             }

@@ -56,10 +56,14 @@ pub(crate) fn render(
             name: name.to_string(),
         });
     }
-    let Some(template) = candidates(name, locale)
-        .iter()
-        .find_map(|key| lib.template(key))
-    else {
+    let found = match locale {
+        // The common case needs no key building.
+        None => lib.template(name),
+        Some(_) => candidates(name, locale)
+            .iter()
+            .find_map(|key| lib.template(key)),
+    };
+    let Some(template) = found else {
         return Err(TemplateError::NoLocale {
             name: name.to_string(),
             locale: locale.map(str::to_string),
