@@ -1,6 +1,11 @@
 //! Admission: a send request becomes a durably stored, queued message, or a
 //! precise 4xx. Everything a caller can get wrong is caught here, before
 //! anything is stored.
+//!
+//! Order: validate the fields, render the template (when one is named), run
+//! the operator's `on_submit` hook (rewrite, defer or reject), then `route`
+//! (the connectors in failover order, ready ones first), then the store
+//! applies the recipient limit and opt-outs in the same write.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +18,10 @@ use crate::api::error::{ApiError, FieldError};
 use crate::config::{Config, ValidityConfig};
 use crate::limits::{Limits, retry_after_seconds};
 use crate::metrics::Metrics;
-use crate::model::{Class, Message, MessageId, Status, now_micros};
+use crate::model::{Class, Message, MessageId, Micros, Status, format_micros, now_micros};
+use crate::script::{
+    self, Health, RouteDecision, ScriptMessage, Scripts, SubmitDecision, TemplateError,
+};
 use crate::store::{Admission, NewMessage, Store};
 use crate::text;
 
@@ -75,10 +83,19 @@ pub struct Admitter {
     max_validity: Duration,
     default_route: Vec<String>,
     limits: Limits,
+    scripts: Arc<Scripts>,
+    /// Connector readiness: routes list ready connectors first.
+    health: Health,
 }
 
 impl Admitter {
-    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        scripts: Arc<Scripts>,
+        health: Health,
+    ) -> Self {
         Admitter {
             store,
             metrics,
@@ -88,6 +105,8 @@ impl Admitter {
             max_validity: config.messages.max_validity,
             default_route: config.default_route(),
             limits: Limits::from_config(config),
+            scripts,
+            health,
         }
     }
 
@@ -104,49 +123,12 @@ impl Admitter {
         }
         let to = text::parse_msisdn(&req.to, self.default_region)
             .map_err(|e| FieldError::new("invalid_to", format!("`to` {e}")))?;
-        if req.template.is_some() {
-            let name = req.template.as_deref().unwrap_or_default();
-            return Err(FieldError::new(
-                "unknown_template",
-                format!("`template`: no template named '{name}' is loaded"),
-            )
-            .into());
-        }
-        if req.vars.is_some() || req.locale.is_some() {
-            let field = if req.vars.is_some() { "vars" } else { "locale" };
-            return Err(FieldError::new(
-                "invalid_field",
-                format!("`{field}` is only allowed with `template`"),
-            )
-            .into());
-        }
-        let body = match req.body {
-            Some(b) if !b.is_empty() => b,
-            Some(_) => {
-                return Err(FieldError::new("invalid_body", "`body` must not be empty").into());
-            }
-            None => {
-                return Err(FieldError::new(
-                    "invalid_body",
-                    "`body` is required (or `template` with `vars`)",
-                )
-                .into());
-            }
-        };
+        // One snapshot for the template and both hooks: a reload mid-request
+        // never mixes versions.
+        let scripts = self.scripts.current();
+        let body = self.body_of(&scripts, req.body, req.template, req.vars, req.locale)?;
         let encoded = text::analyse(&body);
-        if encoded.segments > self.max_segments {
-            return Err(FieldError::new(
-                "body_too_long",
-                format!(
-                    "`body` needs {} segments ({} as {}); at most {} are allowed",
-                    encoded.segments,
-                    encoded.units,
-                    encoded.encoding.as_str(),
-                    self.max_segments
-                ),
-            )
-            .into());
-        }
+        self.check_length(&encoded, "`body`")?;
         let from = req.from.map(validate_sender).transpose()?;
         let idempotency_key = req
             .idempotency_key
@@ -171,17 +153,54 @@ impl Admitter {
                 v
             }
         };
-        let now = now_micros();
-        let message = Message {
-            id: MessageId::generate(),
+        let mut msg = ScriptMessage {
             to: to.into_string(),
-            from,
-            body,
             class,
+            body,
             encoding: encoded.encoding,
             segments: encoded.segments,
+            from,
+            tags,
+        };
+        let not_before = self.run_on_submit(&scripts, &mut msg)?;
+        let route = match scripts.route(&msg) {
+            RouteDecision::Default => self.default_route.clone(),
+            RouteDecision::Connectors(names) => names,
+            RouteDecision::Reject(reason) => {
+                return Err(FieldError::new(
+                    "rejected_by_route",
+                    format!("rejected by the routing script: {reason}"),
+                )
+                .into());
+            }
+        };
+        let now = now_micros();
+        let expires_at =
+            now.saturating_add(i64::try_from(validity.as_micros()).unwrap_or(i64::MAX));
+        if let Some(at) = not_before
+            && at >= expires_at
+        {
+            return Err(FieldError::new(
+                "rejected_by_route",
+                format!(
+                    "on_submit deferred the message to {}, after its validity ends ({}); \
+                     ask for a longer `validity_seconds`",
+                    format_micros(at),
+                    format_micros(expires_at)
+                ),
+            )
+            .into());
+        }
+        let message = Message {
+            id: MessageId::generate(),
+            to: msg.to,
+            from: msg.from,
+            body: msg.body,
+            class,
+            encoding: msg.encoding,
+            segments: msg.segments,
             status: Status::Queued,
-            route: self.default_route.clone(),
+            route: script::order_by_health(route, &*self.health),
             route_index: 0,
             connector: None,
             smsc_message_ids: Vec::new(),
@@ -191,22 +210,117 @@ impl Admitter {
             created_at: now,
             submitted_at: None,
             done_at: None,
-            expires_at: now.saturating_add(i64::try_from(validity.as_micros()).unwrap_or(i64::MAX)),
+            expires_at,
             attempts: 0,
             seq: 0,
             callback_url,
             owner: who.name.clone(),
             idempotency_key: idempotency_key.clone(),
-            tags,
+            tags: msg.tags,
         };
         let limit = (class != Class::Emergency).then(|| self.limits.for_class(class));
         Ok(NewMessage {
             idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
             limit,
             refuse_if_opted_out: class == Class::Marketing,
-            not_before: None,
+            not_before,
             message,
         })
+    }
+
+    /// The text to send: `body`, or `template` rendered with `vars` in
+    /// `locale`.
+    fn body_of(
+        &self,
+        scripts: &script::Current<'_>,
+        body: Option<String>,
+        template: Option<String>,
+        vars: Option<serde_json::Map<String, serde_json::Value>>,
+        locale: Option<String>,
+    ) -> Result<String, FieldError> {
+        let Some(name) = template else {
+            if vars.is_some() || locale.is_some() {
+                let field = if vars.is_some() { "vars" } else { "locale" };
+                return Err(FieldError::new(
+                    "invalid_field",
+                    format!("`{field}` is only allowed with `template`"),
+                ));
+            }
+            return match body {
+                Some(b) if !b.is_empty() => Ok(b),
+                Some(_) => Err(FieldError::new("invalid_body", "`body` must not be empty")),
+                None => Err(FieldError::new(
+                    "invalid_body",
+                    "`body` is required (or `template` with `vars`)",
+                )),
+            };
+        };
+        if body.is_some() {
+            return Err(FieldError::new(
+                "invalid_field",
+                "`body` and `template` are exclusive: send one",
+            ));
+        }
+        if let Some(l) = &locale
+            && !valid_locale(l)
+        {
+            return Err(FieldError::new(
+                "invalid_locale",
+                "`locale` must be a language tag such as \"es\" or \"es-MX\"",
+            ));
+        }
+        let vars = vars.unwrap_or_default();
+        let text = scripts
+            .render(&name, locale.as_deref(), &vars)
+            .map_err(|e| template_error(&name, e))?;
+        if text.is_empty() {
+            return Err(FieldError::new(
+                "template_error",
+                format!("`template`: '{name}' rendered an empty body"),
+            ));
+        }
+        Ok(text)
+    }
+
+    fn check_length(&self, encoded: &text::EncodedText, what: &str) -> Result<(), FieldError> {
+        if encoded.segments > self.max_segments {
+            return Err(FieldError::new(
+                "body_too_long",
+                format!(
+                    "{what} needs {} segments ({} as {}); at most {} are allowed",
+                    encoded.segments,
+                    encoded.units,
+                    encoded.encoding.as_str(),
+                    self.max_segments
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `on_submit`: rewrites `msg` and returns its deferral, or refuses
+    /// the message. A rewrite that would not pass admission is a script
+    /// error: the message goes on unchanged.
+    fn run_on_submit(
+        &self,
+        scripts: &script::Current<'_>,
+        msg: &mut ScriptMessage,
+    ) -> Result<Option<Micros>, FieldError> {
+        let check = |m: &ScriptMessage| -> Result<(), String> {
+            if let Some(from) = &m.from {
+                validate_sender(from.clone()).map_err(|e| e.message)?;
+            }
+            validate_tags(m.tags.clone()).map_err(|e| e.message)?;
+            self.check_length(&text::analyse(&m.body), "the rewritten body")
+                .map_err(|e| e.message)
+        };
+        match scripts.on_submit(msg, &check) {
+            SubmitDecision::Accept { not_before } => Ok(not_before),
+            SubmitDecision::Reject(reason) => Err(FieldError::new(
+                "rejected_by_route",
+                format!("rejected by on_submit: {reason}"),
+            )),
+        }
     }
 
     /// Admits one request: 202 material, or the reason it is refused.
@@ -317,6 +431,48 @@ impl Admitter {
             _ => "other",
         };
         self.metrics.rejected(code);
+    }
+}
+
+/// A BCP 47-ish language tag: letters, digits, `-` or `_`, at most 35.
+fn valid_locale(locale: &str) -> bool {
+    !locale.is_empty()
+        && locale.len() <= 35
+        && locale
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The 422 for a template that cannot render.
+fn template_error(name: &str, e: TemplateError) -> FieldError {
+    match e {
+        TemplateError::Unknown { .. } => FieldError::new(
+            "unknown_template",
+            format!("`template`: no template named '{name}' is loaded"),
+        ),
+        TemplateError::NoLocale { locale: None, .. } => FieldError::new(
+            "unknown_template",
+            format!("`template`: '{name}' has no default version ({name}.rhai); give a `locale`"),
+        ),
+        TemplateError::NoLocale {
+            locale: Some(locale),
+            ..
+        } => FieldError::new(
+            "unknown_template",
+            format!("`locale`: template '{name}' has no locale '{locale}' and no default"),
+        ),
+        TemplateError::MissingVariable { variable, .. } => FieldError::new(
+            "missing_variable",
+            format!("`vars`: template '{name}' needs variable '{variable}'"),
+        ),
+        TemplateError::Failed { error, .. } => FieldError::new(
+            "template_error",
+            format!("`template`: '{name}' failed: {}", error.message),
+        ),
+        TemplateError::NotText { produced, .. } => FieldError::new(
+            "template_error",
+            format!("`template`: '{name}' produced {produced}, not text"),
+        ),
     }
 }
 

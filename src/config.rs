@@ -279,6 +279,10 @@ pub struct ConnectorConfig {
     /// sim: fraction of receipts that report UNDELIV.
     #[serde(default)]
     pub fail_rate: Option<f64>,
+    /// sim: never ready, like a carrier whose bind is down (failover demos
+    /// and tests).
+    #[serde(default)]
+    pub offline: Option<bool>,
     /// smpp: carrier host.
     #[serde(default)]
     pub host: Option<String>,
@@ -372,6 +376,7 @@ fn validate_smpp(c: &ConnectorConfig, key: &dyn Fn(&str) -> String) -> Result<()
     for (field, set) in [
         ("delay_ms", c.delay_ms.is_some()),
         ("fail_rate", c.fail_rate.is_some()),
+        ("offline", c.offline.is_some()),
     ] {
         if set {
             return Err(invalid(key(field), "does not apply to an smpp connector"));
@@ -533,6 +538,7 @@ impl ConnectorConfig {
             tps: 0,
             delay_ms: Some(5),
             fail_rate: Some(0.0),
+            offline: None,
             host: None,
             port: None,
             system_id: None,
@@ -556,19 +562,56 @@ impl ConnectorConfig {
     }
 }
 
-/// `[scripts]`.
+/// `[scripts]`: operator scripts and templates (Rhai), and the bounds every
+/// call runs under. A script over a bound is stopped, never the gateway.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScriptsConfig {
+    /// Off: no script or template is loaded (routing uses `routing.default`,
+    /// requests with `template` get 422).
+    pub enabled: bool,
+    /// `route.rhai` and the hooks (`on_submit`, `on_inbound`, `cap_area`).
     pub dir: PathBuf,
+    /// `NAME.rhai` and `NAME.LOCALE.rhai`.
     pub templates_dir: PathBuf,
+    /// Reload changed files without a restart.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading, so an editor's
+    /// save (often several writes) is read once, complete.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Wall time one call may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Rhai operations one call may run (each is roughly one expression).
+    pub max_operations: u64,
+    /// Nested function calls (recursion) one call may make.
+    pub max_call_depth: usize,
+    /// Nesting of expressions in the source, checked when compiling.
+    pub max_expr_depth: usize,
+    /// Longest string a script may build, in bytes.
+    pub max_string_bytes: usize,
+    /// Most elements of an array a script may build.
+    pub max_array_len: usize,
+    /// Most properties of an object map a script may build.
+    pub max_map_len: usize,
 }
 
 impl Default for ScriptsConfig {
     fn default() -> Self {
         ScriptsConfig {
+            enabled: true,
             dir: PathBuf::from("scripts"),
             templates_dir: PathBuf::from("templates"),
+            watch: true,
+            debounce: Duration::from_millis(250),
+            timeout: Duration::from_millis(20),
+            max_operations: 100_000,
+            max_call_depth: 32,
+            max_expr_depth: 64,
+            max_string_bytes: 64 * 1024,
+            max_array_len: 10_000,
+            max_map_len: 1_000,
         }
     }
 }
@@ -776,6 +819,7 @@ impl Config {
             return Err(invalid("dispatch.failover_after", "must be at least 100ms"));
         }
         self.validate_connectors()?;
+        self.validate_scripts()?;
         for class in self.limits.keys() {
             if class.parse::<Class>().is_err() {
                 return Err(invalid(
@@ -869,6 +913,50 @@ impl Config {
                     format!("routing.default[{i}]"),
                     format!("names no configured connector (\"{name}\")"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_scripts(&self) -> Result<(), ConfigError> {
+        let s = &self.scripts;
+        if s.timeout.is_zero() || s.timeout > Duration::from_secs(10) {
+            return Err(invalid(
+                "scripts.timeout",
+                "must be above 0 and at most 10s",
+            ));
+        }
+        if s.debounce > Duration::from_secs(60) {
+            return Err(invalid("scripts.debounce", "must be at most 60s"));
+        }
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            (
+                "scripts.max_operations",
+                s.max_operations,
+                1_000,
+                1_000_000_000,
+            ),
+            // Each Rhai call level takes native stack; 64 is what Rhai
+            // itself allows in release builds.
+            ("scripts.max_call_depth", s.max_call_depth as u64, 1, 64),
+            ("scripts.max_expr_depth", s.max_expr_depth as u64, 8, 256),
+            (
+                "scripts.max_string_bytes",
+                s.max_string_bytes as u64,
+                1_024,
+                16 << 20,
+            ),
+            (
+                "scripts.max_array_len",
+                s.max_array_len as u64,
+                16,
+                1_000_000,
+            ),
+            ("scripts.max_map_len", s.max_map_len as u64, 16, 1_000_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("must be between {min} and {max}")));
             }
         }
         Ok(())
@@ -1046,6 +1134,14 @@ mod tests {
     fn limits_for_unknown_class_are_refused() {
         let err = Config::from_toml("[limits.spam]\nper_hour = 1").unwrap_err();
         assert!(err.to_string().contains("limits.spam"), "{err}");
+    }
+
+    #[test]
+    fn script_bounds_are_checked() {
+        let err = Config::from_toml("[scripts]\nmax_call_depth = 1000").unwrap_err();
+        assert!(err.to_string().contains("scripts.max_call_depth"), "{err}");
+        let err = Config::from_toml("[scripts]\ntimeout = \"0s\"").unwrap_err();
+        assert!(err.to_string().contains("scripts.timeout"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`server`]: wiring for `herald serve`; [`admin`]: CLI admin commands.
 //! - [`smsc_sim`]: the standalone SMPP 3.4 SMSC simulator (`herald smsc-sim`).
 //! - [`bench`]: the benchmark suite (`herald bench`).
+//! - [`script`]: operator scripts and templates (Rhai), sandboxed and hot-reloaded.
 //! - [`metrics`]: Prometheus metrics.
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod dispatch;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod script;
 pub mod server;
 pub mod smsc_sim;
 pub mod store;

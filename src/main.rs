@@ -46,6 +46,13 @@ enum Command {
     SmscSim(herald::smsc_sim::cli::SmscSimArgs),
     /// Run the benchmark suite against fresh local servers (SPEC §8).
     Bench(herald::bench::BenchArgs),
+    /// Check or try operator scripts and templates.
+    Script {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: herald::script::cli::ScriptCommand,
+    },
     /// Manage API keys.
     Apikey {
         #[command(flatten)]
@@ -115,6 +122,9 @@ fn main() -> ExitCode {
                 };
                 admin_command(&config, request).await
             }
+            Command::Script { config, action } => load_config(&config).and_then(|config| {
+                herald::script::cli::run(action, &config, &mut std::io::stdout().lock())
+            }),
             Command::SmscSim(args) => herald::smsc_sim::cli::run(args)
                 .await
                 .map_err(|e| format!("{e:#}")),

@@ -27,6 +27,13 @@ pub struct ConnectorLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptLabel {
+    /// `scripts/route.rhai`, `templates/otp.es.rhai`: bounded by the files.
+    pub script: String,
+    pub kind: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -47,6 +54,8 @@ pub struct Metrics {
     webhooks: Family<CodeLabel, Counter>,
     inbound: Family<CodeLabel, Counter>,
     submit_errors: Family<ConnectorLabel, Counter>,
+    script_errors: Family<ScriptLabel, Counter>,
+    scripts_broken: Gauge,
     queue_depth: Family<ClassLabel, Gauge>,
     retry_depth: Gauge,
     admission_seconds: Histogram,
@@ -80,6 +89,8 @@ impl Metrics {
             webhooks: Family::default(),
             inbound: Family::default(),
             submit_errors: Family::default(),
+            script_errors: Family::default(),
+            scripts_broken: Gauge::default(),
             queue_depth: Family::default(),
             retry_depth: Gauge::default(),
             admission_seconds: latency_histogram(),
@@ -135,6 +146,16 @@ impl Metrics {
             "submit_errors",
             "Submits that failed, by connector and kind (temporary, throttled, permanent)",
             m.submit_errors.clone(),
+        );
+        registry.register(
+            "script_errors",
+            "Script and template failures, by file and kind (compile, runtime, operations, timeout, call_depth, size, decision)",
+            m.script_errors.clone(),
+        );
+        registry.register(
+            "scripts_broken",
+            "Script and template files that currently fail to compile (their previous version, if any, still serves)",
+            m.scripts_broken.clone(),
         );
         registry.register(
             "queue_depth",
@@ -210,6 +231,22 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// Counts a script or template failure.
+    pub fn script_error(&self, script: &str, kind: &'static str) {
+        self.script_errors
+            .get_or_create(&ScriptLabel {
+                script: script.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Sets how many script files fail to compile right now.
+    pub fn set_scripts_broken(&self, n: usize) {
+        self.scripts_broken
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn admission_latency(&self, secs: f64) {

@@ -22,6 +22,7 @@ use crate::connector::smpp::{SmppConnector, SmppSettings};
 use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch::{self, DispatchSettings};
 use crate::metrics::Metrics;
+use crate::script::{ScriptEnv, Scripts, reload};
 use crate::store::{EmbeddedStore, Store, StoreError};
 
 /// Why the gateway could not start.
@@ -90,6 +91,7 @@ impl Gateway {
                             tps: c.tps,
                             delay: Duration::from_millis(c.delay_ms.unwrap_or(5)),
                             fail_rate: c.fail_rate.unwrap_or(0.0),
+                            offline: c.offline.unwrap_or(false),
                         },
                         events_tx.clone(),
                         resume,
@@ -106,11 +108,30 @@ impl Gateway {
         }
         drop(events_tx);
 
+        let scripts = Scripts::load(
+            &config.scripts,
+            ScriptEnv {
+                connectors: config.connectors.iter().map(|c| c.name.clone()).collect(),
+                health: crate::connector::health_of(&connectors),
+                clock: Arc::new(jiff::Timestamp::now),
+            },
+            metrics.clone(),
+        );
+        // Without a watcher the gateway still serves; changes then need a restart.
+        let watcher = if config.scripts.watch {
+            reload::watch(&scripts, config.scripts.debounce).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "script hot reload is off");
+                None
+            })
+        } else {
+            None
+        };
         let app = Arc::new(App::new(
             config.clone(),
             store.clone(),
             metrics.clone(),
             connectors.clone(),
+            scripts,
         ));
         let shutdown = CancellationToken::new();
         let workers = TaskTracker::new();
@@ -180,6 +201,7 @@ impl Gateway {
                 tracing::error!(error = %e, "http server failed");
             }
             app.stop_accepting();
+            drop(watcher);
             dispatch_stop.cancel();
             workers.wait().await;
             for c in &connectors {

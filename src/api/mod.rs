@@ -26,6 +26,7 @@ use crate::admission::Admitter;
 use crate::config::Config;
 use crate::connector::Connector;
 use crate::metrics::Metrics;
+use crate::script::Scripts;
 use crate::store::Store;
 use auth::Authenticator;
 use error::ApiError;
@@ -38,6 +39,8 @@ pub struct App {
     pub auth: Authenticator,
     pub admitter: Admitter,
     pub connectors: Vec<Arc<dyn Connector>>,
+    /// Routing, hooks and templates (also `on_inbound` and `cap_area`).
+    pub scripts: Arc<Scripts>,
     accepting: AtomicBool,
 }
 
@@ -50,14 +53,22 @@ impl App {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         connectors: Vec<Arc<dyn Connector>>,
+        scripts: Arc<Scripts>,
     ) -> App {
         App {
             auth: Authenticator::new(store.clone()),
-            admitter: Admitter::new(&config, store.clone(), metrics.clone()),
+            admitter: Admitter::new(
+                &config,
+                store.clone(),
+                metrics.clone(),
+                scripts.clone(),
+                crate::connector::health_of(&connectors),
+            ),
             config,
             store,
             metrics,
             connectors,
+            scripts,
             accepting: AtomicBool::new(true),
         }
     }

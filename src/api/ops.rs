@@ -17,6 +17,10 @@ pub struct Health {
     /// What was checked, and what failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Degraded but serving: e.g. script files that fail to compile
+    /// (`file:line:col: message`; their previous version, if any, serves).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The process is up.
@@ -26,10 +30,15 @@ pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
         problems: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
 /// The store answers and at least one connector can take submits.
+///
+/// Scripts that fail to compile are reported as warnings: the gateway serves on
+/// (with their previous version or the default route), so they do not make
+/// the node unready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -60,6 +69,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
                 "unavailable"
             },
             problems,
+            warnings: app.scripts.problems(),
         }),
     )
 }

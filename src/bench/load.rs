@@ -34,21 +34,30 @@ fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-fn single_body(n: u32, class: &str) -> String {
-    format!(
-        r#"{{"to":"{}","body":"Herald benchmark message {n}","class":"{class}"}}"#,
-        test_number(n)
-    )
+/// One message; with `template`, its text is rendered by the server from
+/// `vars` that fit the shipped `otp` template.
+fn single_body(n: u32, class: &str, template: Option<&str>) -> String {
+    match template {
+        None => format!(
+            r#"{{"to":"{}","body":"Herald benchmark message {n}","class":"{class}"}}"#,
+            test_number(n)
+        ),
+        Some(t) => format!(
+            r#"{{"to":"{}","template":"{t}","vars":{{"app_name":"Herald","code":"{:06}","ttl_minutes":10}},"class":"{class}"}}"#,
+            test_number(n),
+            n % 1_000_000
+        ),
+    }
 }
 
-fn batch_body(first: u32, count: u32, class: &str) -> String {
+fn batch_body(first: u32, count: u32, class: &str, template: Option<&str>) -> String {
     let mut s = String::with_capacity(count as usize * 80 + 16);
     s.push_str(r#"{"messages":["#);
     for i in 0..count {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&single_body(first + i, class));
+        s.push_str(&single_body(first + i, class, template));
     }
     s.push_str("]}");
     s
@@ -115,13 +124,14 @@ async fn wait_delivered(
 
 /// Single POSTs from `concurrency` keep-alive clients.
 pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
-    let server = BenchServer::start(args, 0, WINDOW)?;
+    let server = BenchServer::start(args, 0, WINDOW, args.scripts.as_deref())?;
     let client = client(args.concurrency)?;
+    let template = args.template.clone();
     post(
         &client,
         &server,
         "/v1/messages",
-        single_body(u32::MAX - 1, "transactional"),
+        single_body(u32::MAX - 1, "transactional", template.as_deref()),
     )
     .await?;
     let total = args.single_messages;
@@ -133,6 +143,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
         let next = next.clone();
         let base = server.base.clone();
         let key = server.key.clone();
+        let template = template.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -145,7 +156,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
                     .post(format!("{base}/v1/messages"))
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
-                    .body(single_body(i, "transactional"))
+                    .body(single_body(i, "transactional", template.as_deref()))
                     .send()
                     .await?;
                 let status = r.status();
@@ -177,6 +188,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
         accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
+        script_calls: None,
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
@@ -185,6 +197,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
 }
 
 /// Sends `total` messages of `class` in batches, `parallel` requests at a time.
+#[allow(clippy::too_many_arguments)] // one call site per scenario, all named
 async fn send_batches(
     client: &reqwest::Client,
     server: &BenchServer,
@@ -192,6 +205,7 @@ async fn send_batches(
     batch: u32,
     parallel: usize,
     class: &'static str,
+    template: Option<&str>,
     latencies: &mut Vec<u64>,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU32::new(0));
@@ -201,6 +215,7 @@ async fn send_batches(
         let next = next.clone();
         let base = server.base.clone();
         let key = server.key.clone();
+        let template = template.map(str::to_string);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -209,7 +224,7 @@ async fn send_batches(
                     return Ok::<_, anyhow::Error>(lat);
                 }
                 let count = batch.min(total - first);
-                let body = batch_body(first, count, class);
+                let body = batch_body(first, count, class, template.as_deref());
                 let t = Instant::now();
                 let r = client
                     .post(format!("{base}/v1/messages/batch"))
@@ -239,13 +254,13 @@ async fn send_batches(
 
 /// Batches of `batch_size`, four requests in flight.
 pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
-    let server = BenchServer::start(args, 0, WINDOW)?;
+    let server = BenchServer::start(args, 0, WINDOW, args.scripts.as_deref())?;
     let client = client(8)?;
     post(
         &client,
         &server,
         "/v1/messages",
-        single_body(u32::MAX - 1, "transactional"),
+        single_body(u32::MAX - 1, "transactional", args.template.as_deref()),
     )
     .await?;
     let total = args.batch_messages;
@@ -258,6 +273,7 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
         args.batch_size,
         4,
         "transactional",
+        args.template.as_deref(),
         &mut latencies,
     )
     .await?;
@@ -277,6 +293,7 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
         accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
+        script_calls: None,
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
@@ -291,7 +308,8 @@ fn micros_of(v: &Value, field: &str) -> Option<i64> {
 
 /// Emergency latency while a large marketing backlog waits on a throttled carrier.
 pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
-    let server = BenchServer::start(args, args.throttle_tps, WINDOW)?;
+    // No scripts: quiet hours would hold the marketing backlog.
+    let server = BenchServer::start(args, args.throttle_tps, WINDOW, None)?;
     let client = client(8)?;
     let started = Instant::now();
     let mut latencies = Vec::new();
@@ -302,6 +320,7 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
         args.batch_size,
         4,
         "marketing",
+        None,
         &mut latencies,
     )
     .await?;
@@ -321,7 +340,7 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
             &client,
             &server,
             "/v1/messages",
-            single_body(2_000_000 + i, "emergency"),
+            single_body(2_000_000 + i, "emergency", None),
         )
         .await?;
         admission.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -368,6 +387,7 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
         accept_per_sec: Some(f64::from(args.backlog) / queued.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut admission)),
         head_of_line: Some(Latency::of(&mut hol)),
+        script_calls: None,
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),

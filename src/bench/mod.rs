@@ -11,6 +11,7 @@
 
 mod load;
 mod report;
+mod route;
 mod server;
 
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ pub use report::{Report, Summary};
 /// Options of `herald bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Which scenarios to run: all, single, batch, hol.
+    /// Which scenarios to run: all, single, batch, hol, route (in-process
+    /// script calls; not part of all).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Carrier: `sim` (in-process) or `smpp` (TCP to a `herald smsc-sim`
@@ -54,6 +56,17 @@ pub struct BenchArgs {
     /// Simulated carrier submit → receipt delay, ms.
     #[arg(long, default_value_t = 5)]
     pub dlr_delay_ms: u64,
+    /// Run the servers with the scripts and templates of this directory
+    /// (holding scripts/ and templates/, e.g. `.`); without it, none.
+    #[arg(long)]
+    pub scripts: Option<PathBuf>,
+    /// Send `template` + `vars` (app_name, code, ttl_minutes) instead of a
+    /// body in `single` and `batch`, e.g. `--template otp` (needs --scripts).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Calls measured in the `route` scenario.
+    #[arg(long, default_value_t = 100_000)]
+    pub route_calls: u32,
     /// Also write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -79,7 +92,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "single" => load::single_posts(&args).await?,
             "batch" => load::batches(&args).await?,
             "hol" => load::head_of_line(&args).await?,
-            other => anyhow::bail!("unknown scenario '{other}' (single, batch, hol)"),
+            "route" => route::route_calls(&args)?,
+            other => anyhow::bail!("unknown scenario '{other}' (single, batch, hol, route)"),
         };
         println!("{}", summary.text());
         report.push(summary);

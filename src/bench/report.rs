@@ -34,6 +34,17 @@ impl Latency {
             samples: micros.len(),
         }
     }
+
+    /// Percentiles of `nanos` (sorted in place), for sub-microsecond calls.
+    pub fn of_nanos(nanos: &mut [u64]) -> Latency {
+        let l = Latency::of(nanos);
+        Latency {
+            p50_ms: l.p50_ms / 1000.0,
+            p99_ms: l.p99_ms / 1000.0,
+            max_ms: l.max_ms / 1000.0,
+            samples: l.samples,
+        }
+    }
 }
 
 /// One scenario's results.
@@ -41,7 +52,8 @@ impl Latency {
 pub struct Summary {
     pub scenario: String,
     pub description: String,
-    /// `sim` or `smpp`.
+    /// `sim` or `smpp` (empty for in-process scenarios).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub connector: String,
     pub messages: u64,
     /// Accepted → delivered receipt, sustained, messages per second.
@@ -56,6 +68,9 @@ pub struct Summary {
     /// Emergency accept → submit while the backlog is queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_of_line: Option<Latency>,
+    /// In-process script calls, by kind (`route`, `on_submit`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_calls: Option<std::collections::BTreeMap<String, Latency>>,
     pub peak_rss_mib: f64,
     /// Peak RSS of the `herald smsc-sim` process (SMPP runs only).
     #[serde(skip_serializing_if = "is_zero")]
@@ -104,6 +119,15 @@ impl Summary {
             s.push_str(&format!(
                 "\n   emergency head-of-line (accept -> submit): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} messages)",
                 l.p50_ms, l.p99_ms, l.max_ms, l.samples
+            ));
+        }
+        for (call, l) in self.script_calls.iter().flatten() {
+            s.push_str(&format!(
+                "\n   {call}: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs  ({} calls)",
+                l.p50_ms * 1000.0,
+                l.p99_ms * 1000.0,
+                l.max_ms * 1000.0,
+                l.samples
             ));
         }
         s

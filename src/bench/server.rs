@@ -75,8 +75,15 @@ pub struct BenchServer {
 
 impl BenchServer {
     /// Starts a server whose carrier is capped at `tps` (0 = no cap), with a
-    /// window of `window` outstanding submits.
-    pub fn start(args: &BenchArgs, tps: u32, window: usize) -> anyhow::Result<Self> {
+    /// window of `window` outstanding submits, running the scripts and
+    /// templates of `scripts` (a directory holding `scripts/` and
+    /// `templates/`), or none.
+    pub fn start(
+        args: &BenchArgs,
+        tps: u32,
+        window: usize,
+        scripts: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let carrier = Carrier::parse(&args.connector)?;
         let dir = tempfile::Builder::new()
             .prefix("herald-bench-")
@@ -114,12 +121,24 @@ impl BenchServer {
             }
         };
         let config = dir.path().join("herald.toml");
+        let scripts = match scripts {
+            None => "[scripts]\nenabled = false\n".to_string(),
+            Some(d) => {
+                let d = std::path::absolute(d).context("scripts dir")?;
+                format!(
+                    "[scripts]\ndir = \"{}\"\ntemplates_dir = \"{}\"\n",
+                    d.join("scripts").display(),
+                    d.join("templates").display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "[http]\nlisten = \"127.0.0.1:0\"\n\
                  [store]\npath = \"{}\"\n\
                  [log]\nlevel = \"warn\"\n\
+                 {scripts}\
                  {connector}",
                 dir.path().join("data/herald.db").display()
             ),

@@ -6,6 +6,7 @@ pub mod sim;
 pub mod smpp;
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -70,4 +71,10 @@ pub trait Connector: Send + Sync + 'static {
     /// Stops: unbinds, drops links. Receipts still in flight may be lost to
     /// the carrier's retry.
     async fn shutdown(&self);
+}
+
+/// Readiness by connector name, for routing: `false` for unknown names.
+pub fn health_of(connectors: &[Arc<dyn Connector>]) -> crate::script::Health {
+    let connectors: Vec<Arc<dyn Connector>> = connectors.to_vec();
+    Arc::new(move |name: &str| connectors.iter().any(|c| c.name() == name && c.is_ready()))
 }

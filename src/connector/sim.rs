@@ -34,6 +34,8 @@ pub struct SimSettings {
     pub delay: Duration,
     /// Fraction of receipts that report UNDELIV.
     pub fail_rate: f64,
+    /// Never ready: a carrier whose bind is down.
+    pub offline: bool,
 }
 
 struct Pending {
@@ -167,12 +169,17 @@ impl Connector for SimConnector {
     }
 
     fn is_ready(&self) -> bool {
-        !self.stop.is_cancelled()
+        !self.settings.offline && !self.stop.is_cancelled()
     }
 
     async fn submit(&self, _msg: &Message) -> Result<SubmitAck, SubmitError> {
         if self.stop.is_cancelled() {
             return Err(SubmitError::Temporary("connector stopped".into()));
+        }
+        if self.settings.offline {
+            return Err(SubmitError::Temporary(
+                "simulated carrier is offline".into(),
+            ));
         }
         let smsc_id = format!("sim-{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let was_empty = {
@@ -208,6 +215,7 @@ mod tests {
             tps: 0,
             delay: Duration::from_millis(5),
             fail_rate,
+            offline: false,
         }
     }
 

@@ -6,4 +6,4 @@ mod encoding;
 mod phone;
 
 pub use encoding::{EncodedText, Encoding, SplitText, TextError, analyse, split};
-pub use phone::{Msisdn, PhoneError, Region, parse_msisdn, test_number};
+pub use phone::{Msisdn, PhoneError, Region, e164_parts, parse_msisdn, test_number};

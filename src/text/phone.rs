@@ -71,6 +71,18 @@ pub fn parse_msisdn(input: &str, default_region: Option<Region>) -> Result<Msisd
     Ok(Msisdn(e164))
 }
 
+/// Calling code and ISO region of a number already in E.164 form (as stored
+/// on a message), without validating it again: for routing scripts, which
+/// see numbers admission already parsed. `None` when `e164` is not `+` and
+/// 8 to 15 digits; the region is `None` for non-geographic codes (+800).
+pub fn e164_parts(e164: &str) -> Option<(u16, Option<&'static str>)> {
+    if !is_e164(e164) {
+        return None;
+    }
+    let number = Msisdn(e164.to_string());
+    Some((number.country_code(), number.region()))
+}
+
 /// Grows phonenumber's shared regex cache so it holds every pattern.
 ///
 /// It ships as a 100-entry LRU, fewer patterns than a handful of countries use, so mixed

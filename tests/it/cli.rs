@@ -12,7 +12,7 @@ fn config_in(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[store]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n{extra}",
+            "[store]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[scripts]\nenabled = false\n{extra}",
             dir.join("data/herald.db").display()
         ),
     )

@@ -27,7 +27,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("herald.toml");
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
-         [log]\nlevel = \"warn\"\n\
+         [log]\nlevel = \"warn\"\n[scripts]\nenabled = false\n\
          [[connectors]]\nname = \"sim\"\nkind = \"sim\"\ntps = 200\nwindow = 16\ndelay_ms = 300\n",
         dir.join("data/herald.db").display()
     );

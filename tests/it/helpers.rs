@@ -204,8 +204,15 @@ pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
     } else {
         "[[connectors]]\nname = \"sim\"\nkind = \"sim\"\ndelay_ms = 5\n".to_string()
     };
+    // Hermetic by default: the shipped scripts/ (quiet hours!) are not loaded
+    // unless a test configures `[scripts]` itself.
+    let scripts = if extra.contains("[scripts]") {
+        ""
+    } else {
+        "[scripts]\nenabled = false\n"
+    };
     let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{connectors}\n{extra}",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{connectors}\n{scripts}{extra}",
         db.display()
     );
     Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))

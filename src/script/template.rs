@@ -1,0 +1,124 @@
+//! Message templates: `templates/NAME.rhai` and `templates/NAME.LOCALE.rhai`,
+//! each one Rhai expression (usually a back-tick string) evaluated with the
+//! request's `vars` in scope:
+//!
+//! ```text
+//! `Your ${app_name} code is ${code}. It expires in ${ttl_minutes} min.`
+//! ```
+//!
+//! A locale falls back one subtag at a time, then to the default:
+//! `es-MX` → `es` → `NAME.rhai`. Locales match case-insensitively and `_`
+//! reads as `-`.
+
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Scope};
+
+use super::engine::{DeadlineGuard, Limits};
+use super::error::{ScriptError, TemplateError};
+use super::library::{Library, normalise_locale};
+use super::value::{describe, json_to_dynamic};
+
+/// The library keys to try for `name` in `locale`, most specific first.
+pub(crate) fn candidates(name: &str, locale: Option<&str>) -> Vec<String> {
+    let mut keys = Vec::with_capacity(3);
+    if let Some(mut locale) = locale.and_then(normalise_locale) {
+        loop {
+            keys.push(format!("{name}.{locale}"));
+            match locale.rfind('-') {
+                Some(i) => locale.truncate(i),
+                None => break,
+            }
+        }
+    }
+    keys.push(name.to_string());
+    keys
+}
+
+/// Whether `name` could name a template file (so it never reaches a path).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Renders template `name` for `locale` with `vars`.
+pub(crate) fn render(
+    engine: &Engine,
+    limits: &Limits,
+    lib: &Library,
+    name: &str,
+    locale: Option<&str>,
+    vars: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, TemplateError> {
+    if !valid_name(name) || !lib.has_template(name) {
+        return Err(TemplateError::Unknown {
+            name: name.to_string(),
+        });
+    }
+    let found = match locale {
+        // The common case needs no key building.
+        None => lib.template(name),
+        Some(_) => candidates(name, locale)
+            .iter()
+            .find_map(|key| lib.template(key)),
+    };
+    let Some(template) = found else {
+        return Err(TemplateError::NoLocale {
+            name: name.to_string(),
+            locale: locale.map(str::to_string),
+        });
+    };
+    let mut scope = Scope::with_capacity(vars.len());
+    for (key, value) in vars {
+        scope.push_constant_dynamic(key.as_str(), json_to_dynamic(value));
+    }
+    let result = {
+        let _deadline = DeadlineGuard::start(limits.timeout);
+        engine.eval_ast_with_scope::<Dynamic>(&mut scope, &template.ast)
+    };
+    match result {
+        Ok(value) => match value.read_lock::<ImmutableString>() {
+            Some(text) => Ok(text.to_string()),
+            None => Err(TemplateError::NotText {
+                template: name.to_string(),
+                produced: describe(&value),
+            }),
+        },
+        Err(err) => match err.unwrap_inner() {
+            EvalAltResult::ErrorVariableNotFound(variable, _) => {
+                Err(TemplateError::MissingVariable {
+                    template: name.to_string(),
+                    variable: variable.clone(),
+                })
+            }
+            _ => Err(TemplateError::Failed {
+                template: name.to_string(),
+                error: ScriptError::eval(&template.source, "template", &err),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locales_fall_back_one_subtag_at_a_time() {
+        assert_eq!(
+            candidates("otp", Some("es-MX")),
+            ["otp.es-mx", "otp.es", "otp"]
+        );
+        assert_eq!(
+            candidates("otp", Some("es_mx")),
+            ["otp.es-mx", "otp.es", "otp"]
+        );
+        assert_eq!(
+            candidates("otp", Some("zh-Hant-TW")),
+            ["otp.zh-hant-tw", "otp.zh-hant", "otp.zh", "otp"]
+        );
+        assert_eq!(candidates("otp", None), ["otp"]);
+        assert_eq!(candidates("otp", Some("../etc")), ["otp"]);
+    }
+}
