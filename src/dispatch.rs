@@ -29,9 +29,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError};
+use crate::inbound::InboundHandler;
 use crate::metrics::Metrics;
-use crate::model::{Message, MessageId, Micros, now_micros};
-use crate::store::{InboundRecord, Outcome, Receipt, Store, StoreError};
+use crate::model::{Message, Micros, now_micros};
+use crate::store::{Outcome, Receipt, Store, StoreError};
 
 /// Most messages claimed in one go.
 const MAX_CLAIM: usize = 512;
@@ -410,48 +411,14 @@ async fn record_outcomes(
     }
 }
 
-/// What to do with inbound messages.
-#[derive(Debug, Clone, Default)]
-pub struct InboundSettings {
-    /// Every inbound message is also POSTed here.
-    pub webhook_url: Option<String>,
-    /// Bodies that opt the sender out of marketing (compared trimmed, any case).
-    pub stop_keywords: Vec<String>,
-    /// Bodies that opt the sender back in.
-    pub start_keywords: Vec<String>,
-}
-
-impl InboundSettings {
-    pub fn from_config(c: &crate::config::InboundConfig) -> Self {
-        InboundSettings {
-            webhook_url: c.webhook_url.clone(),
-            stop_keywords: c.stop_keywords.clone(),
-            start_keywords: c.start_keywords.clone(),
-        }
-    }
-
-    /// `opt_out`, `opt_in` or nothing, for a message body.
-    pub fn action(&self, body: &str) -> Option<&'static str> {
-        let word = body.trim();
-        let is = |list: &[String]| list.iter().any(|k| k.eq_ignore_ascii_case(word));
-        if is(&self.stop_keywords) {
-            Some("opt_out")
-        } else if is(&self.start_keywords) {
-            Some("opt_in")
-        } else {
-            None
-        }
-    }
-}
-
-/// Applies receipts and stores inbound messages from every connector, in
-/// batches, until the event channel closes.
+/// Applies receipts and hands inbound messages to `inbound`, in batches,
+/// until the event channel closes.
 pub async fn record_receipts(
     store: Arc<dyn Store>,
     mut events: mpsc::Receiver<ConnectorEvent>,
     metrics: Arc<Metrics>,
     finals: Option<FinalSender>,
-    inbound: InboundSettings,
+    inbound: InboundHandler,
 ) {
     let mut batch = Vec::with_capacity(256);
     while events.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
@@ -460,49 +427,14 @@ pub async fn record_receipts(
         for ev in batch.drain(..) {
             match ev {
                 ConnectorEvent::Receipt(r) => receipts.push(r),
-                ConnectorEvent::Inbound(mo) => {
-                    let action = inbound.action(&mo.body);
-                    metrics.inbound(action.unwrap_or("message"));
-                    tracing::info!(connector = %mo.connector, action = ?action, "inbound message");
-                    mos.push(InboundRecord {
-                        id: MessageId::generate(),
-                        connector: mo.connector,
-                        from: mo.from,
-                        to: mo.to,
-                        body: mo.body,
-                        received_at: now_micros(),
-                        action: action.map(str::to_string),
-                    });
-                }
+                ConnectorEvent::Inbound(mo) => mos.push(mo),
             }
         }
         if !mos.is_empty() {
-            store_inbound(&*store, mos, inbound.webhook_url.clone()).await;
+            inbound.handle(&*store, &metrics, mos).await;
         }
         let done = persist(&*store, Batch::Receipts(receipts)).await;
         publish(done, &metrics, finals.as_ref());
-    }
-}
-
-/// Stores inbound messages, retrying while the store is unavailable.
-async fn store_inbound(store: &dyn Store, records: Vec<InboundRecord>, webhook: Option<String>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match store.record_inbound(records.clone(), webhook.clone()).await {
-            Ok(()) => return,
-            Err(StoreError::Closed) => {
-                tracing::warn!(
-                    count = records.len(),
-                    "store closed; inbound messages not stored"
-                );
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "storing inbound messages failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod dispatch;
+pub mod inbound;
 pub mod limits;
 pub mod metrics;
 pub mod model;

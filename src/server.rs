@@ -153,7 +153,10 @@ impl Gateway {
             events_rx,
             metrics.clone(),
             None,
-            dispatch::InboundSettings::from_config(&config.inbound),
+            crate::inbound::InboundHandler::new(crate::inbound::InboundSettings::from_config(
+                &config.inbound,
+            ))
+            .with_app(app.clone()),
         ));
         workers.spawn(crate::webhook::run(
             store.clone(),

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::connector::{ConnectorEvent, InboundMessage};
-use herald::dispatch::{InboundSettings, record_receipts};
+use herald::dispatch::record_receipts;
+use herald::inbound::{InboundHandler, InboundSettings};
 use herald::metrics::Metrics;
 use herald::store::{EmbeddedStore, Store};
 use serde_json::Value;
@@ -39,7 +40,7 @@ async fn deliver_inbound(
         rx,
         Arc::new(Metrics::new()),
         None,
-        settings,
+        InboundHandler::new(settings),
     ));
     for e in events {
         tx.send(e).await.expect("send");

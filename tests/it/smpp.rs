@@ -119,3 +119,90 @@ async fn readiness_follows_the_smpp_bind() {
     app.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn on_inbound_sends_keywords_to_webhooks_replies_and_drops() {
+    let (capture, url) = crate::webhooks::Capture::start(0).await;
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("scripts")).expect("scripts dir");
+    std::fs::write(
+        dir.path().join("scripts/hooks.rhai"),
+        format!(
+            r#"fn on_inbound(mo) {{
+                if mo.keyword == "ORDER" {{ return "{url}"; }}
+                if mo.keyword == "HELP" {{ return #{{ reply: "Reply STOP to opt out." }}; }}
+                if mo.keyword == "SPAM" || mo.keyword == "STOP" {{ return #{{ drop: true }}; }}
+                ()
+            }}"#
+        ),
+    )
+    .expect("write hooks");
+    let extra = format!(
+        "[scripts]\nenabled = true\ndir = \"{}\"\ntemplates_dir = \"{}\"\n\
+         [inbound]\nwebhook_secret = \"whsec_in\"\n",
+        dir.path().join("scripts").display(),
+        dir.path().join("templates").display()
+    );
+    let app = TestApp::spawn_in(dir, &gateway_config(sim.local_addr().port(), &extra)).await;
+    until("the bind is up", async || {
+        (app.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    let from = number(40);
+    sim.inject_mo(&from, "12345", "ORDER 42")
+        .await
+        .expect("inject");
+    sim.inject_mo(&from, "12345", "SPAM now")
+        .await
+        .expect("inject");
+    sim.inject_mo(&from, "12345", "HELP").await.expect("inject");
+    let stopper = number(41);
+    sim.inject_mo(&stopper, "12345", "STOP")
+        .await
+        .expect("inject");
+    // The ORDER message reaches the script's webhook, signed.
+    let got = capture.wait_for(1, Duration::from_secs(15)).await;
+    let v: Value = serde_json::from_slice(&got[0].1).expect("json");
+    assert_eq!(v["body"], "ORDER 42");
+    let sig = got[0]
+        .0
+        .get("x-herald-signature")
+        .and_then(|h| h.to_str().ok())
+        .expect("signed");
+    assert!(herald::webhook::verify("whsec_in", &got[0].1, sig));
+    // HELP gets an automatic reply through the carrier.
+    let reply = until("the reply is submitted", async || {
+        sim.submitted()
+            .into_iter()
+            .find(|s| s.destination_addr.trim_start_matches('+') == from.trim_start_matches('+'))
+    })
+    .await;
+    assert_eq!(reply.short_message, b"Reply STOP to opt out.".to_vec());
+    // SPAM was dropped: only ORDER and HELP are stored.
+    let page: Value = app.get("/v1/inbound").await.json().await.expect("json");
+    let bodies: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["body"].as_str())
+        .collect();
+    assert_eq!(bodies, vec!["ORDER 42", "HELP"]);
+    // A dropped STOP still opts its sender out.
+    until("both drops are handled", async || {
+        app.metrics()
+            .await
+            .contains("herald_inbound_messages_total{code=\"dropped\"} 2")
+            .then_some(())
+    })
+    .await;
+    let r = app
+        .post(
+            "/v1/messages",
+            &json!({"to": stopper, "body": "sale", "class": "marketing"}),
+        )
+        .await;
+    assert_eq!(r.status(), 422, "the dropped STOP opted the sender out");
+    app.stop().await;
+    sim.shutdown().await;
+}

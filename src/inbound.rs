@@ -1,0 +1,188 @@
+//! Inbound (mobile-originated) messages: the operator's `on_inbound` hook,
+//! STOP/START keywords (marketing opt-out), storage, inbound webhooks and
+//! automatic replies.
+//!
+//! Order per message: `on_inbound` may drop it, name a webhook for it, or
+//! ask for a reply; STOP/START keywords opt the sender out/in (even when the
+//! hook drops the message); then it is stored (with its webhook queued in the
+//! same write); replies go through normal admission as transactional
+//! messages, limits and routing included.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admission::SendRequest;
+use crate::api::App;
+use crate::api::auth::{Principal, Scopes};
+use crate::connector::InboundMessage;
+use crate::metrics::Metrics;
+use crate::model::{Class, MessageId, now_micros};
+use crate::store::{InboundRecord, Store, StoreError};
+
+/// Principal that automatic replies are sent as.
+pub const REPLY_PRINCIPAL: &str = "inbound-reply";
+
+/// What to do with inbound messages.
+#[derive(Debug, Clone, Default)]
+pub struct InboundSettings {
+    /// Every inbound message is also POSTed here.
+    pub webhook_url: Option<String>,
+    /// Bodies that opt the sender out of marketing (compared trimmed, any case).
+    pub stop_keywords: Vec<String>,
+    /// Bodies that opt the sender back in.
+    pub start_keywords: Vec<String>,
+}
+
+impl InboundSettings {
+    pub fn from_config(c: &crate::config::InboundConfig) -> Self {
+        InboundSettings {
+            webhook_url: c.webhook_url.clone(),
+            stop_keywords: c.stop_keywords.clone(),
+            start_keywords: c.start_keywords.clone(),
+        }
+    }
+
+    /// `opt_out`, `opt_in` or nothing, for a message body.
+    pub fn action(&self, body: &str) -> Option<&'static str> {
+        let word = body.trim();
+        let is = |list: &[String]| list.iter().any(|k| k.eq_ignore_ascii_case(word));
+        if is(&self.stop_keywords) {
+            Some("opt_out")
+        } else if is(&self.start_keywords) {
+            Some("opt_in")
+        } else {
+            None
+        }
+    }
+}
+
+/// Handles inbound messages for the receipt recorder.
+#[derive(Default)]
+pub struct InboundHandler {
+    settings: InboundSettings,
+    /// Scripts (`on_inbound`) and admission (replies), when running in a gateway.
+    app: Option<Arc<App>>,
+}
+
+impl InboundHandler {
+    /// Keywords, storage and webhooks only.
+    pub fn new(settings: InboundSettings) -> Self {
+        InboundHandler {
+            settings,
+            app: None,
+        }
+    }
+
+    /// Also runs `on_inbound` and sends replies through `app`.
+    #[must_use]
+    pub fn with_app(mut self, app: Arc<App>) -> Self {
+        self.app = Some(app);
+        self
+    }
+
+    /// Handles a batch of inbound messages.
+    pub async fn handle(&self, store: &dyn Store, metrics: &Metrics, mos: Vec<InboundMessage>) {
+        let mut by_webhook: BTreeMap<Option<String>, Vec<InboundRecord>> = BTreeMap::new();
+        let mut replies = Vec::new();
+        for mo in mos {
+            let decision = self
+                .app
+                .as_ref()
+                .map(|app| app.scripts.on_inbound(&mo))
+                .unwrap_or_default();
+            let action = self.settings.action(&mo.body);
+            if decision.drop {
+                // Opting out is the sender's right: a script cannot swallow it.
+                apply_keyword(store, &mo.from, action).await;
+                metrics.inbound("dropped");
+                tracing::info!(connector = %mo.connector, "inbound message dropped by on_inbound");
+                continue;
+            }
+            metrics.inbound(action.unwrap_or("message"));
+            tracing::info!(connector = %mo.connector, action = ?action, "inbound message");
+            if let Some(reply) = decision.reply {
+                replies.push((mo.from.clone(), reply));
+            }
+            let webhook = decision
+                .webhook
+                .or_else(|| self.settings.webhook_url.clone());
+            by_webhook.entry(webhook).or_default().push(InboundRecord {
+                id: MessageId::generate(),
+                connector: mo.connector,
+                from: mo.from,
+                to: mo.to,
+                body: mo.body,
+                received_at: now_micros(),
+                action: action.map(str::to_string),
+            });
+        }
+        for (webhook, records) in by_webhook {
+            store_inbound(store, records, webhook).await;
+        }
+        if let Some(app) = &self.app {
+            for (to, body) in replies {
+                send_reply(app, to, body).await;
+            }
+        }
+    }
+}
+
+/// Records an opt-out or opt-in for a message that is otherwise dropped.
+async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) {
+    let result = match action {
+        Some("opt_out") => store.opt_out(from, now_micros()).await,
+        Some("opt_in") => store.opt_in(from).await.map(|_| ()),
+        _ => return,
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "opt-out keyword could not be recorded");
+    }
+}
+
+/// Sends an automatic reply as a transactional message.
+async fn send_reply(app: &App, to: String, body: String) {
+    let who = Principal {
+        name: REPLY_PRINCIPAL.to_string(),
+        scopes: Scopes::parse("send").unwrap_or_default(),
+    };
+    let request = SendRequest {
+        to,
+        body: Some(body),
+        template: None,
+        vars: None,
+        class: Some(Class::Transactional),
+        from: None,
+        idempotency_key: None,
+        callback_url: None,
+        locale: None,
+        validity_seconds: None,
+        tags: Some(vec!["auto-reply".to_string()]),
+    };
+    match app.admitter.admit_one(&who, request).await {
+        Ok(_) => tracing::info!("automatic reply queued"),
+        Err(e) => tracing::warn!(error = %e, "automatic reply refused"),
+    }
+}
+
+/// Stores inbound messages, retrying while the store is unavailable.
+async fn store_inbound(store: &dyn Store, records: Vec<InboundRecord>, webhook: Option<String>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.record_inbound(records.clone(), webhook.clone()).await {
+            Ok(()) => return,
+            Err(StoreError::Closed) => {
+                tracing::warn!(
+                    count = records.len(),
+                    "store closed; inbound messages not stored"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing inbound messages failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
