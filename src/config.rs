@@ -124,6 +124,17 @@ pub struct StoreConfig {
     pub cache_mb: usize,
     /// Redis URL, for `kind = "redis"`.
     pub url: Option<String>,
+    /// Prefix of every Redis key (`{prefix}:…`): deployments sharing one
+    /// Redis use different prefixes.
+    pub prefix: String,
+    /// This node's name among nodes sharing the Redis store. Default:
+    /// host name and HTTP port (host name and process id when the port is
+    /// chosen by the system). Two live nodes must never share one.
+    pub node_id: Option<String>,
+    /// A node silent for this long has its claimed messages queued again by
+    /// the other nodes.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -133,6 +144,9 @@ impl Default for StoreConfig {
             path: PathBuf::from("data/herald.db"),
             cache_mb: 64,
             url: None,
+            prefix: "herald".into(),
+            node_id: None,
+            lease_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -616,6 +630,10 @@ impl Default for ScriptsConfig {
     }
 }
 
+/// Largest `per_hour` / `per_day`: the history of each recipient holds up to
+/// this many send times.
+pub const MAX_LIMIT_COUNT: u32 = 10_000;
+
 /// `[limits.<class>]`: per-recipient limits of one class.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -768,12 +786,7 @@ impl Config {
                     return Err(invalid("store.cache_mb", "must be above 0"));
                 }
             }
-            StoreKind::Redis => {
-                return Err(invalid(
-                    "store.kind",
-                    "\"redis\" is not available in this build yet; use \"embedded\"",
-                ));
-            }
+            StoreKind::Redis => self.validate_redis()?,
         }
         if !(1..=255).contains(&self.messages.max_segments) {
             return Err(invalid(
@@ -820,11 +833,26 @@ impl Config {
         }
         self.validate_connectors()?;
         self.validate_scripts()?;
-        for class in self.limits.keys() {
+        for (class, limit) in &self.limits {
             if class.parse::<Class>().is_err() {
                 return Err(invalid(
                     format!("limits.{class}"),
                     "is not a message class (emergency, otp, transactional, marketing)",
+                ));
+            }
+            // Each allowed send is remembered per recipient until it ages out.
+            for (field, value) in [("per_hour", limit.per_hour), ("per_day", limit.per_day)] {
+                if value.is_some_and(|v| v > MAX_LIMIT_COUNT) {
+                    return Err(invalid(
+                        format!("limits.{class}.{field}"),
+                        format!("must be at most {MAX_LIMIT_COUNT}"),
+                    ));
+                }
+            }
+            if limit.min_interval_seconds.is_some_and(|v| v > 86_400) {
+                return Err(invalid(
+                    format!("limits.{class}.min_interval_seconds"),
+                    "must be at most 86400 (a day)",
                 ));
             }
         }
@@ -856,6 +884,51 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let Some(url) = self.store.url.as_deref() else {
+            return Err(invalid(
+                "store.url",
+                "is required with store.kind = \"redis\" (e.g. \"redis://127.0.0.1:6379/0\")",
+            ));
+        };
+        if !(url.starts_with("redis://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "store.url",
+                "must be a redis://host:port/db or redis+unix:///path URL (TLS is not supported)",
+            ));
+        }
+        let word = |s: &str, extra: &[char]| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(&c)
+                })
+        };
+        if !word(&self.store.prefix, &[]) {
+            return Err(invalid(
+                "store.prefix",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if let Some(node) = &self.store.node_id
+            && !word(node, &[':'])
+        {
+            return Err(invalid(
+                "store.node_id",
+                "must be 1 to 64 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        if self.store.lease_timeout < Duration::from_secs(1)
+            || self.store.lease_timeout > Duration::from_secs(3600)
+        {
+            return Err(invalid("store.lease_timeout", "must be between 1s and 1h"));
         }
         Ok(())
     }

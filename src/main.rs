@@ -188,7 +188,7 @@ async fn wait_for_signal() {
 /// Runs an admin command on the store, or through a running server's socket.
 async fn admin_command(arg: &ConfigArg, request: AdminRequest) -> Result<(), String> {
     let config = load_config(arg)?;
-    let response = match server::open_store(&config) {
+    let response = match server::open_store(&config, herald::store::Role::Client).await {
         Ok(store) => {
             let r = admin::execute(&*store, &request).await;
             store.close().await;

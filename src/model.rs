@@ -116,6 +116,25 @@ impl Status {
     }
 }
 
+impl FromStr for Status {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [
+            Status::Queued,
+            Status::Submitted,
+            Status::Delivered,
+            Status::Failed,
+            Status::Expired,
+            Status::Rejected,
+            Status::Canceled,
+            Status::RateLimited,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or(())
+    }
+}
+
 /// A message id: a ULID, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u128);
@@ -262,6 +281,14 @@ mod tests {
         assert!(Class::Transactional < Class::Marketing);
         assert_eq!("otp".parse::<Class>(), Ok(Class::Otp));
         assert_eq!("spam".parse::<Class>(), Err(()));
+    }
+
+    #[test]
+    fn statuses_parse_from_their_wire_names() {
+        for st in [Status::Queued, Status::Delivered, Status::RateLimited] {
+            assert_eq!(st.as_str().parse::<Status>(), Ok(st));
+        }
+        assert_eq!("lost".parse::<Status>(), Err(()));
     }
 
     #[test]

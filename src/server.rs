@@ -23,7 +23,7 @@ use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch::{self, DispatchSettings};
 use crate::metrics::Metrics;
 use crate::script::{ScriptEnv, Scripts, reload};
-use crate::store::{EmbeddedStore, Store, StoreError};
+use crate::store::{EmbeddedStore, RedisSettings, RedisStore, Role, Store, StoreError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,19 +36,62 @@ pub enum StartError {
     Listen(std::io::Error),
 }
 
-/// Opens the configured store.
+/// Opens the configured store. A gateway opens it as a [`Role::Node`]
+/// (claims work, heartbeat); CLI commands as a [`Role::Client`].
 ///
 /// # Errors
 /// The store's own error, e.g. [`StoreError::Locked`].
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+pub async fn open_store(config: &Config, role: Role) -> Result<Arc<dyn Store>, StartError> {
     match config.store.kind {
         StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(
             &config.store.path,
             config.store.cache_mb * 1024 * 1024,
         )?)),
-        StoreKind::Redis => Err(StartError::Config(
-            "store.kind = \"redis\" is not available in this build".into(),
-        )),
+        StoreKind::Redis => {
+            let url = config
+                .store
+                .url
+                .clone()
+                .ok_or_else(|| StartError::Config("store.url is required".into()))?;
+            let settings = RedisSettings {
+                url,
+                prefix: config.store.prefix.clone(),
+                node_id: config
+                    .store
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| default_node_id(config)),
+                lease: config.store.lease_timeout,
+            };
+            if role == Role::Node {
+                tracing::info!(node = %settings.node_id, prefix = %settings.prefix, "joining the redis store");
+            }
+            Ok(Arc::new(RedisStore::open(&settings, role).await?))
+        }
+    }
+}
+
+/// Host name and HTTP port: stable across restarts of one node, so a
+/// restarted node takes its own unfinished claims back at once. With a
+/// system-chosen port (0) the process id stands in, and claims of an earlier
+/// process return after the lease instead.
+fn default_node_id(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(40)
+        .collect();
+    let port = config.http.listen.port();
+    if port == 0 {
+        format!("{host}:pid{}", std::process::id())
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -73,7 +116,7 @@ impl Gateway {
     pub async fn start(config: Config, listener: TcpListener) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let addr = listener.local_addr().map_err(StartError::Listen)?;
-        let store = open_store(&config)?;
+        let store = open_store(&config, Role::Node).await?;
         let metrics = Arc::new(Metrics::new());
         let (events_tx, events_rx) = mpsc::channel::<ConnectorEvent>(65_536);
         let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
@@ -177,16 +220,21 @@ impl Gateway {
         ));
         workers.close();
 
+        // The embedded store is held by this process alone, so CLI commands
+        // reach it through this socket; Redis they can reach themselves.
         let admin_path = admin_socket_path(&config);
-        let admin = crate::admin::bind_socket(&admin_path).map(|listener| {
-            tokio::spawn(crate::admin::serve_socket(
-                listener,
-                admin_path,
-                store.clone(),
-                app.clone(),
-                shutdown.clone(),
-            ))
-        });
+        let admin = (config.store.kind == StoreKind::Embedded)
+            .then(|| crate::admin::bind_socket(&admin_path))
+            .flatten()
+            .map(|listener| {
+                tokio::spawn(crate::admin::serve_socket(
+                    listener,
+                    admin_path,
+                    store.clone(),
+                    app.clone(),
+                    shutdown.clone(),
+                ))
+            });
 
         let router = api::router(app.clone());
         let http_stop = shutdown.clone();

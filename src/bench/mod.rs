@@ -10,6 +10,7 @@
 //! with SMPP the PDU encoding, the socket and the receipt parsing.
 
 mod load;
+pub mod redis_server;
 mod report;
 mod route;
 mod server;

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::memqueue::{Ready, ReadyQueues, Slot};
 use super::{
     Admission, ApiKeyRecord, InboundRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths,
-    Receipt, ReceiptState, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
+    Receipt, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
 };
 use crate::limits::{LimitDecision, decode_history, encode_history};
 use crate::model::{Class, Message, MessageId, Micros, Status, now_micros};
@@ -1277,10 +1277,7 @@ impl<'t> Writer<'t> {
                 m.parts_delivered += 1;
             } else {
                 m.parts_failed += 1;
-                m.error = Some(match &r.error_code {
-                    Some(code) => format!("{}: error {code}", receipt_word(r.state)),
-                    None => receipt_word(r.state).to_string(),
-                });
+                m.error = Some(r.error_text());
             }
             let parts = u32::try_from(m.smsc_message_ids.len().max(1)).unwrap_or(u32::MAX);
             if m.parts_delivered + m.parts_failed >= parts {
@@ -1460,15 +1457,4 @@ fn ready_entry(m: &Message, connector: &str) -> (Slot, Ready) {
             expires_at: m.expires_at,
         },
     )
-}
-
-fn receipt_word(state: ReceiptState) -> &'static str {
-    match state {
-        ReceiptState::Delivered => "delivered",
-        ReceiptState::Undeliverable => "undeliverable",
-        ReceiptState::Expired => "expired at the carrier",
-        ReceiptState::Rejected => "rejected by the carrier",
-        ReceiptState::Deleted => "deleted by the carrier",
-        ReceiptState::Unknown => "unknown final state",
-    }
 }

@@ -9,6 +9,7 @@
 
 pub mod embedded;
 mod memqueue;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::limits::LimitPolicy;
 use crate::model::{Message, MessageId, Micros};
 
+pub use self::redis::{RedisSettings, RedisStore, Role};
 pub use embedded::EmbeddedStore;
 
 /// Why a store operation failed. Callers answer 503: the request may be
@@ -233,6 +235,24 @@ pub struct Receipt {
     pub at: Micros,
 }
 
+impl Receipt {
+    /// What a failed part records as the message's error.
+    pub fn error_text(&self) -> String {
+        let word = match self.state {
+            ReceiptState::Delivered => "delivered",
+            ReceiptState::Undeliverable => "undeliverable",
+            ReceiptState::Expired => "expired at the carrier",
+            ReceiptState::Rejected => "rejected by the carrier",
+            ReceiptState::Deleted => "deleted by the carrier",
+            ReceiptState::Unknown => "unknown final state",
+        };
+        match &self.error_code {
+            Some(code) => format!("{word}: error {code}"),
+            None => word.to_string(),
+        }
+    }
+}
+
 /// Ready-queue depth per class (index = [`Class::index`]).
 pub type QueueDepths = [u64; 4];
 
@@ -263,6 +283,8 @@ pub struct MaintenanceReport {
     pub expired: Vec<Message>,
     /// Idempotency keys and unmatched receipts dropped for age.
     pub purged: usize,
+    /// Claims of nodes that stopped answering, queued again (Redis store).
+    pub reclaimed: usize,
 }
 
 /// The store contract. Every implementation passes the conformance suite.

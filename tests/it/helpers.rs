@@ -222,3 +222,49 @@ pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
 pub fn herald_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
 }
+
+/// A Redis for one test: its own `redis-server` on a free loopback port, or
+/// the Redis named by `HERALD_TEST_REDIS_URL` with a key prefix of its own.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+    pub server: Option<herald::bench::redis_server::RedisServer>,
+}
+
+impl TestRedis {
+    /// A Redis without persistence (or the shared one from the environment).
+    pub fn start() -> TestRedis {
+        if let Ok(url) = std::env::var("HERALD_TEST_REDIS_URL") {
+            return TestRedis {
+                url,
+                prefix: format!("t{}", herald::api::auth::random_hex(6).expect("rng")),
+                server: None,
+            };
+        }
+        Self::own(herald::bench::redis_server::Persistence::None)
+    }
+
+    /// Always a private server (tests that stop and restart it).
+    pub fn own(persistence: herald::bench::redis_server::Persistence) -> TestRedis {
+        let server = herald::bench::redis_server::RedisServer::start(persistence)
+            .unwrap_or_else(|e| panic!("this test needs Redis: {e}"));
+        TestRedis {
+            url: server.url(),
+            prefix: "herald".into(),
+            server: Some(server),
+        }
+    }
+
+    /// The server, for tests that stop or restart it.
+    pub fn server(&mut self) -> &mut herald::bench::redis_server::RedisServer {
+        self.server.as_mut().expect("a private redis-server")
+    }
+
+    /// `[store]` TOML for a gateway on this Redis.
+    pub fn store_toml(&self, node_id: &str) -> String {
+        format!(
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{}\"\nnode_id = \"{node_id}\"\nlease_timeout = \"2s\"\n",
+            self.url, self.prefix
+        )
+    }
+}

@@ -10,7 +10,7 @@ use herald::model::Micros;
 use herald::model::{Class, Encoding, Message, MessageId, Status, now_micros};
 use herald::store::{
     Admission, ApiKeyRecord, EmbeddedStore, InboundRecord, NewMessage, Outcome, Receipt,
-    ReceiptState, Store, WebhookEvent, WebhookResult,
+    ReceiptState, RedisSettings, RedisStore, Role, Store, WebhookEvent, WebhookResult,
 };
 
 /// Opens a store; `reopen` gives the same data after `close` (restart).
@@ -35,6 +35,33 @@ impl StoreFactory for Embedded {
 fn embedded() -> Embedded {
     Embedded {
         dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+struct Redis {
+    redis: crate::helpers::TestRedis,
+}
+
+#[async_trait]
+impl StoreFactory for Redis {
+    async fn open(&self) -> Arc<dyn Store> {
+        let settings = RedisSettings {
+            url: self.redis.url.clone(),
+            prefix: self.redis.prefix.clone(),
+            node_id: "conformance".into(),
+            lease: Duration::from_secs(10),
+        };
+        Arc::new(
+            RedisStore::open(&settings, Role::Node)
+                .await
+                .expect("open redis store"),
+        )
+    }
+}
+
+fn redis() -> Redis {
+    Redis {
+        redis: crate::helpers::TestRedis::start(),
     }
 }
 
@@ -138,7 +165,7 @@ macro_rules! conformance {
     };
 }
 
-conformance!(embedded);
+conformance!(embedded, redis);
 
 async fn admitted_messages_can_be_read_back(f: &dyn StoreFactory) {
     let store = f.open().await;

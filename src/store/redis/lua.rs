@@ -1,0 +1,53 @@
+//! The Lua scripts behind every multi-key operation of the Redis store.
+//!
+//! Each script is the shared prelude (`lua/common.lua`: key names, queue
+//! moves, receipts, gauges) followed by its own body, compiled into the
+//! binary. `redis::Script` runs them with EVALSHA and loads them again when
+//! a restarted Redis has forgotten them.
+
+use ::redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// Every script, hashed once at start.
+pub(super) struct Scripts {
+    pub admit: Script,
+    pub claim: Script,
+    pub record: Script,
+    pub receipts: Script,
+    pub maintain: Script,
+    pub release: Script,
+    pub gauges: Script,
+    pub inbound: Script,
+    pub claim_webhooks: Script,
+    pub finish_webhooks: Script,
+    pub create_key: Script,
+    pub revoke_key: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            admit: script!("admit.lua"),
+            claim: script!("claim.lua"),
+            record: script!("record.lua"),
+            receipts: script!("receipts.lua"),
+            maintain: script!("maintain.lua"),
+            release: script!("release.lua"),
+            gauges: script!("gauges.lua"),
+            inbound: script!("inbound.lua"),
+            claim_webhooks: script!("claim_webhooks.lua"),
+            finish_webhooks: script!("finish_webhooks.lua"),
+            create_key: script!("create_key.lua"),
+            revoke_key: script!("revoke_key.lua"),
+        }
+    }
+}

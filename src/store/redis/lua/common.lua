@@ -1,0 +1,129 @@
+-- Shared prelude of every Herald script (prepended at build time).
+--
+-- ARGV[1] is the key prefix including its hash tag (e.g. "{herald}"), so
+-- every key of one deployment lives in one Redis Cluster slot and a script
+-- may touch any of them. ARGV[2] is the caller's clock, microseconds since
+-- the epoch, as a decimal string.
+--
+-- Timestamps stay strings from end to end: Lua numbers are doubles, exact
+-- for integers below 2^53 (fine for comparisons), but converting a large
+-- one back to text may use an exponent and drop digits. So scripts compare
+-- timestamps numerically but only ever store the strings they were given.
+local P = ARGV[1]
+local NOW = ARGV[2]
+local DEPTH = P .. ':depth'
+local EXPIRY = P .. ':expiry'
+local DELAYED = P .. ':delayed'
+local WEBHOOKS = P .. ':webhooks'
+local WORK = P .. ':work'
+local SEC, HOUR, DAY = 1000000, 3600000000, 86400000000
+
+-- Connectors whose queues got work during this call; wake() publishes them.
+local woken = {}
+
+local function mkey(id) return P .. ':m:' .. id end
+local function qkey(conn, class) return P .. ':q:' .. conn .. ':' .. class end
+local function smsc_key(conn) return P .. ':smsc:' .. conn end
+local function early_key(conn) return P .. ':early:' .. conn end
+local function claimed_key(node) return P .. ':claimed:' .. node end
+
+-- "a\nb\nc" -> {"a", "b", "c"}
+local function split(s)
+  local out = {}
+  if s then
+    for part in string.gmatch(s, '[^\n]+') do out[#out + 1] = part end
+  end
+  return out
+end
+
+-- Where a message queues now: its connector, class, sequence, expiry, status.
+local function place(mk)
+  local f = redis.call('HMGET', mk, 'rt', 'ri', 'cl', 'sq', 'ex', 'st')
+  local route = split(f[1])
+  return route[(tonumber(f[2]) or 0) + 1], f[3], f[4], f[5], f[6]
+end
+
+-- Puts a message in the ready queue of its current connector.
+local function enqueue(id, mk)
+  local conn, class, seq, ex = place(mk)
+  if not conn then return false end
+  if redis.call('ZADD', qkey(conn, class), seq, id) == 1 then
+    redis.call('HINCRBY', DEPTH, class, 1)
+  end
+  redis.call('ZADD', EXPIRY, ex, id)
+  woken[conn] = true
+  return true
+end
+
+-- Takes a message out of its ready queue if it is (still) there.
+local function dequeue(id, mk)
+  local conn, class = place(mk)
+  if conn and redis.call('ZREM', qkey(conn, class), id) == 1 then
+    redis.call('HINCRBY', DEPTH, class, -1)
+  end
+  redis.call('ZREM', EXPIRY, id)
+end
+
+-- A final status: recorded, its status webhook queued, the record returned.
+local function finish(id, mk, status, at, finals)
+  redis.call('HSET', mk, 'st', status, 'da', at)
+  if redis.call('HGET', mk, 'cb') == '1' then
+    local member = 'm:' .. id
+    redis.call('ZADD', WEBHOOKS, NOW, member)
+    redis.call('HSET', P .. ':wh:' .. member, 'c', NOW, 'a', '0')
+  end
+  finals[#finals + 1] = redis.call('HGETALL', mk)
+end
+
+-- One delivery receipt; kept aside when its submit is not recorded yet.
+local function apply_receipt(conn, sid, delivered, err, at, finals)
+  local id = redis.call('HGET', smsc_key(conn), sid)
+  if not id then
+    redis.call('HSET', early_key(conn), sid, delivered .. '\n' .. at .. '\n' .. err)
+    redis.call('ZADD', P .. ':early_age', at, conn .. '\n' .. sid)
+    return
+  end
+  redis.call('HDEL', smsc_key(conn), sid)
+  local mk = mkey(id)
+  if redis.call('HGET', mk, 'st') ~= 'submitted' then return end
+  local pd, pf
+  if delivered == '1' then
+    pd = redis.call('HINCRBY', mk, 'pd', 1)
+    pf = tonumber(redis.call('HGET', mk, 'pf')) or 0
+  else
+    pf = redis.call('HINCRBY', mk, 'pf', 1)
+    pd = tonumber(redis.call('HGET', mk, 'pd')) or 0
+    redis.call('HSET', mk, 'er', err)
+  end
+  local parts = tonumber(redis.call('HGET', mk, 'np')) or 1
+  if pd + pf >= parts then
+    local status = 'failed'
+    if pf == 0 then status = 'delivered' end
+    finish(id, mk, status, at, finals)
+  end
+end
+
+-- Puts the claims of `node` that are still queued back in their queues.
+local function requeue_claims(node)
+  local n = 0
+  local key = claimed_key(node)
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local mk = mkey(id)
+    if redis.call('HGET', mk, 'st') == 'queued' and enqueue(id, mk) then n = n + 1 end
+  end
+  redis.call('DEL', key)
+  return n
+end
+
+local function wake()
+  for conn in pairs(woken) do redis.call('PUBLISH', WORK, conn) end
+end
+
+-- Ready depth per class, retries waiting, webhooks waiting.
+local function gauges()
+  local d = redis.call('HMGET', DEPTH, '0', '1', '2', '3')
+  return {
+    tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0, tonumber(d[4]) or 0,
+    redis.call('ZCARD', DELAYED), redis.call('ZCARD', WEBHOOKS),
+  }
+end

@@ -1,0 +1,2 @@
+-- Read only: the queue gauges.
+return gauges()
