@@ -297,6 +297,10 @@ pub struct ConnectorConfig {
     /// and tests).
     #[serde(default)]
     pub offline: Option<bool>,
+    /// sim: how long the carrier takes to answer each submit (a slow
+    /// submit_sm_resp); 0 = at once.
+    #[serde(default)]
+    pub submit_delay_ms: Option<u64>,
     /// smpp: carrier host.
     #[serde(default)]
     pub host: Option<String>,
@@ -391,6 +395,7 @@ fn validate_smpp(c: &ConnectorConfig, key: &dyn Fn(&str) -> String) -> Result<()
         ("delay_ms", c.delay_ms.is_some()),
         ("fail_rate", c.fail_rate.is_some()),
         ("offline", c.offline.is_some()),
+        ("submit_delay_ms", c.submit_delay_ms.is_some()),
     ] {
         if set {
             return Err(invalid(key(field), "does not apply to an smpp connector"));
@@ -553,6 +558,7 @@ impl ConnectorConfig {
             delay_ms: Some(5),
             fail_rate: Some(0.0),
             offline: None,
+            submit_delay_ms: None,
             host: None,
             port: None,
             system_id: None,
@@ -975,6 +981,9 @@ impl Config {
                     if c.delay_ms.is_some_and(|d| d > 3_600_000) {
                         return Err(invalid(key("delay_ms"), "must be at most 3600000"));
                     }
+                    if c.submit_delay_ms.is_some_and(|d| d > 600_000) {
+                        return Err(invalid(key("submit_delay_ms"), "must be at most 600000"));
+                    }
                 }
                 ConnectorKind::Smpp => validate_smpp(c, &key)?,
             }
@@ -1221,5 +1230,39 @@ mod tests {
     fn bad_region_is_refused() {
         let err = Config::from_toml("[messages]\ndefault_region = \"XX1\"").unwrap_err();
         assert!(err.to_string().contains("messages.default_region"), "{err}");
+    }
+
+    #[test]
+    fn redis_store_needs_a_redis_url() {
+        let err = Config::from_toml("[store]\nkind = \"redis\"").unwrap_err();
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let err = Config::from_toml("[store]\nkind = \"redis\"\nurl = \"http://x\"").unwrap_err();
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let ok = Config::from_toml(
+            "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nnode_id = \"a:8080\"",
+        )
+        .expect("valid");
+        assert_eq!(ok.store.prefix, "herald");
+        assert_eq!(ok.store.lease_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn redis_names_and_lease_are_checked() {
+        let base = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\n";
+        for (extra, key) in [
+            ("prefix = \"a b\"", "store.prefix"),
+            ("prefix = \"{x}\"", "store.prefix"),
+            ("node_id = \"\"", "store.node_id"),
+            ("lease_timeout = \"100ms\"", "store.lease_timeout"),
+        ] {
+            let err = Config::from_toml(&format!("{base}{extra}")).unwrap_err();
+            assert!(err.to_string().contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let err = Config::from_toml("[limits.otp]\nper_day = 1000000").unwrap_err();
+        assert!(err.to_string().contains("limits.otp.per_day"), "{err}");
     }
 }

@@ -135,6 +135,7 @@ impl Gateway {
                             delay: Duration::from_millis(c.delay_ms.unwrap_or(5)),
                             fail_rate: c.fail_rate.unwrap_or(0.0),
                             offline: c.offline.unwrap_or(false),
+                            submit_delay: Duration::from_millis(c.submit_delay_ms.unwrap_or(0)),
                         },
                         events_tx.clone(),
                         resume,

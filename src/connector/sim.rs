@@ -36,6 +36,8 @@ pub struct SimSettings {
     pub fail_rate: f64,
     /// Never ready: a carrier whose bind is down.
     pub offline: bool,
+    /// Time to answer each submit (a slow carrier).
+    pub submit_delay: Duration,
 }
 
 struct Pending {
@@ -57,8 +59,14 @@ impl SimConnector {
     /// Starts the carrier; its receipts go to `events`. `resume` lists carrier
     /// ids of earlier submits still awaiting a receipt.
     pub fn start(settings: SimSettings, events: EventSender, resume: Vec<String>) -> Arc<Self> {
-        // Ids start from the clock so they never repeat across restarts.
-        let base = u64::try_from(now_micros()).unwrap_or(0);
+        // Ids start at a random point so they repeat neither across
+        // restarts nor between nodes sharing a store (a clash would match a
+        // receipt to another node's message); the clock is the fallback.
+        let mut seed = [0u8; 8];
+        let base = match getrandom::fill(&mut seed) {
+            Ok(()) => u64::from_le_bytes(seed) >> 2,
+            Err(_) => u64::try_from(now_micros()).unwrap_or(0),
+        };
         let due = Instant::now() + settings.delay;
         let pending: VecDeque<Pending> = resume
             .into_iter()
@@ -181,6 +189,14 @@ impl Connector for SimConnector {
                 "simulated carrier is offline".into(),
             ));
         }
+        if !self.settings.submit_delay.is_zero() {
+            tokio::select! {
+                () = self.stop.cancelled() => {
+                    return Err(SubmitError::Temporary("connector stopped".into()));
+                }
+                () = tokio::time::sleep(self.settings.submit_delay) => {}
+            }
+        }
         let smsc_id = format!("sim-{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let was_empty = {
             let mut q = lock(&self.pending);
@@ -216,6 +232,7 @@ mod tests {
             delay: Duration::from_millis(5),
             fail_rate,
             offline: false,
+            submit_delay: Duration::ZERO,
         }
     }
 

@@ -12,6 +12,7 @@ mod interop;
 mod limits;
 mod openapi;
 mod priority;
+mod redis_store;
 mod scripts;
 mod smpp;
 mod smpp_faults;

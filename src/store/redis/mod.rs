@@ -886,6 +886,14 @@ impl Store for RedisStore {
     }
 }
 
+impl Drop for RedisStore {
+    /// Stops the heartbeat: a store dropped without `close` behaves like a
+    /// crashed node, whose claims the others take over after the lease.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
