@@ -62,31 +62,36 @@ impl TestApp {
         app
     }
 
-    /// Creates an API key through the running server's admin socket.
+    /// A gateway on `redis` as node `node`, with the defaults plus `extra`.
+    pub async fn spawn_on_redis(redis: &TestRedis, node: &str, extra: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, &format!("{}{extra}", redis.store_toml(node))).await
+    }
+
+    /// Creates an API key: through the running server's admin socket (the
+    /// embedded store is held by the server), or directly in Redis.
     pub async fn create_key(&self, name: &str, scopes: &str) -> String {
-        let unique = format!("{name}-{}", herald::api::auth::random_hex(4).expect("rng"));
-        match self
-            .admin(AdminRequest::ApiKeyCreate {
-                name: unique,
-                scopes: scopes.into(),
-            })
-            .await
-        {
-            AdminResponse::Ok(text) => text.lines().next().unwrap_or_default().to_string(),
-            AdminResponse::Err(e) => panic!("key not created: {e}"),
-        }
+        self.create_key_with_secret(name, scopes).await.0
     }
 
     /// Creates an API key and returns `(token, webhook secret)`.
     pub async fn create_key_with_secret(&self, name: &str, scopes: &str) -> (String, String) {
         let unique = format!("{name}-{}", herald::api::auth::random_hex(4).expect("rng"));
-        match self
-            .admin(AdminRequest::ApiKeyCreate {
-                name: unique,
-                scopes: scopes.into(),
-            })
-            .await
-        {
+        let request = AdminRequest::ApiKeyCreate {
+            name: unique,
+            scopes: scopes.into(),
+        };
+        let response = if self.config.store.kind == herald::config::StoreKind::Redis {
+            let store = herald::server::open_store(&self.config, herald::store::Role::Client)
+                .await
+                .expect("open redis store");
+            let r = herald::admin::execute(&*store, &request).await;
+            store.close().await;
+            r
+        } else {
+            self.admin(request).await
+        };
+        match response {
             AdminResponse::Ok(text) => {
                 let mut lines = text.lines();
                 let token = lines.next().unwrap_or_default().to_string();
@@ -211,10 +216,13 @@ pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
     } else {
         "[scripts]\nenabled = false\n"
     };
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{connectors}\n{scripts}{extra}",
-        db.display()
-    );
+    // A test that configures its own [store] (Redis) keeps it.
+    let store = if extra.contains("[store]") {
+        String::new()
+    } else {
+        format!("[store]\npath = \"{}\"\n", db.display())
+    };
+    let text = format!("[http]\nlisten = \"127.0.0.1:0\"\n{store}{connectors}\n{scripts}{extra}");
     Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 

@@ -12,6 +12,7 @@ mod interop;
 mod limits;
 mod openapi;
 mod priority;
+mod redis_gateway;
 mod redis_store;
 mod scripts;
 mod smpp;

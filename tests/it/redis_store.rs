@@ -65,7 +65,10 @@ async fn two_nodes_never_claim_the_same_message() {
     };
     let (from_a, from_b) = (drain(a.clone()), drain(b.clone()));
     let (from_a, from_b) = (from_a.await.expect("join"), from_b.await.expect("join"));
-    assert!(!from_a.is_empty() && !from_b.is_empty(), "both nodes worked");
+    assert!(
+        !from_a.is_empty() && !from_b.is_empty(),
+        "both nodes worked"
+    );
     let mut seen = HashSet::new();
     for id in from_a.iter().chain(&from_b) {
         assert!(seen.insert(*id), "{id} claimed twice");
@@ -160,7 +163,10 @@ async fn a_dead_nodes_claims_are_taken_over_after_its_lease() {
     let started = Instant::now();
     let mut reclaimed = 0;
     while reclaimed == 0 {
-        assert!(started.elapsed() < Duration::from_secs(5), "never taken over");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never taken over"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         reclaimed = b
             .maintain(now_micros(), Duration::from_secs(3600))
