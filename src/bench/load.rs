@@ -84,24 +84,28 @@ async fn post(
     Ok(v)
 }
 
-/// Sum of a counter family in the server's metrics.
+/// Sum of a counter family in the servers' metrics, over every node.
 async fn counter(
     client: &reqwest::Client,
     server: &BenchServer,
     name: &str,
 ) -> anyhow::Result<u64> {
-    let text = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum())
+    let mut sum = 0;
+    for base in &server.bases {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum::<u64>();
+    }
+    Ok(sum)
 }
 
 /// Waits until `n` messages have a delivered receipt; returns when.
@@ -138,10 +142,10 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
     let next = Arc::new(AtomicU32::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
+    for c in 0..args.concurrency {
         let client = client.clone();
         let next = next.clone();
-        let base = server.base.clone();
+        let base = server.base_for(c).to_string();
         let key = server.key.clone();
         let template = template.clone();
         tasks.push(tokio::spawn(async move {
@@ -189,6 +193,8 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
         script_calls: None,
+        store_calls: None,
+        store: super::report::StoreInfo::of(args, &server),
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
@@ -210,10 +216,10 @@ async fn send_batches(
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..parallel {
+    for c in 0..parallel {
         let client = client.clone();
         let next = next.clone();
-        let base = server.base.clone();
+        let base = server.base_for(c).to_string();
         let key = server.key.clone();
         let template = template.map(str::to_string);
         tasks.push(tokio::spawn(async move {
@@ -294,6 +300,8 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
         script_calls: None,
+        store_calls: None,
+        store: super::report::StoreInfo::of(args, &server),
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),
@@ -388,6 +396,8 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
         admission_latency: Some(Latency::of(&mut admission)),
         head_of_line: Some(Latency::of(&mut hol)),
         script_calls: None,
+        store_calls: None,
+        store: super::report::StoreInfo::of(args, &server),
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
         data_mib: server.data_mib(),

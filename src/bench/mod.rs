@@ -9,6 +9,7 @@
 //! everything a real deployment pays: HTTP, JSON, auth, durable commits, and
 //! with SMPP the PDU encoding, the socket and the receipt parsing.
 
+mod limits;
 mod load;
 pub mod redis_server;
 mod report;
@@ -26,13 +27,32 @@ pub use report::{Report, Summary};
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Which scenarios to run: all, single, batch, hol, route (in-process
-    /// script calls; not part of all).
+    /// script calls) and limits (in-process store limit checks); the last
+    /// two are not part of all.
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Carrier: `sim` (in-process) or `smpp` (TCP to a `herald smsc-sim`
     /// child; in `hol` the cap is the connector's `tps`).
     #[arg(long, default_value = "sim")]
     pub connector: String,
+    /// Store of the servers: `embedded` or `redis` (a private redis-server
+    /// child with an append-only file, unless --redis-url names one).
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// Servers sharing the workload (needs --store redis); clients spread
+    /// over them.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Use this Redis instead of starting one (keys get a per-run prefix).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// AOF fsync policy of the private Redis: `always` (nothing acknowledged
+    /// is lost even if Redis crashes), `everysec` or `off`.
+    #[arg(long, default_value = "always")]
+    pub redis_fsync: String,
+    /// Store calls measured in the `limits` scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub limit_calls: u32,
     /// Messages sent as single POSTs in the `single` scenario.
     #[arg(long, default_value_t = 50_000)]
     pub single_messages: u32,
@@ -82,6 +102,7 @@ pub struct BenchArgs {
 /// When a server cannot be started or a scenario cannot complete.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server::Carrier::parse(&args.connector)?;
+    server::StoreChoice::parse(&args.store)?;
     let wanted: Vec<&str> = if args.scenario == "all" {
         vec!["single", "batch", "hol"]
     } else {
@@ -94,7 +115,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "batch" => load::batches(&args).await?,
             "hol" => load::head_of_line(&args).await?,
             "route" => route::route_calls(&args)?,
-            other => anyhow::bail!("unknown scenario '{other}' (single, batch, hol, route)"),
+            "limits" => limits::limit_calls(&args).await?,
+            other => {
+                anyhow::bail!("unknown scenario '{other}' (single, batch, hol, route, limits)")
+            }
         };
         println!("{}", summary.text());
         report.push(summary);

@@ -71,6 +71,13 @@ pub struct Summary {
     /// In-process script calls, by kind (`route`, `on_submit`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_calls: Option<std::collections::BTreeMap<String, Latency>>,
+    /// In-process store calls, by kind (`limits` scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_calls: Option<std::collections::BTreeMap<String, Latency>>,
+    /// Which store, how many nodes (absent for in-process scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreInfo>,
+    /// Peak RSS of the server (summed over nodes).
     pub peak_rss_mib: f64,
     /// Peak RSS of the `herald smsc-sim` process (SMPP runs only).
     #[serde(skip_serializing_if = "is_zero")]
@@ -101,6 +108,10 @@ impl Summary {
                 self.smsc_peak_rss_mib
             ));
         }
+        if let Some(store) = &self.store {
+            s.push('\n');
+            s.push_str(&store.text());
+        }
         if let Some(r) = self.accept_per_sec {
             s.push_str(&format!("\n   accepted:          {r:>10.0} msg/s"));
         }
@@ -121,6 +132,12 @@ impl Summary {
                 l.p50_ms, l.p99_ms, l.max_ms, l.samples
             ));
         }
+        for (call, l) in self.store_calls.iter().flatten() {
+            s.push_str(&format!(
+                "\n   {call}: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} calls)",
+                l.p50_ms, l.p99_ms, l.max_ms, l.samples
+            ));
+        }
         for (call, l) in self.script_calls.iter().flatten() {
             s.push_str(&format!(
                 "\n   {call}: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs  ({} calls)",
@@ -128,6 +145,49 @@ impl Summary {
                 l.p99_ms * 1000.0,
                 l.max_ms * 1000.0,
                 l.samples
+            ));
+        }
+        s
+    }
+}
+
+/// The store a scenario ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreInfo {
+    /// `embedded` or `redis`.
+    pub kind: String,
+    pub nodes: usize,
+    /// AOF fsync policy of the private Redis (`always`, `everysec`, `off`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_fsync: Option<String>,
+    /// Peak RSS of the private `redis-server`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redis_peak_rss_mib: f64,
+}
+
+impl StoreInfo {
+    pub(super) fn of(args: &super::BenchArgs, server: &super::server::BenchServer) -> Option<Self> {
+        let redis = args.store == "redis";
+        Some(StoreInfo {
+            kind: args.store.clone(),
+            nodes: args.nodes,
+            redis_fsync: (redis && args.redis_url.is_none()).then(|| args.redis_fsync.clone()),
+            redis_peak_rss_mib: server.redis_peak_rss_mib(),
+        })
+    }
+
+    fn text(&self) -> String {
+        let mut s = format!("   store: {}", self.kind);
+        if self.nodes > 1 {
+            s.push_str(&format!(", {} nodes", self.nodes));
+        }
+        if let Some(f) = &self.redis_fsync {
+            s.push_str(&format!(" (appendfsync {f})"));
+        }
+        if self.redis_peak_rss_mib > 0.0 {
+            s.push_str(&format!(
+                "   redis-server peak RSS: {:.0} MiB",
+                self.redis_peak_rss_mib
             ));
         }
         s

@@ -125,6 +125,8 @@ pub fn route_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         admission_latency: None,
         head_of_line: None,
         script_calls: Some(calls),
+        store_calls: None,
+        store: None,
         // In process: no carrier at all.
         connector: String::new(),
         peak_rss_mib: 0.0,

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, bail};
 
 use super::BenchArgs;
+use super::redis_server::{Persistence, RedisServer};
 
 /// The carrier a scenario's server submits to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,21 +64,62 @@ fn announced(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
     }
 }
 
-/// A running server (and its SMSC), killed on drop.
+/// The store the scenario's servers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChoice {
+    Embedded,
+    Redis,
+}
+
+impl StoreChoice {
+    /// Parses `--store`.
+    ///
+    /// # Errors
+    /// When the name is neither `embedded` nor `redis`.
+    pub fn parse(name: &str) -> anyhow::Result<StoreChoice> {
+        match name {
+            "embedded" => Ok(StoreChoice::Embedded),
+            "redis" => Ok(StoreChoice::Redis),
+            other => bail!("unknown store '{other}' (embedded, redis)"),
+        }
+    }
+}
+
+/// The Redis of a scenario: a private child process, or one given by URL.
+enum BenchRedis {
+    Own(RedisServer),
+    External(String),
+}
+
+impl BenchRedis {
+    fn url(&self) -> String {
+        match self {
+            BenchRedis::Own(r) => r.url(),
+            BenchRedis::External(url) => url.clone(),
+        }
+    }
+}
+
+/// The running servers of a scenario (one or more nodes, their SMSC and
+/// Redis), killed on drop.
 pub struct BenchServer {
-    // Field order is drop order: the server goes before its SMSC.
-    child: Process,
+    // Field order is drop order: the nodes go before their SMSC and Redis.
+    nodes: Vec<Process>,
     smsc: Option<Process>,
+    redis: Option<BenchRedis>,
+    /// The first node's API.
     pub base: String,
+    /// Every node's API; load is spread over them.
+    pub bases: Vec<String>,
     pub key: String,
     dir: Option<tempfile::TempDir>,
 }
 
 impl BenchServer {
-    /// Starts a server whose carrier is capped at `tps` (0 = no cap), with a
-    /// window of `window` outstanding submits, running the scripts and
-    /// templates of `scripts` (a directory holding `scripts/` and
-    /// `templates/`), or none.
+    /// Starts `--nodes` servers whose carrier is capped at `tps` (0 = no
+    /// cap), with a window of `window` outstanding submits, running the
+    /// scripts and templates of `scripts` (a directory holding `scripts/`
+    /// and `templates/`), or none.
     pub fn start(
         args: &BenchArgs,
         tps: u32,
@@ -85,6 +127,10 @@ impl BenchServer {
         scripts: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let carrier = Carrier::parse(&args.connector)?;
+        let store = StoreChoice::parse(&args.store)?;
+        if args.nodes == 0 || (args.nodes > 1 && store != StoreChoice::Redis) {
+            bail!("--nodes above 1 needs --store redis (nodes share the store)");
+        }
         let dir = tempfile::Builder::new()
             .prefix("herald-bench-")
             .tempdir()
@@ -120,7 +166,21 @@ impl BenchServer {
                 )
             }
         };
-        let config = dir.path().join("herald.toml");
+        let redis = match (store, &args.redis_url) {
+            (StoreChoice::Embedded, _) => None,
+            (StoreChoice::Redis, Some(url)) => Some(BenchRedis::External(url.clone())),
+            (StoreChoice::Redis, None) => {
+                let persistence = match args.redis_fsync.as_str() {
+                    "always" => Persistence::AofAlways,
+                    "everysec" => Persistence::AofEverySec,
+                    "off" => Persistence::None,
+                    other => bail!("unknown --redis-fsync '{other}' (always, everysec, off)"),
+                };
+                Some(BenchRedis::Own(RedisServer::start(persistence)?))
+            }
+        };
+        // Each run gets its own key prefix, so an external Redis can be reused.
+        let prefix = format!("bench{}", std::process::id());
         let scripts = match scripts {
             None => "[scripts]\nenabled = false\n".to_string(),
             Some(d) => {
@@ -132,28 +192,46 @@ impl BenchServer {
                 )
             }
         };
-        std::fs::write(
-            &config,
-            format!(
-                "[http]\nlisten = \"127.0.0.1:0\"\n\
-                 [store]\npath = \"{}\"\n\
-                 [log]\nlevel = \"warn\"\n\
-                 {scripts}\
-                 {connector}",
-                dir.path().join("data/herald.db").display()
-            ),
-        )?;
-        let key = create_key(&exe, &config)?;
-        let mut child = Command::new(&exe)
-            .arg("serve")
-            .env("HERALD_CONFIG", &config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawn herald serve")?;
-        let addr = announced(&mut child, "herald listening on ");
-        let child = Process(child);
-        let base = format!("http://{}", addr?);
+        let mut configs = Vec::new();
+        for n in 0..args.nodes {
+            let store_toml = match &redis {
+                None => format!(
+                    "[store]\npath = \"{}\"\n",
+                    dir.path().join("data/herald.db").display()
+                ),
+                Some(r) => format!(
+                    "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nnode_id = \"bench-{n}\"\n",
+                    r.url()
+                ),
+            };
+            let config = dir.path().join(format!("herald-{n}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:0\"\n\
+                     {store_toml}\
+                     [log]\nlevel = \"warn\"\n\
+                     {scripts}\
+                     {connector}"
+                ),
+            )?;
+            configs.push(config);
+        }
+        let key = create_key(&exe, &configs[0])?;
+        let mut nodes = Vec::new();
+        let mut bases = Vec::new();
+        for config in &configs {
+            let mut child = Command::new(&exe)
+                .arg("serve")
+                .env("HERALD_CONFIG", config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("spawn herald serve")?;
+            let addr = announced(&mut child, "herald listening on ");
+            nodes.push(Process(child));
+            bases.push(format!("http://{}", addr?));
+        }
         let dir = if args.keep_data {
             eprintln!("bench data kept in {}", dir.keep().display());
             None
@@ -161,17 +239,24 @@ impl BenchServer {
             Some(dir)
         };
         Ok(BenchServer {
-            child,
+            nodes,
             smsc,
-            base,
+            redis,
+            base: bases[0].clone(),
+            bases,
             key,
             dir,
         })
     }
 
-    /// Peak resident memory of the server so far, in MiB.
+    /// The API the `i`-th client talks to: clients spread over the nodes.
+    pub fn base_for(&self, i: usize) -> &str {
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// Peak resident memory of the servers so far (summed over nodes), in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        peak_rss_mib(self.child.0.id())
+        self.nodes.iter().map(|n| peak_rss_mib(n.0.id())).sum()
     }
 
     /// Peak resident memory of the SMSC simulator, in MiB (0 without one).
@@ -179,12 +264,33 @@ impl BenchServer {
         self.smsc.as_ref().map_or(0.0, |s| peak_rss_mib(s.0.id()))
     }
 
-    /// Size of the data directory, in MiB.
-    pub fn data_mib(&self) -> f64 {
-        self.dir.as_ref().map_or(0.0, |d| {
-            dir_size(&d.path().join("data")) as f64 / (1024.0 * 1024.0)
-        })
+    /// Peak resident memory of the private Redis, in MiB (0 without one).
+    pub fn redis_peak_rss_mib(&self) -> f64 {
+        match &self.redis {
+            Some(BenchRedis::Own(r)) => r.pid().map_or(0.0, peak_rss_mib),
+            _ => 0.0,
+        }
     }
+
+    /// Size of the data directory (the embedded store, or the private
+    /// Redis's append-only file), in MiB.
+    pub fn data_mib(&self) -> f64 {
+        let bytes = match &self.redis {
+            Some(BenchRedis::Own(r)) => dir_size_deep(r.dir()),
+            Some(BenchRedis::External(_)) => 0,
+            None => self
+                .dir
+                .as_ref()
+                .map_or(0, |d| dir_size(&d.path().join("data"))),
+        };
+        bytes as f64 / (1024.0 * 1024.0)
+    }
+}
+
+/// Bytes under `path`, one level of subdirectories deep (Redis keeps its
+/// append-only files in `appendonlydir/`).
+fn dir_size_deep(path: &Path) -> u64 {
+    dir_size(path) + dir_size(&path.join("appendonlydir"))
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {

@@ -1,0 +1,170 @@
+//! `limits`: what a per-recipient limit check costs in the store, in process
+//! (no HTTP), call by call from 64 concurrent tasks: admissions that pass
+//! the check (check, consume and store in one atomic operation) and
+//! admissions the check refuses (the check alone).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::BenchArgs;
+use super::redis_server::{Persistence, RedisServer};
+use super::report::{Latency, StoreInfo, Summary};
+use super::server::StoreChoice;
+use crate::limits::LimitPolicy;
+use crate::model::{Class, Encoding, Message, MessageId, Status, now_micros};
+use crate::store::{Admission, EmbeddedStore, NewMessage, RedisSettings, RedisStore, Role, Store};
+use crate::text::test_number;
+
+const TASKS: u32 = 64;
+/// Distinct recipients: each gets `per_hour` allowed sends, then refusals.
+const RECIPIENTS: u32 = 500;
+
+fn message(to: String, at: i64) -> Message {
+    Message {
+        id: MessageId::generate(),
+        to,
+        from: None,
+        body: "Herald limit benchmark".into(),
+        class: Class::Transactional,
+        encoding: Encoding::Gsm7,
+        segments: 1,
+        status: Status::Queued,
+        route: vec!["sim".into()],
+        route_index: 0,
+        connector: None,
+        smsc_message_ids: Vec::new(),
+        parts_delivered: 0,
+        parts_failed: 0,
+        error: None,
+        created_at: at,
+        submitted_at: None,
+        done_at: None,
+        expires_at: at + 3_600_000_000,
+        attempts: 0,
+        seq: 0,
+        callback_url: None,
+        owner: "bench".into(),
+        idempotency_key: None,
+        tags: Vec::new(),
+    }
+}
+
+/// Runs `calls` limited admissions over [`RECIPIENTS`] recipients from
+/// [`TASKS`] tasks; returns the latencies of allowed and refused calls.
+async fn run(store: Arc<dyn Store>, calls: u32) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    let policy = LimitPolicy::default_for(Class::Transactional);
+    let next = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let store = store.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut allowed, mut refused) = (Vec::new(), Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= calls {
+                    return Ok::<_, anyhow::Error>((allowed, refused));
+                }
+                let to = test_number(i % RECIPIENTS).to_string();
+                let item = NewMessage {
+                    limit: Some(policy),
+                    ..NewMessage::plain(message(to, now_micros()))
+                };
+                let t = Instant::now();
+                let outcome = store.admit(vec![item]).await?;
+                let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match outcome.first() {
+                    Some(Admission::Created(_)) => allowed.push(micros),
+                    Some(Admission::RateLimited { .. }) => refused.push(micros),
+                    other => bail!("unexpected admission {other:?}"),
+                }
+            }
+        }));
+    }
+    let (mut allowed, mut refused) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, r) = t.await.context("limit task")??;
+        allowed.extend(a);
+        refused.extend(r);
+    }
+    Ok((allowed, refused))
+}
+
+/// The `limits` scenario on `--store`.
+pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let mut redis = None;
+    let store: Arc<dyn Store> = match StoreChoice::parse(&args.store)? {
+        StoreChoice::Embedded => Arc::new(EmbeddedStore::open(
+            &dir.path().join("limits.db"),
+            64 << 20,
+        )?),
+        StoreChoice::Redis => {
+            let url = match &args.redis_url {
+                Some(url) => url.clone(),
+                None => {
+                    let persistence = match args.redis_fsync.as_str() {
+                        "always" => Persistence::AofAlways,
+                        "everysec" => Persistence::AofEverySec,
+                        _ => Persistence::None,
+                    };
+                    let server = RedisServer::start(persistence)?;
+                    let url = server.url();
+                    redis = Some(server);
+                    url
+                }
+            };
+            let settings = RedisSettings {
+                url,
+                prefix: format!("benchlimits{}", std::process::id()),
+                node_id: "bench-limits".into(),
+                lease: Duration::from_secs(10),
+            };
+            Arc::new(RedisStore::open(&settings, Role::Node).await?)
+        }
+    };
+    let (mut allowed, mut refused) = run(store.clone(), args.limit_calls).await?;
+    store.close().await;
+    let mut calls = BTreeMap::new();
+    calls.insert(
+        "allowed (check + consume + store)".to_string(),
+        Latency::of(&mut allowed),
+    );
+    calls.insert(
+        "refused (check only)".to_string(),
+        Latency::of(&mut refused),
+    );
+    let summary = Summary {
+        scenario: "limits".into(),
+        description: format!(
+            "in-process limited admissions (transactional, 30/hour) over {RECIPIENTS} recipients, {TASKS} concurrent tasks"
+        ),
+        connector: String::new(),
+        messages: u64::from(args.limit_calls),
+        accept_to_receipt_per_sec: None,
+        accept_per_sec: None,
+        admission_latency: None,
+        head_of_line: None,
+        script_calls: None,
+        store_calls: Some(calls),
+        store: Some(StoreInfo {
+            kind: args.store.clone(),
+            nodes: 1,
+            redis_fsync: (args.store == "redis" && args.redis_url.is_none())
+                .then(|| args.redis_fsync.clone()),
+            redis_peak_rss_mib: 0.0,
+        }),
+        peak_rss_mib: 0.0,
+        smsc_peak_rss_mib: 0.0,
+        data_mib: 0.0,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    // The private Redis (if any) lives until the store is closed.
+    drop(redis);
+    Ok(summary)
+}
