@@ -85,6 +85,11 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Largest body accepted by `POST /v1/messages/batch`.
     pub max_batch_body_bytes: usize,
+    /// Bytes of batch bodies being read and admitted at once (each batch
+    /// counts its `Content-Length`, or `max_batch_body_bytes` without one).
+    /// A batch that does not fit is answered 503 with `Retry-After` before
+    /// its body is read: this bounds the memory batches can take.
+    pub max_batch_bytes_in_flight: usize,
     /// Most requests served at once; beyond it callers get 503 rather than
     /// an ever-growing queue.
     pub max_concurrent_requests: usize,
@@ -99,6 +104,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             max_batch_body_bytes: 32 * 1024 * 1024,
+            max_batch_bytes_in_flight: 64 * 1024 * 1024,
             max_concurrent_requests: 4096,
             request_timeout: Duration::from_secs(30),
         }
@@ -754,6 +760,12 @@ impl Config {
             return Err(invalid(
                 "http.max_batch_body_bytes",
                 "must be at least http.max_body_bytes",
+            ));
+        }
+        if self.http.max_batch_bytes_in_flight < self.http.max_batch_body_bytes {
+            return Err(invalid(
+                "http.max_batch_bytes_in_flight",
+                "must be at least http.max_batch_body_bytes (or no largest batch could ever run)",
             ));
         }
         if self.http.max_concurrent_requests == 0 {

@@ -186,6 +186,19 @@ impl TestApp {
             .expect("text")
     }
 
+    /// Begins a graceful shutdown without waiting for it (requests in flight
+    /// go on; see [`TestApp::stop`]).
+    pub fn begin_stop(&self) {
+        if let Some(g) = &self.gateway {
+            g.shutdown();
+        }
+    }
+
+    /// `host:port` of the API.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
     /// Graceful shutdown; returns the data dir for a restart.
     pub async fn stop(mut self) -> TempDir {
         if let Some(g) = self.gateway.take() {
@@ -211,8 +224,21 @@ pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
     } else {
         "[scripts]\nenabled = false\n"
     };
+    // An `[http]` table in `extra` gets the listen address; TOML tables
+    // cannot be opened twice.
+    let (http, extra) = if extra.contains("[http]\n") {
+        (
+            String::new(),
+            extra.replacen("[http]\n", "[http]\nlisten = \"127.0.0.1:0\"\n", 1),
+        )
+    } else {
+        (
+            "[http]\nlisten = \"127.0.0.1:0\"\n".to_string(),
+            extra.to_string(),
+        )
+    };
     let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{connectors}\n{scripts}{extra}",
+        "{http}[store]\npath = \"{}\"\n{connectors}\n{scripts}{extra}",
         db.display()
     );
     Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
@@ -221,4 +247,90 @@ pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
 /// Path of the built `herald` binary.
 pub fn herald_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}
+
+/// An HTTP/1.1 request written by hand on its own connection, so a test can
+/// stop in the middle of the body (a slow or stalled client).
+pub struct RawRequest {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawRequest {
+    /// Connects to `addr` and writes the head of a `method path` request
+    /// with `headers` (each `Name: value`) and then `body_start`.
+    pub async fn start(
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body_start: &[u8],
+    ) -> RawRequest {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        stream.write_all(body_start).await.expect("write body");
+        stream.flush().await.expect("flush");
+        RawRequest { stream }
+    }
+
+    /// Writes more of the body.
+    pub async fn send(&mut self, more: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(more).await.expect("write body");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// Reads the response: status, headers (lower-case names) and JSON body.
+    pub async fn response(mut self, limit: Duration) -> (u16, Vec<(String, String)>, Value) {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let n = self.stream.read(&mut chunk).await.expect("read");
+                assert!(
+                    n > 0,
+                    "connection closed before a response: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.lines();
+            let status: u16 = lines
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|s| s.parse().ok())
+                .expect("status line");
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("content-length");
+            while buf.len() < head_end + length {
+                let n = self.stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "connection closed inside the body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+                .unwrap_or_else(|e| panic!("body is not JSON ({e}): {head}"));
+            (status, headers, body)
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .expect("response in time")
+    }
 }
