@@ -152,3 +152,68 @@ fn sigterm(pid: i32) {
         .expect("kill");
     assert!(status.success());
 }
+
+#[test]
+fn connector_keys_are_overridden_from_the_environment_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(
+        dir.path(),
+        "[[connectors]]\nname = \"carrier-a\"\nkind = \"sim\"\n",
+    );
+    // Without the override the connector is ready…
+    let ready = |envs: &[(&str, &str)]| -> (u16, String) {
+        let mut child = Command::new(herald_bin())
+            .arg("serve")
+            .env("HERALD_CONFIG", &config)
+            .env("HERALD__HTTP__LISTEN", "127.0.0.1:0")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("herald listening on ")
+            .map(str::to_string);
+        let answer = addr.map(|addr| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let r = reqwest::get(format!("http://{addr}/readyz"))
+                    .await
+                    .expect("readyz");
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        answer.unwrap_or_else(|| panic!("server did not start: {line:?}"))
+    };
+    assert_eq!(ready(&[]).0, 200);
+    // …and `HERALD__CONNECTORS__<name>__<KEY>` reaches it (`-` written `_`).
+    let (status, body) = ready(&[("HERALD__CONNECTORS__CARRIER_A__OFFLINE", "true")]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no connector is ready"), "{body}");
+    // A wrong value stops start-up naming the entry, the key and the variable.
+    let out = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD__CONNECTORS__0__WINDOW", "0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connectors[0].window"), "{err}");
+    let out = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD__CONNECTORS__CARRIER_B__TPS", "5")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HERALD__CONNECTORS__CARRIER_B__TPS"), "{err}");
+}
