@@ -397,6 +397,118 @@ async fn templates_are_hot_reloaded_too() {
     .await;
 }
 
+/// A gateway whose `[scripts]` point at `scripts` and `templates` under its
+/// data dir, set up by `prepare` (which may leave them missing).
+async fn spawn_with_layout(prepare: impl FnOnce(&Path)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    prepare(dir.path());
+    let scripts = format!(
+        "[scripts]\ndir = \"{}\"\ntemplates_dir = \"{}\"\ndebounce = \"50ms\"\n",
+        dir.path().join("scripts").display(),
+        dir.path().join("templates").display()
+    );
+    TestApp::spawn_in(dir, &format!("{scripts}{TWO_CARRIERS}")).await
+}
+
+async fn routes_to(app: &TestApp, n: u32, want: &str) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("routes to {want}"),
+        || async {
+            let v = app.send(json!({"to": number(n), "body": "reload"})).await;
+            connector_of(app, &v).await == want
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hot_reload_survives_the_scripts_directory_being_replaced() {
+    let app = spawn_with_scripts(
+        &[("scripts/route.rhai", r#"fn route(msg) { "uk" }"#)],
+        TWO_CARRIERS,
+    )
+    .await;
+    routes_to(&app, 50, "uk").await;
+    // Deploy a new version the atomic way: build it aside, swap it in.
+    let root = app.dir.path();
+    std::fs::create_dir(root.join("scripts.new")).expect("dir");
+    std::fs::write(
+        root.join("scripts.new/route.rhai"),
+        r#"fn route(msg) { "us" }"#,
+    )
+    .expect("write");
+    std::fs::rename(root.join("scripts"), root.join("scripts.old")).expect("mv old");
+    std::fs::rename(root.join("scripts.new"), root.join("scripts")).expect("mv new");
+    routes_to(&app, 51, "us").await;
+    // Edits in the new directory are seen too…
+    write(&app, "scripts/route.rhai", r#"fn route(msg) { "uk" }"#);
+    routes_to(&app, 52, "uk").await;
+    // …and the old one is no longer what serves.
+    std::fs::write(
+        root.join("scripts.old/route.rhai"),
+        r#"fn route(msg) { throw "old"; }"#,
+    )
+    .expect("write");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = app.send(json!({"to": number(58), "body": "x"})).await;
+    assert_eq!(connector_of(&app, &v).await, "uk");
+    assert!(!app.metrics().await.contains("herald_script_errors_total{"));
+}
+
+#[tokio::test]
+async fn hot_reload_follows_a_symlink_swap() {
+    let app = spawn_with_layout(|root| {
+        for (v, to) in [("v1", "uk"), ("v2", "us")] {
+            std::fs::create_dir(root.join(v)).expect("dir");
+            std::fs::write(
+                root.join(v).join("route.rhai"),
+                format!("fn route(msg) {{ \"{to}\" }}"),
+            )
+            .expect("write");
+        }
+        std::os::unix::fs::symlink(root.join("v1"), root.join("scripts")).expect("link");
+    })
+    .await;
+    routes_to(&app, 53, "uk").await;
+    let root = app.dir.path();
+    std::os::unix::fs::symlink(root.join("v2"), root.join("scripts.tmp")).expect("link");
+    std::fs::rename(root.join("scripts.tmp"), root.join("scripts")).expect("swap");
+    routes_to(&app, 54, "us").await;
+}
+
+#[tokio::test]
+async fn a_scripts_directory_created_after_start_is_picked_up() {
+    let app = spawn_with_layout(|_| {}).await;
+    assert_eq!(
+        connector_of(
+            &app,
+            &app.send(json!({"to": number(55), "body": "x"})).await
+        )
+        .await,
+        "uk"
+    );
+    let root = app.dir.path();
+    std::fs::create_dir(root.join("scripts")).expect("dir");
+    std::fs::write(root.join("scripts/route.rhai"), r#"fn route(msg) { "us" }"#).expect("write");
+    routes_to(&app, 56, "us").await;
+    std::fs::create_dir(root.join("templates")).expect("dir");
+    std::fs::write(root.join("templates/hi.rhai"), "`Hi ${name}`").expect("write");
+    eventually(
+        Duration::from_secs(15),
+        "the new template serves",
+        || async {
+            post(
+                &app,
+                json!({"to": number(57), "template": "hi", "vars": {"name": "Ann"}}),
+            )
+            .await
+            .0 == 202
+        },
+    )
+    .await;
+}
+
 /// One script with every hostile behaviour, chosen by tag.
 const HOSTILE: &str = r#"
 fn deeper(n) { deeper(n + 1) }
