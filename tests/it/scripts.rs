@@ -111,6 +111,79 @@ async fn failover_skips_a_connector_that_is_down() {
     );
 }
 
+/// An `smpp` connector to the simulator `sim`.
+fn smpp_to(name: &str, sim: &herald::smsc_sim::SmscSim) -> String {
+    format!(
+        "[[connectors]]\nname = \"{name}\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         system_id = \"herald\"\npassword = \"pw\"\nwindow = 8\nreconnect_min = \"20ms\"\n\
+         reconnect_max = \"200ms\"\n",
+        sim.local_addr().port()
+    )
+}
+
+#[tokio::test]
+async fn a_permanent_submit_error_on_the_primary_fails_the_message_over_to_the_backup() {
+    use herald::smsc_sim::{SimConfig, SmscSim};
+    let sim = |_| async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        SmscSim::start(
+            listener,
+            SimConfig {
+                dlr_delay: Duration::from_millis(5),
+                ..SimConfig::default()
+            },
+        )
+        .await
+    };
+    let (primary, backup) = (sim(0).await, sim(1).await);
+    // Up and bound, but it refuses every destination (ESME_RINVDSTADR).
+    primary.set_reject_submits(true);
+    let app = spawn_with_scripts(
+        &[(
+            "scripts/route.rhai",
+            r#"fn route(msg) { ["primary", "backup"] }"#,
+        )],
+        &format!(
+            "{}{}",
+            smpp_to("primary", &primary),
+            smpp_to("backup", &backup)
+        ),
+    )
+    .await;
+    // Both binds up, so admission keeps the script's order.
+    eventually(Duration::from_secs(10), "both connectors bound", || async {
+        primary.stats().binds >= 1 && backup.stats().binds >= 1
+    })
+    .await;
+    let accepted = app
+        .send(json!({"to": number(43), "body": "failover at submit"}))
+        .await;
+    let id = accepted["id"].as_str().expect("id");
+    let m = app.wait_final(id, Duration::from_secs(15)).await;
+    assert_eq!(m["status"], "delivered", "{m}");
+    assert_eq!(m["connector"], "backup", "{m}");
+    assert!(primary.stats().rejected >= 1, "the primary was tried first");
+    assert!(primary.submitted().is_empty());
+    let to = number(43);
+    assert!(
+        backup
+            .submitted()
+            .iter()
+            .any(|s| format!("+{}", s.destination_addr) == to),
+        "the backup carried it"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"herald_submit_errors_total{connector="primary",kind="permanent"} 1"#)
+    );
+    app.stop().await;
+    primary.shutdown().await;
+    backup.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_rejecting_route_is_422_with_the_reason_also_per_batch_item() {
     let app = spawn_with_scripts(
