@@ -94,6 +94,10 @@ pub struct MessageView {
     pub submitted_at: Option<String>,
     pub done_at: Option<String>,
     pub expires_at: String,
+    /// When `on_submit` held the message until (e.g. quiet hours); absent
+    /// when it was not deferred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 impl MessageView {
@@ -115,6 +119,7 @@ impl MessageView {
             submitted_at: m.submitted_at.map(format_micros),
             done_at: m.done_at.map(format_micros),
             expires_at: format_micros(m.expires_at),
+            not_before: m.not_before.map(format_micros),
         }
     }
 }

@@ -42,11 +42,20 @@ impl TestApp {
 
     /// A gateway on an existing data dir (restart tests).
     pub async fn spawn_in(dir: TempDir, extra: &str) -> TestApp {
+        Self::spawn_in_with_clock(dir, extra, std::sync::Arc::new(jiff::Timestamp::now)).await
+    }
+
+    /// A gateway whose scripts read `clock` as the time.
+    pub async fn spawn_in_with_clock(
+        dir: TempDir,
+        extra: &str,
+        clock: herald::script::Clock,
+    ) -> TestApp {
         let config = test_config(&dir.path().join("herald.db"), extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let gateway = Gateway::start(config.clone(), listener)
+        let gateway = Gateway::start_with_clock(config.clone(), listener, clock)
             .await
             .expect("gateway starts");
         let base = format!("http://{}", gateway.local_addr());

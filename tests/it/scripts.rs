@@ -224,17 +224,21 @@ async fn a_rejecting_route_is_422_with_the_reason_also_per_batch_item() {
     assert_eq!(v["rejected"][0]["error"]["code"], "rejected_by_route");
 }
 
+fn timestamp(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("not a timestamp: {v}"))
+}
+
 #[tokio::test]
-async fn quiet_hours_defer_marketing_but_not_transactional() {
-    // Quiet all day long: every marketing message waits an hour.
+async fn a_deferral_holds_the_message_until_its_time_then_it_is_delivered() {
     let app = spawn_with_scripts(
         &[(
             "scripts/route.rhai",
             r#"
             fn on_submit(msg) {
                 if msg.class == "marketing" {
-                    let h = (local_hour("Europe/London") + 1) % 24;
-                    msg.not_before = next_local_time("Europe/London", h, local_minute("Europe/London"));
+                    msg.not_before = unix_now() + 2;
                 }
                 msg
             }
@@ -249,14 +253,121 @@ async fn quiet_hours_defer_marketing_but_not_transactional() {
     let transactional = app
         .send(json!({"to": number(7), "body": "Receipt", "class": "transactional"}))
         .await;
-    assert_eq!(marketing["status"], "queued");
-    let id = transactional["id"].as_str().expect("id");
-    let t = app.wait_final(id, Duration::from_secs(10)).await;
+    let id = marketing["id"].as_str().expect("id");
+    // Stored with its deferral: between 1 and 2 s (whole Unix seconds) away.
+    let m = app.message(id).await;
+    assert_eq!(m["status"], "queued", "{m}");
+    assert!(m["submitted_at"].is_null(), "{m}");
+    let held =
+        timestamp(&m["not_before"]).as_microsecond() - timestamp(&m["created_at"]).as_microsecond();
+    assert!(
+        (1_000_000..=2_000_000).contains(&held),
+        "held {held} µs: {m}"
+    );
+    // Other classes are not held.
+    let t = app
+        .wait_final(
+            transactional["id"].as_str().expect("id"),
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(t["status"], "delivered");
+    assert!(t.get("not_before").is_none(), "{t}");
+    // Once its time has come, the held message goes out.
+    let done = app.wait_final(id, Duration::from_secs(15)).await;
+    assert_eq!(done["status"], "delivered", "{done}");
+    assert!(
+        timestamp(&done["submitted_at"]) >= timestamp(&done["not_before"]),
+        "submitted before its time: {done}"
+    );
+}
+
+/// A gateway running the shipped `scripts/` and `templates/`, whose scripts
+/// see the time as `at`.
+async fn spawn_shipped_at(at: jiff::Timestamp) -> TestApp {
+    let scripts = format!(
+        "[scripts]\ndir = \"{}\"\ntemplates_dir = \"{}\"\nwatch = false\n",
+        repo().join("scripts").display(),
+        repo().join("templates").display()
+    );
+    TestApp::spawn_in_with_clock(
+        tempfile::tempdir().expect("tempdir"),
+        &scripts,
+        std::sync::Arc::new(move || at),
+    )
+    .await
+}
+
+/// The next `hour:minute` in London from now, and the 08:00 that follows it.
+fn next_london(hour: i8, minute: i8) -> (jiff::Timestamp, jiff::Timestamp) {
+    let london = jiff::tz::TimeZone::get("Europe/London").expect("zone");
+    let now = jiff::Timestamp::now().to_zoned_datetime(london.clone());
+    let at = |date: jiff::civil::Date, h: i8, m: i8| {
+        date.at(h, m, 0, 0)
+            .to_zoned_datetime(london.clone())
+            .expect("local time")
+    };
+    let mut when = at(now.date(), hour, minute);
+    if when.timestamp() <= now.timestamp() {
+        when = at(now.date().tomorrow().expect("date"), hour, minute);
+    }
+    let mut eight = at(when.date(), 8, 0);
+    if eight.timestamp() <= when.timestamp() {
+        eight = at(when.date().tomorrow().expect("date"), 8, 0);
+    }
+    (when.timestamp(), eight.timestamp())
+}
+
+#[tokio::test]
+async fn the_shipped_quiet_hours_hold_uk_marketing_at_night_until_eight() {
+    let (night, eight) = next_london(22, 30);
+    let app = spawn_shipped_at(night).await;
+    // Long enough a validity to outlast the night.
+    let marketing = app
+        .send(json!({"to": UK, "body": "Sale!", "class": "marketing", "validity_seconds": 172_800}))
+        .await;
+    let m = app.message(marketing["id"].as_str().expect("id")).await;
+    assert_eq!(m["status"], "queued", "{m}");
+    assert_eq!(
+        timestamp(&m["not_before"]),
+        eight,
+        "held until 08:00 London: {m}"
+    );
+    let receipt = app
+        .send(json!({"to": UK, "body": "Receipt", "class": "transactional"}))
+        .await;
+    let t = app
+        .wait_final(receipt["id"].as_str().expect("id"), Duration::from_secs(10))
+        .await;
+    assert_eq!(t["status"], "delivered", "transactional is not held: {t}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = app.message(marketing["id"].as_str().expect("id")).await;
-    assert_eq!(m["status"], "queued", "held for quiet hours: {m}");
-    assert!(m["submitted_at"].is_null(), "{m}");
+    assert_eq!(m["status"], "queued", "still held: {m}");
+    // A marketing message whose deferral would outlast its validity is refused.
+    let (status, v) = post(
+        &app,
+        json!({"to": "+447400123457", "body": "Sale!", "class": "marketing", "validity_seconds": 600}),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["code"], "rejected_by_route");
+}
+
+#[tokio::test]
+async fn the_shipped_quiet_hours_let_uk_marketing_through_at_noon() {
+    let (noon, _) = next_london(12, 0);
+    let app = spawn_shipped_at(noon).await;
+    let marketing = app
+        .send(json!({"to": UK, "body": "Sale!", "class": "marketing"}))
+        .await;
+    let m = app
+        .wait_final(
+            marketing["id"].as_str().expect("id"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(m["status"], "delivered", "{m}");
+    assert!(m.get("not_before").is_none(), "{m}");
 }
 
 #[tokio::test]
