@@ -285,9 +285,7 @@ mod tests {
     fn the_item_after_the_limit_stops_parsing_with_413() {
         let items: Vec<String> = (0..=MAX_BATCH).map(item_json).collect();
         let body = format!(r#"{{"messages":[{}]}}"#, items.join(","));
-        let e = parse_batch(body.as_bytes(), 65_536)
-            .err()
-            .expect("too many");
+        let e = parse_batch(body.as_bytes(), 65_536).expect_err("too many");
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let ok: Vec<String> = (0..MAX_BATCH).map(item_json).collect();
         let body = format!(r#"{{"messages":[{}]}}"#, ok.join(","));
@@ -302,9 +300,7 @@ mod tests {
         let mut body = String::from(r#"{"messages":["#);
         body.push_str(&"0,".repeat(MAX_BATCH + 1));
         body.push_str("this is not json");
-        let e = parse_batch(body.as_bytes(), 65_536)
-            .err()
-            .expect("too many");
+        let e = parse_batch(body.as_bytes(), 65_536).expect_err("too many");
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
@@ -320,12 +316,10 @@ mod tests {
             ("[]", StatusCode::UNPROCESSABLE_ENTITY),
             ("", StatusCode::BAD_REQUEST),
         ] {
-            let e = parse_batch(body.as_bytes(), 65_536).err().expect(body);
+            let e = parse_batch(body.as_bytes(), 65_536).expect_err(body);
             assert_eq!(e.status(), status, "{body}: {e}");
         }
-        let e = parse_batch(br#"{"messages":{}}"#, 65_536)
-            .err()
-            .expect("map");
+        let e = parse_batch(br#"{"messages":{}}"#, 65_536).expect_err("map");
         assert!(e.to_string().contains("`messages`"), "{e}");
     }
 
@@ -350,10 +344,7 @@ mod tests {
             h
         };
         let first = budget.try_reserve(&len(6 * 1024)).expect("fits");
-        let e = budget
-            .try_reserve(&len(6 * 1024))
-            .err()
-            .expect("over budget");
+        let e = budget.try_reserve(&len(6 * 1024)).expect_err("over budget");
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             budget.try_reserve(&len(1024)).is_ok(),
@@ -363,8 +354,7 @@ mod tests {
         assert!(budget.try_reserve(&len(6 * 1024)).is_ok());
         let e = budget
             .try_reserve(&len(9 * 1024))
-            .err()
-            .expect("over the limit");
+            .expect_err("over the limit");
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         // Without a length, the largest body is reserved.
         let unknown = budget.try_reserve(&HeaderMap::new()).expect("fits alone");

@@ -143,7 +143,7 @@ impl Route {
         let methods = P::methods();
         let filter = methods
             .iter()
-            .map(|m| method_filter(m))
+            .map(method_filter)
             .reduce(MethodFilter::or)
             // An annotation always names a method; GET is never reached.
             .unwrap_or(MethodFilter::GET);
@@ -157,7 +157,7 @@ impl Route {
 
     /// The methods in lower case, as OpenAPI path items key them.
     pub fn method_names(&self) -> Vec<&'static str> {
-        self.methods.iter().map(|m| method_name(m)).collect()
+        self.methods.iter().map(method_name).collect()
     }
 }
 
