@@ -375,10 +375,15 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
             );
         }
         // Over by a tenth of a second of drain (or a quarter of the
-        // margin), so the top-up outruns the carrier draining meanwhile.
+        // margin), doubling each round, so the top-up outruns the carrier
+        // draining meanwhile even on a slow machine.
+        let extra = (args.throttle_tps / 10)
+            .max(margin / 4)
+            .max(1)
+            .saturating_mul(1 << top_ups);
         let missing = u32::try_from(target - depth)
             .unwrap_or(u32::MAX)
-            .saturating_add((args.throttle_tps / 10).max(margin / 4).max(1));
+            .saturating_add(extra);
         send_batches(
             &client,
             &server,

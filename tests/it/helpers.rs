@@ -288,6 +288,26 @@ impl RawRequest {
         RawRequest { stream }
     }
 
+    /// Waits for `100 Continue` (sent with `Expect: 100-continue` in the
+    /// head): the server is running the handler and reading the body.
+    pub async fn wait_continue(&mut self, limit: Duration) {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                let n = self.stream.read(&mut byte).await.expect("read");
+                assert!(n > 0, "connection closed before 100 Continue");
+                buf.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            assert!(head.starts_with("HTTP/1.1 100"), "not 100 Continue: {head}");
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .expect("100 Continue in time");
+    }
+
     /// Writes more of the body.
     pub async fn send(&mut self, more: &[u8]) {
         use tokio::io::AsyncWriteExt;
