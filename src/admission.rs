@@ -217,6 +217,8 @@ impl Admitter {
             owner: who.name.clone(),
             idempotency_key: idempotency_key.clone(),
             tags: msg.tags,
+            // Only a deferral into the future holds the message.
+            not_before: not_before.filter(|at| *at > now),
         };
         let limit = (class != Class::Emergency).then(|| self.limits.for_class(class));
         Ok(NewMessage {

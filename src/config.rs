@@ -1,6 +1,8 @@
 //! Layered configuration: built-in defaults, then the TOML file
 //! (`--config` / `HERALD_CONFIG`, default `config/herald.toml`), then
-//! `HERALD__SECTION__KEY` environment variables, then cross-field validation.
+//! `HERALD__SECTION__KEY` environment variables (`[[connectors]]` entries by
+//! name or index: `HERALD__CONNECTORS__<NAME|INDEX>__KEY`), then cross-field
+//! validation.
 //!
 //! A bad configuration stops start-up with a message that names the key and
 //! the problem; nothing is silently defaulted once the operator wrote it.
@@ -85,6 +87,11 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Largest body accepted by `POST /v1/messages/batch`.
     pub max_batch_body_bytes: usize,
+    /// Bytes of batch bodies being read and admitted at once (each batch
+    /// counts its `Content-Length`, or `max_batch_body_bytes` without one).
+    /// A batch that does not fit is answered 503 with `Retry-After` before
+    /// its body is read: this bounds the memory batches can take.
+    pub max_batch_bytes_in_flight: usize,
     /// Most requests served at once; beyond it callers get 503 rather than
     /// an ever-growing queue.
     pub max_concurrent_requests: usize,
@@ -99,6 +106,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             max_batch_body_bytes: 32 * 1024 * 1024,
+            max_batch_bytes_in_flight: 64 * 1024 * 1024,
             max_concurrent_requests: 4096,
             request_timeout: Duration::from_secs(30),
         }
@@ -725,6 +733,109 @@ impl Default for LogConfig {
     }
 }
 
+/// Prefix of the variables that set one key of one `[[connectors]]` entry.
+pub const CONNECTOR_ENV_PREFIX: &str = "HERALD__CONNECTORS__";
+
+/// Whether a `HERALD__` key (prefix stripped) is about `connectors`.
+fn is_connector_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    lower == "connectors" || lower.starts_with("connectors__")
+}
+
+/// Applies `HERALD__CONNECTORS__<SELECTOR>__<KEY>=value` variables from
+/// `vars` to `connectors`. `SELECTOR` is an index (`0`, `1`, …: digits only)
+/// or a connector name, matched ignoring case and treating `-` and `_` alike
+/// (so `carrier-a` is `CARRIER_A`). `KEY` is a connector key (`TPS`,
+/// `PASSWORD`, …); the value is read like any `HERALD__` value (`500`,
+/// `true`, `"5s"`). Entries can be changed, not added.
+///
+/// # Errors
+/// A variable naming no connector, or a value the key does not take, named
+/// by variable and `connectors[i].key`.
+pub fn apply_connector_env<K, V>(
+    connectors: &mut [ConnectorConfig],
+    vars: impl IntoIterator<Item = (K, V)>,
+) -> Result<(), ConfigError>
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut overrides: Vec<(String, usize, String, String)> = Vec::new();
+    for (k, v) in vars {
+        let var = k.as_ref().to_string_lossy().into_owned();
+        let upper = var.to_ascii_uppercase();
+        if upper == "HERALD__CONNECTORS" {
+            return Err(invalid(
+                "connectors",
+                "cannot be replaced from the environment; set one key of one entry with \
+                 HERALD__CONNECTORS__<name or index>__<KEY>",
+            ));
+        }
+        let Some(rest) = upper.strip_prefix(CONNECTOR_ENV_PREFIX) else {
+            continue;
+        };
+        let rest = &var[var.len() - rest.len()..];
+        let Some((selector, key)) = rest.split_once("__") else {
+            return Err(invalid(
+                var,
+                "must be HERALD__CONNECTORS__<name or index>__<KEY>",
+            ));
+        };
+        let index = connector_index(connectors, selector).ok_or_else(|| {
+            invalid(
+                var.clone(),
+                format!(
+                    "names no configured connector (\"{selector}\": an index or a connector name)"
+                ),
+            )
+        })?;
+        let key = key.to_ascii_lowercase().replace("__", ".");
+        let value = v.as_ref().to_string_lossy().into_owned();
+        overrides.push((var, index, key, value));
+    }
+    // Deterministic whatever the order of the environment.
+    overrides.sort();
+    for (var, index, key, value) in overrides {
+        let current = &connectors[index];
+        let parsed: figment::value::Value = value
+            .parse()
+            .unwrap_or_else(|never: std::convert::Infallible| match never {});
+        let updated: ConnectorConfig = Figment::from(Serialized::defaults(current))
+            .merge(Serialized::default(&key, parsed))
+            .extract()
+            .map_err(|e| {
+                invalid(
+                    format!("connectors[{index}].{key} (from {var})"),
+                    e.kind.to_string(),
+                )
+            })?;
+        connectors[index] = updated;
+    }
+    Ok(())
+}
+
+/// The connector `selector` names: digits are an index, anything else a
+/// name (case-insensitive, `-` and `_` alike).
+fn connector_index(connectors: &[ConnectorConfig], selector: &str) -> Option<usize> {
+    if !selector.is_empty() && selector.bytes().all(|b| b.is_ascii_digit()) {
+        return selector
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < connectors.len());
+    }
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let wanted = norm(selector);
+    let mut found = connectors
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| norm(&c.name) == wanted);
+    match (found.next(), found.next()) {
+        (Some((i, _)), None) => Some(i),
+        // Two names that differ only by case or '-'/'_': address by index.
+        _ => None,
+    }
+}
+
 impl Config {
     /// Loads defaults, then `path` (which must exist when given explicitly),
     /// then `HERALD__…` environment overrides, and validates the result.
@@ -747,7 +858,19 @@ impl Config {
                 }
             }
         }
-        Self::from_figment(figment.merge(Env::prefixed("HERALD__").split("__")))
+        // `[[connectors]]` is an array: figment cannot address its entries
+        // from the environment, so those variables are applied by name or
+        // index after extraction (see `apply_connector_env`).
+        let env = Env::prefixed("HERALD__")
+            .filter(|k| !is_connector_key(k.as_str()))
+            .split("__");
+        let mut config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        apply_connector_env(&mut config.connectors, std::env::vars_os())?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Builds a config from TOML text alone (tests and the benchmark).
@@ -778,6 +901,12 @@ impl Config {
             return Err(invalid(
                 "http.max_batch_body_bytes",
                 "must be at least http.max_body_bytes",
+            ));
+        }
+        if self.http.max_batch_bytes_in_flight < self.http.max_batch_body_bytes {
+            return Err(invalid(
+                "http.max_batch_bytes_in_flight",
+                "must be at least http.max_batch_body_bytes (or no largest batch could ever run)",
             ));
         }
         if self.http.max_concurrent_requests == 0 {
@@ -1224,6 +1353,97 @@ mod tests {
         assert!(err.to_string().contains("scripts.max_call_depth"), "{err}");
         let err = Config::from_toml("[scripts]\ntimeout = \"0s\"").unwrap_err();
         assert!(err.to_string().contains("scripts.timeout"), "{err}");
+    }
+
+    const TWO: &str = "[[connectors]]\nname = \"carrier-a\"\nkind = \"smpp\"\nhost = \"10.0.0.1\"\n\
+                       system_id = \"herald\"\nresponse_timeout = \"5s\"\n\
+                       [[connectors]]\nname = \"sim\"\nkind = \"sim\"\n";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn connector_keys_are_overridden_by_name_or_index() {
+        let mut c = Config::from_toml(TWO).expect("valid");
+        apply_connector_env(
+            &mut c.connectors,
+            env(&[
+                ("HERALD__CONNECTORS__CARRIER_A__PASSWORD", "s3cret"),
+                ("HERALD__CONNECTORS__carrier-a__TPS", "250"),
+                ("HERALD__CONNECTORS__1__OFFLINE", "true"),
+                ("HERALD__CONNECTORS__SIM__DELAY_MS", "40"),
+                ("HERALD__HTTP__LISTEN", "0.0.0.0:1"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .expect("applied");
+        let a = &c.connectors[0];
+        assert_eq!(a.password.as_deref(), Some("s3cret"));
+        assert_eq!(a.tps, 250);
+        // Untouched keys survive the round trip.
+        assert_eq!(a.response_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(a.host.as_deref(), Some("10.0.0.1"));
+        assert_eq!(a.kind, ConnectorKind::Smpp);
+        assert_eq!(c.connectors[1].offline, Some(true));
+        assert_eq!(c.connectors[1].delay_ms, Some(40));
+        c.validate().expect("still valid");
+    }
+
+    #[test]
+    fn an_untouched_connector_round_trips_unchanged() {
+        let c = Config::from_toml(&format!(
+            "{SMPP}port = 2776\npassword = \"pw\"\nbinds = 2\nbind = \"transmitter\"\n\
+             split = \"sar\"\nenquire_link_interval = \"15s\"\nthrottle_pause = \"500ms\"\n\
+             source_ton = 5\n"
+        ))
+        .expect("valid");
+        let mut changed = c.connectors.clone();
+        apply_connector_env(
+            &mut changed,
+            env(&[("HERALD__CONNECTORS__0__WINDOW", "64")]),
+        )
+        .expect("applied");
+        let json = |x: &ConnectorConfig| serde_json::to_value(x).expect("json");
+        assert_eq!(json(&changed[0]), json(&c.connectors[0]));
+    }
+
+    #[test]
+    fn connector_overrides_that_do_not_apply_name_the_variable() {
+        let c = Config::from_toml(TWO).expect("valid");
+        for (var, value, named) in [
+            (
+                "HERALD__CONNECTORS__NOPE__TPS",
+                "1",
+                "HERALD__CONNECTORS__NOPE__TPS",
+            ),
+            (
+                "HERALD__CONNECTORS__7__TPS",
+                "1",
+                "HERALD__CONNECTORS__7__TPS",
+            ),
+            ("HERALD__CONNECTORS__SIM__TPS", "fast", "connectors[1].tps"),
+            ("HERALD__CONNECTORS__SIM__TSP", "1", "connectors[1].tsp"),
+            ("HERALD__CONNECTORS__SIM", "1", "HERALD__CONNECTORS__SIM"),
+            ("HERALD__CONNECTORS", "[]", "connectors"),
+        ] {
+            let mut connectors = c.connectors.clone();
+            let err = apply_connector_env(&mut connectors, env(&[(var, value)]))
+                .expect_err(var)
+                .to_string();
+            assert!(err.contains(named), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn connector_variables_are_kept_away_from_the_other_keys() {
+        assert!(is_connector_key("connectors__sim__tps"));
+        assert!(is_connector_key("CONNECTORS"));
+        assert!(!is_connector_key("http__listen"));
+        assert!(!is_connector_key("connectorsx"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub struct Metrics {
     submit_errors: Family<ConnectorLabel, Counter>,
     script_errors: Family<ScriptLabel, Counter>,
     scripts_broken: Gauge,
+    auth_verifies: Family<CodeLabel, Counter>,
     queue_depth: Family<ClassLabel, Gauge>,
     retry_depth: Gauge,
     admission_seconds: Histogram,
@@ -91,6 +92,7 @@ impl Metrics {
             submit_errors: Family::default(),
             script_errors: Family::default(),
             scripts_broken: Gauge::default(),
+            auth_verifies: Family::default(),
             queue_depth: Family::default(),
             retry_depth: Gauge::default(),
             admission_seconds: latency_histogram(),
@@ -151,6 +153,11 @@ impl Metrics {
             "script_errors",
             "Script and template failures, by file and kind (compile, runtime, operations, timeout, call_depth, size, decision)",
             m.script_errors.clone(),
+        );
+        registry.register(
+            "auth_verifies",
+            "argon2 verifications of API key secrets, by result (ok, wrong); cached answers are not counted",
+            m.auth_verifies.clone(),
         );
         registry.register(
             "scripts_broken",
@@ -240,6 +247,13 @@ impl Metrics {
                 script: script.to_string(),
                 kind,
             })
+            .inc();
+    }
+
+    /// Counts one argon2 verification of an API key secret.
+    pub fn auth_verify(&self, result: &'static str) {
+        self.auth_verifies
+            .get_or_create(&CodeLabel { code: result })
             .inc();
     }
 

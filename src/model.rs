@@ -236,6 +236,10 @@ pub struct Message {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Held until then by `on_submit` (e.g. quiet hours); `None` when not
+    /// deferred. Kept after the message went out, as a record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Micros>,
 }
 
 impl Message {

@@ -22,7 +22,7 @@ use crate::connector::smpp::{SmppConnector, SmppSettings};
 use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch::{self, DispatchSettings};
 use crate::metrics::Metrics;
-use crate::script::{ScriptEnv, Scripts, reload};
+use crate::script::{Clock, ScriptEnv, Scripts, reload};
 use crate::store::{EmbeddedStore, RedisSettings, RedisStore, Role, Store, StoreError};
 
 /// Why the gateway could not start.
@@ -114,6 +114,21 @@ impl Gateway {
     /// # Errors
     /// When the store cannot be opened or the config is unusable.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Gateway, StartError> {
+        Self::start_with_clock(config, listener, Arc::new(jiff::Timestamp::now)).await
+    }
+
+    /// [`Gateway::start`] with the clock scripts read (`local_hour`,
+    /// `next_local_time`, `unix_now`): tests pin it to run time-dependent
+    /// scripts, such as quiet hours, at a chosen time. Everything else
+    /// (validity, deferrals, dispatch) keeps the real clock.
+    ///
+    /// # Errors
+    /// As [`Gateway::start`].
+    pub async fn start_with_clock(
+        config: Config,
+        listener: TcpListener,
+        clock: Clock,
+    ) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let store = open_store(&config, Role::Node).await?;
@@ -157,7 +172,7 @@ impl Gateway {
             ScriptEnv {
                 connectors: config.connectors.iter().map(|c| c.name.clone()).collect(),
                 health: crate::connector::health_of(&connectors),
-                clock: Arc::new(jiff::Timestamp::now),
+                clock,
             },
             metrics.clone(),
         );

@@ -7,6 +7,16 @@
 //! hash lookup per request, not one argon2 run. Unknown ids are refused
 //! before any hashing, and argon2 runs at most [`MAX_CONCURRENT_VERIFIES`] at
 //! a time off the async threads, so bad tokens cannot exhaust the CPU.
+//!
+//! A token whose secret failed verification is remembered too (its digest,
+//! for [`FAILED_TTL`], at most [`MAX_FAILED`] of them): a client retrying a
+//! wrong key, or an attacker replaying one, is answered 401 from memory and
+//! does not take the verify slots that first-time verifications of good keys
+//! need. Each distinct wrong secret still costs one verify. A wrong secret
+//! can never become right (secrets are random per key), so the only cost of
+//! the negative cache is memory, which is bounded.
+//!
+//! `herald_auth_verifies_total{code="ok"|"wrong"}` counts the argon2 runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::metrics::Metrics;
 use crate::model::now_micros;
 use crate::store::{ApiKeyRecord, Store, StoreError};
 
@@ -31,6 +42,11 @@ use crate::store::{ApiKeyRecord, Store, StoreError};
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 const MAX_CACHED: usize = 10_000;
 const MAX_CONCURRENT_VERIFIES: usize = 2;
+/// How long a token that failed verification is refused from memory.
+pub const FAILED_TTL: Duration = Duration::from_secs(60);
+/// Most failed tokens remembered; past it, expired ones are dropped, then
+/// (under a flood of distinct wrong secrets) all of them.
+pub const MAX_FAILED: usize = 10_000;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,20 +151,57 @@ struct Cached {
     verified: Instant,
 }
 
-/// Verifies Bearer tokens against the store, with a digest cache.
+/// Verifies Bearer tokens against the store, with a digest cache of good
+/// tokens and one of wrong ones.
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Digests of tokens whose secret failed verification, and when.
+    failed: Mutex<HashMap<[u8; 32], Instant>>,
     verifies: Semaphore,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         Authenticator {
             store,
+            metrics,
             cache: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
             verifies: Semaphore::new(MAX_CONCURRENT_VERIFIES),
         }
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
+        // Entries are single timestamps: a poisoned map is still consistent.
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `digest` failed verification less than [`FAILED_TTL`] ago.
+    fn recently_failed(&self, digest: &[u8; 32]) -> bool {
+        let mut failed = self.failed();
+        match failed.get(digest) {
+            Some(at) if at.elapsed() < FAILED_TTL => true,
+            Some(_) => {
+                failed.remove(digest);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_failure(&self, digest: [u8; 32]) {
+        let mut failed = self.failed();
+        if failed.len() >= MAX_FAILED {
+            failed.retain(|_, at| at.elapsed() < FAILED_TTL);
+            if failed.len() >= MAX_FAILED {
+                failed.clear();
+            }
+        }
+        failed.insert(digest, Instant::now());
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
@@ -170,6 +223,9 @@ impl Authenticator {
             return Ok(hit.principal.clone());
         }
         let (id, secret) = split_token(token).ok_or(ApiError::Unauthorized)?;
+        if self.recently_failed(&digest) {
+            return Err(ApiError::Unauthorized);
+        }
         let record = self
             .store
             .api_key(id)
@@ -181,12 +237,26 @@ impl Authenticator {
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+        // Requests with the same token that queued behind the one verifying
+        // it take its answer instead of verifying again.
+        if self.recently_failed(&digest) {
+            return Err(ApiError::Unauthorized);
+        }
+        if let Some(hit) = self.cache().get(&digest)
+            && hit.verified.elapsed() < CACHE_TTL
+        {
+            return Ok(hit.principal.clone());
+        }
         let hash = record.hash.clone();
         let secret = secret.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
-            .await
-            .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?;
+        let span = tracing::Span::current();
+        let ok =
+            tokio::task::spawn_blocking(move || span.in_scope(|| verify_secret(&secret, &hash)))
+                .await
+                .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?;
+        self.metrics.auth_verify(if ok { "ok" } else { "wrong" });
         if !ok {
+            self.remember_failure(digest);
             return Err(ApiError::Unauthorized);
         }
         let scopes = Scopes::parse(&record.scopes.join(",")).map_err(ApiError::Internal)?;
@@ -214,6 +284,7 @@ impl Authenticator {
     /// Drops cached verifications (after a revocation in this process).
     pub fn forget_all(&self) {
         self.cache().clear();
+        self.failed().clear();
     }
 }
 

@@ -75,6 +75,9 @@ pub enum ApiError {
     RateLimited { retry_after: u64, message: String },
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: a bounded resource is in use right now.
+    #[error("{message}")]
+    Busy { retry_after: u64, message: String },
     /// A bug: logged with its cause, answered with an opaque 500.
     #[error("internal error")]
     Internal(String),
@@ -92,7 +95,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,7 +111,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid(f) => f.code,
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -150,7 +153,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::RateLimited { retry_after, .. } => {
+            ApiError::RateLimited { retry_after, .. } | ApiError::Busy { retry_after, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                     headers.insert(header::RETRY_AFTER, v);
                 }
@@ -175,15 +178,25 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType(
-                "expected Content-Type: application/json".into(),
-            ));
-        }
+        require_json(req.headers())?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// 415 unless the request says its body is JSON.
+///
+/// # Errors
+/// [`ApiError::UnsupportedMediaType`].
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "expected Content-Type: application/json".into(),
+        ))
     }
 }
 
@@ -210,24 +223,30 @@ pub fn body_rejection(r: BytesRejection) -> ApiError {
 
 /// Parses JSON, telling syntax errors (400) from field errors (422 naming the field).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        None => return Err(ApiError::Malformed("the request body is empty".into())),
-        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
-            return Err(ApiError::Malformed("body is not valid JSON".into()));
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_request",
-                "the request body must be a JSON object",
-            ));
-        }
-    }
+    check_object(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| json_error(&e))?;
     de.end()
         .map_err(|e| ApiError::Malformed(format!("body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// A body must be a JSON object: empty or invalid is 400, other JSON 422.
+///
+/// # Errors
+/// As above.
+pub fn check_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        None => Err(ApiError::Malformed("the request body is empty".into())),
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+            Err(ApiError::Malformed("body is not valid JSON".into()))
+        }
+        Some(_) => Err(ApiError::invalid(
+            "invalid_request",
+            "the request body must be a JSON object",
+        )),
+    }
 }
 
 /// Describes a JSON error for a caller.
@@ -248,7 +267,7 @@ pub fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError
 }
 
 /// serde_json appends " at line 1 column 42"; the field path says more.
-fn strip_position(msg: &str) -> String {
+pub(crate) fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),

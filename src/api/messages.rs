@@ -1,6 +1,7 @@
 //! `/v1/messages`: send one, send a batch, read one.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,13 +10,13 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Principal, Scope};
+use super::batch::{BatchBody, parse_batch};
 use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
 use crate::admission::SendRequest;
 use crate::model::{Message, MessageId, format_micros, now_micros};
 use crate::store::Admission;
 
-/// Most messages in one batch.
-pub const MAX_BATCH: usize = 10_000;
+pub use super::batch::MAX_BATCH;
 
 /// A message was accepted (or an idempotent replay of an earlier one).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -41,7 +42,7 @@ impl Accepted {
     }
 }
 
-/// `POST /v1/messages/batch` body.
+/// `POST /v1/messages/batch` body (its schema; [`parse_batch`] reads it).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
@@ -93,6 +94,10 @@ pub struct MessageView {
     pub submitted_at: Option<String>,
     pub done_at: Option<String>,
     pub expires_at: String,
+    /// When `on_submit` held the message until (e.g. quiet hours); absent
+    /// when it was not deferred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 impl MessageView {
@@ -114,6 +119,7 @@ impl MessageView {
             submitted_at: m.submitted_at.map(format_micros),
             done_at: m.done_at.map(format_micros),
             expires_at: format_micros(m.expires_at),
+            not_before: m.not_before.map(format_micros),
         }
     }
 }
@@ -169,35 +175,20 @@ pub async fn send(
         (status = 401, description = "Missing or bad API key", body = ErrorBody),
         (status = 403, description = "Scope missing", body = ErrorBody),
         (status = 413, description = "More than 10,000 items or body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Not a batch", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable, or too many batch bytes in flight (with Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn send_batch(
     State(app): State<AppState>,
     who: Principal,
-    ApiJson(batch): ApiJson<BatchRequest>,
+    body: BatchBody,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     who.require(Scope::Send)?;
     app.ensure_accepting()?;
-    if batch.messages.len() > MAX_BATCH {
-        return Err(ApiError::TooLarge(format!(
-            "a batch holds at most {MAX_BATCH} messages; this one has {}",
-            batch.messages.len()
-        )));
-    }
-    if batch.messages.is_empty() {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            "`messages` must hold at least one message",
-        ));
-    }
-    let items = batch
-        .messages
-        .into_iter()
-        .map(|v| serde_path_to_error::deserialize::<_, SendRequest>(v).map_err(|e| item_error(&e)))
-        .collect();
+    let items = parse_batch(&body.bytes, app.config.http.max_body_bytes)?;
     let results = app.admitter.admit_batch(&who, items).await?;
     let mut response = BatchResponse {
         accepted: Vec::new(),
@@ -224,16 +215,6 @@ pub async fn send_batch(
     Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
-fn item_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = e.path().to_string();
-    let msg = e.inner().to_string();
-    if path == "." || path.is_empty() {
-        ApiError::invalid("invalid_request", msg)
-    } else {
-        ApiError::invalid("invalid_field", format!("`{path}`: {msg}"))
-    }
-}
-
 /// Read a message and its delivery progress.
 #[utoipa::path(
     get, path = "/v1/messages/{id}", tag = "messages",
@@ -250,9 +231,13 @@ fn item_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
 pub async fn get(
     State(app): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageView>, ApiError> {
     who.require(Scope::Send)?;
+    // An id that does not even decode (e.g. `%FF`) names no message.
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::NotFound("no message with that id".into()));
+    };
     let not_found = || ApiError::NotFound(format!("no message with id '{id}'"));
     let parsed: MessageId = id.parse().map_err(|()| not_found())?;
     let m = app.store.message(parsed).await?.ok_or_else(not_found)?;

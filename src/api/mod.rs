@@ -1,7 +1,13 @@
 //! The HTTP edge: routes, shared state, and the layers every request passes
 //! (request id and span, body limit, concurrency cap, timeout, panic guard).
+//!
+//! The router is built from one table, [`routes`], whose every entry is a
+//! handler with its `#[utoipa::path]` annotation: the path and method served
+//! are the ones documented, and `tests/it/openapi.rs` checks that each entry
+//! is in the OpenAPI document and that each is live.
 
 pub mod auth;
+pub mod batch;
 pub mod error;
 pub mod inbound;
 pub mod messages;
@@ -10,17 +16,20 @@ pub mod ops;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::http::{Request, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::path::HttpMethod;
 
 use crate::admission::Admitter;
 use crate::config::Config;
@@ -29,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::script::Scripts;
 use crate::store::Store;
 use auth::Authenticator;
+use batch::BatchBudget;
 use error::ApiError;
 
 /// Everything handlers need, built once at start-up.
@@ -41,6 +51,8 @@ pub struct App {
     pub connectors: Vec<Arc<dyn Connector>>,
     /// Routing, hooks and templates (also `on_inbound` and `cap_area`).
     pub scripts: Arc<Scripts>,
+    /// Bytes of batch bodies admitted at once (`http.max_batch_bytes_in_flight`).
+    pub batch_budget: BatchBudget,
     accepting: AtomicBool,
 }
 
@@ -56,7 +68,11 @@ impl App {
         scripts: Arc<Scripts>,
     ) -> App {
         App {
-            auth: Authenticator::new(store.clone()),
+            auth: Authenticator::new(store.clone(), metrics.clone()),
+            batch_budget: BatchBudget::new(
+                config.http.max_batch_bytes_in_flight,
+                config.http.max_batch_body_bytes,
+            ),
             admitter: Admitter::new(
                 &config,
                 store.clone(),
@@ -97,29 +113,116 @@ impl App {
     }
 }
 
+/// Which body limit a route reads its body under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `http.max_body_bytes`.
+    Single,
+    /// `http.max_batch_body_bytes`.
+    Batch,
+}
+
+/// One entry of the route table: a handler at the path and methods of its
+/// OpenAPI annotation.
+pub struct Route {
+    pub path: String,
+    pub methods: Vec<HttpMethod>,
+    pub body: BodyLimit,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    /// `handler` served where its annotation `P` (the `__path_*` type
+    /// `#[utoipa::path]` generates) says.
+    fn new<P, H, T>(handler: H, body: BodyLimit) -> Route
+    where
+        P: utoipa::Path,
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let methods = P::methods();
+        let filter = methods
+            .iter()
+            .map(method_filter)
+            .reduce(MethodFilter::or)
+            // An annotation always names a method; GET is never reached.
+            .unwrap_or(MethodFilter::GET);
+        Route {
+            path: P::path(),
+            methods,
+            body,
+            handler: axum::routing::on(filter, handler),
+        }
+    }
+
+    /// The methods in lower case, as OpenAPI path items key them.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        self.methods.iter().map(method_name).collect()
+    }
+}
+
+fn method_filter(m: &HttpMethod) -> MethodFilter {
+    match m {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
+fn method_name(m: &HttpMethod) -> &'static str {
+    match m {
+        HttpMethod::Get => "get",
+        HttpMethod::Post => "post",
+        HttpMethod::Put => "put",
+        HttpMethod::Delete => "delete",
+        HttpMethod::Options => "options",
+        HttpMethod::Head => "head",
+        HttpMethod::Patch => "patch",
+        HttpMethod::Trace => "trace",
+    }
+}
+
+/// Every route Herald serves. [`router`] serves exactly these; add a route
+/// here (never with `Router::route` directly) so it is documented.
+pub fn routes() -> Vec<Route> {
+    use BodyLimit::{Batch, Single};
+    vec![
+        Route::new::<messages::__path_send, _, _>(messages::send, Single),
+        Route::new::<messages::__path_send_batch, _, _>(messages::send_batch, Batch),
+        Route::new::<messages::__path_get, _, _>(messages::get, Single),
+        Route::new::<inbound::__path_list, _, _>(inbound::list, Single),
+        Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
+        Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
+        Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),
+        Route::new::<ops::__path_openapi, _, _>(ops::openapi, Single),
+    ]
+}
+
 /// The full router with its layers.
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
-    let batch = Router::new()
-        .route("/v1/messages/batch", post(messages::send_batch))
-        .layer(DefaultBodyLimit::max(http.max_batch_body_bytes));
-    let api = Router::new()
-        .route("/v1/messages", post(messages::send))
-        .route("/v1/messages/{id}", get(messages::get))
-        .route("/v1/inbound", get(inbound::list))
-        .layer(DefaultBodyLimit::max(http.max_body_bytes));
-    Router::new()
-        .merge(api)
-        .merge(batch)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+    let mut router = Router::new();
+    for route in routes() {
+        let limit = match route.body {
+            BodyLimit::Single => http.max_body_bytes,
+            BodyLimit::Batch => http.max_batch_body_bytes,
+        };
+        router = router.route(
+            &route.path,
+            route.handler.layer(DefaultBodyLimit::max(limit)),
+        );
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             http.request_timeout,
+            time_limit,
         ))
         .layer(ConcurrencyLimitLayer::new(http.max_concurrent_requests))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -142,6 +245,26 @@ pub fn router(app: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(app)
+}
+
+/// `http.request_timeout`: a request still running then is dropped and
+/// answered 503 in the JSON error shape.
+async fn time_limit(
+    State(limit): State<Duration>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit = ?limit, "request timed out");
+            ApiError::Unavailable(format!(
+                "the request took longer than {}; retry shortly",
+                humantime::format_duration(limit)
+            ))
+            .into_response()
+        }
+    }
 }
 
 async fn not_found() -> ApiError {

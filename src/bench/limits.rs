@@ -50,6 +50,7 @@ fn message(to: String, at: i64) -> Message {
         owner: "bench".into(),
         idempotency_key: None,
         tags: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -152,6 +153,7 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         head_of_line: None,
         script_calls: None,
         store_calls: Some(calls),
+        backlog: None,
         store: Some(StoreInfo {
             kind: args.store.clone(),
             nodes: 1,

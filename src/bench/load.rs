@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::BenchArgs;
-use super::report::{Latency, Summary};
+use super::report::{Backlog, Latency, Summary};
 use super::server::{BenchServer, Carrier};
 use crate::text::test_number;
 
@@ -108,6 +108,29 @@ async fn counter(
     Ok(sum)
 }
 
+/// `herald_queue_depth{class}`: messages of `class` ready to send now.
+async fn queue_depth(
+    client: &reqwest::Client,
+    server: &BenchServer,
+    class: &str,
+) -> anyhow::Result<u64> {
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let prefix = format!("herald_queue_depth{{class=\"{class}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .with_context(|| format!("no herald_queue_depth for {class} in /metrics"))
+}
+
+/// Pause between emergency messages in `hol`.
+const EMERGENCY_GAP_MS: u64 = 20;
+
 /// Waits until `n` messages have a delivered receipt; returns when.
 async fn wait_delivered(
     client: &reqwest::Client,
@@ -192,6 +215,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
         accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
+        backlog: None,
         script_calls: None,
         store_calls: None,
         store: super::report::StoreInfo::of(args, &server),
@@ -202,11 +226,13 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
     })
 }
 
-/// Sends `total` messages of `class` in batches, `parallel` requests at a time.
+/// Sends `total` messages of `class` to test numbers `first..first + total`
+/// in batches, `parallel` requests at a time.
 #[allow(clippy::too_many_arguments)] // one call site per scenario, all named
 async fn send_batches(
     client: &reqwest::Client,
     server: &BenchServer,
+    first: u32,
     total: u32,
     batch: u32,
     parallel: usize,
@@ -225,12 +251,12 @@ async fn send_batches(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
-                let first = next.fetch_add(batch, Ordering::Relaxed);
-                if first >= total {
+                let sent = next.fetch_add(batch, Ordering::Relaxed);
+                if sent >= total {
                     return Ok::<_, anyhow::Error>(lat);
                 }
-                let count = batch.min(total - first);
-                let body = batch_body(first, count, class, template.as_deref());
+                let count = batch.min(total - sent);
+                let body = batch_body(first.wrapping_add(sent), count, class, template.as_deref());
                 let t = Instant::now();
                 let r = client
                     .post(format!("{base}/v1/messages/batch"))
@@ -275,6 +301,7 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
     send_batches(
         &client,
         &server,
+        0,
         total,
         args.batch_size,
         4,
@@ -299,6 +326,7 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
         accept_per_sec: Some(f64::from(total) / accepted.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut latencies)),
         head_of_line: None,
+        backlog: None,
         script_calls: None,
         store_calls: None,
         store: super::report::StoreInfo::of(args, &server),
@@ -321,10 +349,20 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
     let client = client(8)?;
     let started = Instant::now();
     let mut latencies = Vec::new();
+    // The throttled carrier drains the backlog while it is filled and while
+    // the emergencies go out: fill past the requested backlog by what the
+    // emergency phase will drain, then top up until the queue holds it.
+    let phase = Duration::from_millis(EMERGENCY_GAP_MS + 5) * args.emergency_messages;
+    let margin =
+        u32::try_from((f64::from(args.throttle_tps) * phase.as_secs_f64() * 1.5).ceil() as u64)
+            .unwrap_or(u32::MAX);
+    let target = u64::from(args.backlog) + u64::from(margin);
+    let mut sent = args.backlog.saturating_add(margin);
     send_batches(
         &client,
         &server,
-        args.backlog,
+        0,
+        sent,
         args.batch_size,
         4,
         "marketing",
@@ -333,15 +371,52 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
     )
     .await?;
     let queued = started.elapsed();
+    let mut top_ups = 0u32;
+    loop {
+        let depth = queue_depth(&client, &server, "marketing").await?;
+        if depth >= target {
+            break;
+        }
+        if top_ups == 10 {
+            bail!(
+                "hol: the queue holds {depth} marketing messages after {top_ups} top-ups, not {target}"
+            );
+        }
+        // Over by a tenth of a second of drain (or a quarter of the
+        // margin), doubling each round, so the top-up outruns the carrier
+        // draining meanwhile even on a slow machine.
+        let extra = (args.throttle_tps / 10)
+            .max(margin / 4)
+            .max(1)
+            .saturating_mul(1 << top_ups);
+        let missing = u32::try_from(target - depth)
+            .unwrap_or(u32::MAX)
+            .saturating_add(extra);
+        send_batches(
+            &client,
+            &server,
+            sent,
+            missing,
+            args.batch_size,
+            4,
+            "marketing",
+            None,
+            &mut latencies,
+        )
+        .await?;
+        sent = sent.saturating_add(missing);
+        top_ups += 1;
+    }
     eprintln!(
-        "hol: {} marketing queued in {:.1}s ({:.0} msg/s); sending {} emergency messages",
-        args.backlog,
+        "hol: {sent} marketing sent in {:.1}s ({:.0} msg/s, {top_ups} top-ups); sending {} emergency messages",
         queued.as_secs_f64(),
-        f64::from(args.backlog) / queued.as_secs_f64(),
+        f64::from(sent) / queued.as_secs_f64(),
         args.emergency_messages
     );
     let mut ids = Vec::new();
     let mut admission = Vec::new();
+    // Read right before the first emergency message is sent.
+    let depth_before = queue_depth(&client, &server, "marketing").await?;
     for i in 0..args.emergency_messages {
         let t = Instant::now();
         let v = post(
@@ -353,7 +428,15 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
         .await?;
         admission.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
         ids.push(v["id"].as_str().context("id")?.to_string());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(EMERGENCY_GAP_MS)).await;
+    }
+    let depth_after = queue_depth(&client, &server, "marketing").await?;
+    if depth_before < u64::from(args.backlog) || depth_after < u64::from(args.backlog) {
+        eprintln!(
+            "hol: WARNING the marketing queue held {depth_before} before and {depth_after} after \
+             the emergencies, below the requested {}",
+            args.backlog
+        );
     }
     let mut hol = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -378,8 +461,8 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let depth = counter(&client, &server, "herald_queue_depth").await?;
-    eprintln!("hol: {depth} messages still queued at the end");
+    let depth = queue_depth(&client, &server, "marketing").await?;
+    eprintln!("hol: {depth} marketing messages still queued at the end");
     Ok(Summary {
         scenario: "hol".into(),
         description: format!(
@@ -390,11 +473,16 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
             carrier(args)
         ),
         connector: args.connector.clone(),
-        messages: u64::from(args.backlog) + u64::from(args.emergency_messages),
+        messages: u64::from(sent) + u64::from(args.emergency_messages),
         accept_to_receipt_per_sec: None,
-        accept_per_sec: Some(f64::from(args.backlog) / queued.as_secs_f64()),
+        accept_per_sec: Some(f64::from(sent) / queued.as_secs_f64()),
         admission_latency: Some(Latency::of(&mut admission)),
         head_of_line: Some(Latency::of(&mut hol)),
+        backlog: Some(Backlog {
+            requested: u64::from(args.backlog),
+            queued_before_emergencies: depth_before,
+            queued_after_emergencies: depth_after,
+        }),
         script_calls: None,
         store_calls: None,
         store: super::report::StoreInfo::of(args, &server),

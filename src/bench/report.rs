@@ -68,6 +68,10 @@ pub struct Summary {
     /// Emergency accept → submit while the backlog is queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_of_line: Option<Latency>,
+    /// `hol`: the marketing backlog asked for and the queue depth
+    /// (`herald_queue_depth{class="marketing"}`) around the emergencies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Backlog>,
     /// In-process script calls, by kind (`route`, `on_submit`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_calls: Option<std::collections::BTreeMap<String, Latency>>,
@@ -84,6 +88,17 @@ pub struct Summary {
     pub smsc_peak_rss_mib: f64,
     pub data_mib: f64,
     pub seconds: f64,
+}
+
+/// The marketing backlog of `hol`, read from the server's metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    /// `--backlog`.
+    pub requested: u64,
+    /// Queued right before the first emergency message was sent.
+    pub queued_before_emergencies: u64,
+    /// Queued right after the last one was accepted.
+    pub queued_after_emergencies: u64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -130,6 +145,12 @@ impl Summary {
             s.push_str(&format!(
                 "\n   emergency head-of-line (accept -> submit): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} messages)",
                 l.p50_ms, l.p99_ms, l.max_ms, l.samples
+            ));
+        }
+        if let Some(b) = &self.backlog {
+            s.push_str(&format!(
+                "\n   marketing queued: {} when the emergencies started, {} after the last (requested {})",
+                b.queued_before_emergencies, b.queued_after_emergencies, b.requested
             ));
         }
         for (call, l) in self.store_calls.iter().flatten() {

@@ -124,6 +124,7 @@ pub fn route_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         accept_per_sec: None,
         admission_latency: None,
         head_of_line: None,
+        backlog: None,
         script_calls: Some(calls),
         store_calls: None,
         store: None,

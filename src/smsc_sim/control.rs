@@ -5,6 +5,8 @@
 //! - `POST /drop` closes every SMPP connection;
 //! - `POST /refuse-binds` `{"refuse": true}` makes binds fail with `ESME_RBINDFAIL`;
 //! - `POST /throttle` `{"tps": 100}` changes the rate limit (0 = off);
+//! - `POST /reject-submits` `{"reject": true}` answers every `submit_sm` with
+//!   `ESME_RINVDSTADR` (a permanent error) until turned off;
 //! - `GET /stats` returns [`SimStats`](super::SimStats).
 
 use axum::{
@@ -33,6 +35,12 @@ pub struct RefuseBindsRequest {
     pub refuse: bool,
 }
 
+/// Body of `POST /reject-submits`.
+#[derive(Debug, Deserialize)]
+pub struct RejectSubmitsRequest {
+    pub reject: bool,
+}
+
 /// Body of `POST /throttle`.
 #[derive(Debug, Deserialize)]
 pub struct ThrottleRequest {
@@ -46,6 +54,7 @@ pub fn router(sim: SimHandle) -> Router {
         .route("/drop", post(drop_connections))
         .route("/refuse-binds", post(refuse_binds))
         .route("/throttle", post(throttle))
+        .route("/reject-submits", post(reject_submits))
         .route("/stats", get(stats))
         .with_state(sim)
 }
@@ -89,6 +98,14 @@ async fn throttle(
 ) -> Json<serde_json::Value> {
     sim.set_throttle_tps(request.tps);
     Json(json!({ "tps": request.tps }))
+}
+
+async fn reject_submits(
+    State(sim): State<SimHandle>,
+    Json(request): Json<RejectSubmitsRequest>,
+) -> Json<serde_json::Value> {
+    sim.set_reject_submits(request.reject);
+    Json(json!({ "reject": request.reject }))
 }
 
 async fn stats(State(sim): State<SimHandle>) -> Json<super::SimStats> {

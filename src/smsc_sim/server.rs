@@ -38,6 +38,8 @@ pub(super) struct Shared {
     pub throttle: Throttle,
     pub recorder: Recorder,
     pub refuse_binds: AtomicBool,
+    /// While set, every `submit_sm` is refused with `ESME_RINVDSTADR`.
+    pub reject_submits: AtomicBool,
     next_session: AtomicU64,
     /// Cancelled by shutdown; every session token is a child of it.
     pub cancel: CancellationToken,
@@ -79,6 +81,7 @@ impl SmscSim {
             throttle: Throttle::new(config.throttle_tps),
             recorder: Recorder::new(config.record, config.record_limit),
             refuse_binds: AtomicBool::new(false),
+            reject_submits: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             cancel: CancellationToken::new(),
             config,
@@ -135,6 +138,12 @@ impl SmscSim {
     /// Changes the `submit_sm` rate limit (0 = off) for all sessions, immediately.
     pub fn set_throttle_tps(&self, tps: u32) {
         self.handle.set_throttle_tps(tps);
+    }
+
+    /// While set, every `submit_sm` is answered `ESME_RINVDSTADR` (a
+    /// permanent error: a carrier that will not take the destination).
+    pub fn set_reject_submits(&self, reject: bool) {
+        self.handle.set_reject_submits(reject);
     }
 
     /// Stops listening, closes every session and waits (up to 5 s) for all tasks.
@@ -200,6 +209,10 @@ impl SimHandle {
 
     pub fn set_throttle_tps(&self, tps: u32) {
         self.shared.throttle.set(tps);
+    }
+
+    pub fn set_reject_submits(&self, reject: bool) {
+        self.shared.reject_submits.store(reject, Ordering::Relaxed);
     }
 
     /// Current `submit_sm` rate limit (0 = off).

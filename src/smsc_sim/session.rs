@@ -431,6 +431,9 @@ impl Session {
             Some((kind, system_id)) if kind.can_submit() => system_id.clone(),
             _ => return refuse(&counters.rejected, CommandStatus::EsmeRinvbndsts),
         };
+        if self.shared.reject_submits.load(Ordering::Relaxed) {
+            return refuse(&counters.rejected, CommandStatus::EsmeRinvdstadr);
+        }
         if !self.shared.throttle.allow(&mut self.throttle) {
             bump(&self.counters.throttled);
             return refuse(&counters.throttled, CommandStatus::EsmeRthrottled);

@@ -1,9 +1,11 @@
 //! Every error the message API can answer, in the JSON error shape, with the
 //! right status, and never a 500.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, number};
+use crate::helpers::{RawRequest, TestApp, number};
 
 async fn error_of(r: reqwest::Response) -> (u16, String, String) {
     let status = r.status().as_u16();
@@ -293,19 +295,279 @@ async fn hostile_inputs_never_cause_a_500() {
     }
 }
 
+/// Headers of a JSON request with `key` and a declared body length.
+fn json_headers(key: &str, length: usize) -> Vec<String> {
+    vec![
+        format!("Authorization: Bearer {key}"),
+        "Content-Type: application/json".to_string(),
+        format!("Content-Length: {length}"),
+    ]
+}
+
 #[tokio::test]
 async fn admissions_are_refused_with_503_while_shutting_down() {
     let app = TestApp::spawn().await;
-    let base = app.base.clone();
-    let key = app.key.clone();
-    let client = app.client.clone();
-    let _dir = app.stop().await;
-    // The listener is gone: a connection error, never a 202 for an unstored message.
-    let r = client
-        .post(format!("{base}/v1/messages"))
-        .bearer_auth(&key)
-        .json(&json!({"to": number(1), "body": "late"}))
+    let body = serde_json::to_vec(&json!({"to": number(1), "body": "late"})).expect("json");
+    // A request in flight when the shutdown begins: the handler runs and
+    // waits for the body (100 Continue says so).
+    let mut headers = json_headers(&app.key, body.len());
+    headers.push("Expect: 100-continue".into());
+    let mut req = RawRequest::start(&app.addr(), "POST", "/v1/messages", &headers, b"").await;
+    req.wait_continue(Duration::from_secs(5)).await;
+    app.begin_stop();
+    // Once new connections are refused the node has stopped admissions, yet
+    // it waits for the request in flight.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(app.addr()).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting connections");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    req.send(&body).await;
+    let (status, headers, v) = req.response(Duration::from_secs(5)).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shutting down"),
+        "{v}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("application/json"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_503_in_the_json_shape() {
+    let app = TestApp::spawn_with("[http]\nrequest_timeout = \"1s\"\n").await;
+    // A client that stalls in the middle of its body.
+    let started = Instant::now();
+    let req = RawRequest::start(
+        &app.addr(),
+        "POST",
+        "/v1/messages",
+        &json_headers(&app.key, 100),
+        b"{\"to\": ",
+    )
+    .await;
+    let (status, _, v) = req.response(Duration::from_secs(5)).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // Requests that finish in time are served as usual.
+    let r = app
+        .client
+        .get(app.url("/healthz"))
         .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_million_zeros_in_a_batch_is_413_at_once_and_the_server_keeps_serving() {
+    let app = TestApp::spawn().await;
+    let mut body = String::with_capacity(2_000_020);
+    body.push_str(r#"{"messages":["#);
+    body.push_str(&vec!["0"; 1_000_000].join(","));
+    body.push_str("]}");
+    let started = Instant::now();
+    let r = app
+        .client
+        .post(app.url("/v1/messages/batch"))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let (status, code, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (413, "too_large"), "{message}");
+    assert!(message.contains("10000"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    app.send(json!({"to": number(3), "body": "still here"}))
         .await;
-    assert!(r.is_err() || r.is_ok_and(|r| r.status() == 503));
+}
+
+#[tokio::test]
+async fn batches_beyond_the_in_flight_budget_are_shed_with_503_and_retry_after() {
+    // The budget holds exactly one largest batch.
+    let app = TestApp::spawn_with(
+        "[http]\nmax_batch_body_bytes = 65536\nmax_batch_bytes_in_flight = 65536\n",
+    )
+    .await;
+    let small = json!({"messages": [{"to": number(4), "body": "small"}]});
+    // A client announcing a largest batch and sending it slowly holds it all.
+    let mut headers = json_headers(&app.key, 65_536);
+    headers.push("Expect: 100-continue".into());
+    let mut holder =
+        RawRequest::start(&app.addr(), "POST", "/v1/messages/batch", &headers, b"").await;
+    // Its share is reserved before its body is read.
+    holder.wait_continue(Duration::from_secs(5)).await;
+    holder.send(b"{\"messages\": [").await;
+    let r = app.post("/v1/messages/batch", &small).await;
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let (status, code, _) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    // Single messages are not held back by batches.
+    app.send(json!({"to": number(5), "body": "single"})).await;
+    // The holder goes away: its share returns and batches flow again.
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = app.post("/v1/messages/batch", &small).await;
+        if r.status() == 202 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(Instant::now() < deadline, "budget not returned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_rejection_answers_in_the_json_error_shape() {
+    let app = TestApp::spawn().await;
+    let key = app.key.clone();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        // Path: an id that does not decode names no message.
+        (
+            app.client.get(app.url("/v1/messages/%FF")),
+            404,
+            "not_found",
+        ),
+        (
+            app.client.get(app.url("/v1/messages/%C3%28")),
+            404,
+            "not_found",
+        ),
+        // Query: a wrong type and an unknown parameter.
+        (
+            app.client.get(app.url("/v1/inbound?limit=many")),
+            422,
+            "invalid_query",
+        ),
+        (
+            app.client.get(app.url("/v1/inbound?colour=red")),
+            422,
+            "invalid_query",
+        ),
+        // Json: syntax, type, media type, size.
+        (
+            app.client
+                .post(app.url("/v1/messages"))
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "malformed_request",
+        ),
+        (
+            app.client
+                .post(app.url("/v1/messages"))
+                .json(&json!({"to": 5, "body": "x"})),
+            422,
+            "invalid_field",
+        ),
+        (
+            app.client
+                .post(app.url("/v1/messages/batch"))
+                .body("messages"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            app.client
+                .post(app.url("/v1/messages"))
+                .json(&json!({"to": number(1), "body": "a".repeat(70_000)})),
+            413,
+            "too_large",
+        ),
+        // Routing: unknown route, wrong method.
+        (app.client.get(app.url("/v2/anything")), 404, "not_found"),
+        (
+            app.client.put(app.url("/v1/messages/batch")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            app.client.post(app.url("/healthz")),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let request = request.bearer_auth(&key).build().expect("request");
+        let what = format!("{} {}", request.method(), request.url());
+        let r = app.client.execute(request).await.expect("send");
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert!(
+            r.headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json")),
+            "{what}"
+        );
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(v["error"]["code"], code, "{what}: {v}");
+        assert!(v["error"]["message"].is_string(), "{what}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_wrong_secret_is_refused_from_memory_without_another_verify() {
+    let app = TestApp::spawn().await;
+    let verifies = |text: &str, code: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("herald_auth_verifies_total{{code=\"{code}\"}} "))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let body = json!({"to": number(6), "body": "hi"});
+    let key = app.create_key("target", "send").await;
+    let wrong = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('0') { "1" } else { "0" }
+    );
+    for _ in 0..5 {
+        let (status, code, _) = error_of(app.post_as(&wrong, "/v1/messages", &body).await).await;
+        assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        verifies(&metrics, "wrong"),
+        1,
+        "one argon2 run for five tries:\n{metrics}"
+    );
+    // A first-time verification of the right secret is not held back.
+    let ok_before = verifies(&metrics, "ok");
+    assert_eq!(app.post_as(&key, "/v1/messages", &body).await.status(), 202);
+    let metrics = app.metrics().await;
+    assert_eq!(verifies(&metrics, "ok"), ok_before + 1);
+    // A different wrong secret for the same key is verified (and refused).
+    let other = format!("{}{}", &key[..key.len() - 2], "ff");
+    let other = if other == key {
+        format!("{}{}", &key[..key.len() - 2], "ee")
+    } else {
+        other
+    };
+    assert_eq!(
+        error_of(app.post_as(&other, "/v1/messages", &body).await)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(verifies(&app.metrics().await, "wrong"), 2);
 }

@@ -152,3 +152,134 @@ fn sigterm(pid: i32) {
         .expect("kill");
     assert!(status.success());
 }
+
+#[test]
+fn connector_keys_are_overridden_from_the_environment_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(
+        dir.path(),
+        "[[connectors]]\nname = \"carrier-a\"\nkind = \"sim\"\n",
+    );
+    // Without the override the connector is ready…
+    let ready = |envs: &[(&str, &str)]| -> (u16, String) {
+        let mut child = Command::new(herald_bin())
+            .arg("serve")
+            .env("HERALD_CONFIG", &config)
+            .env("HERALD__HTTP__LISTEN", "127.0.0.1:0")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("herald listening on ")
+            .map(str::to_string);
+        let answer = addr.map(|addr| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let r = reqwest::get(format!("http://{addr}/readyz"))
+                    .await
+                    .expect("readyz");
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        answer.unwrap_or_else(|| panic!("server did not start: {line:?}"))
+    };
+    assert_eq!(ready(&[]).0, 200);
+    // …and `HERALD__CONNECTORS__<name>__<KEY>` reaches it (`-` written `_`).
+    let (status, body) = ready(&[("HERALD__CONNECTORS__CARRIER_A__OFFLINE", "true")]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no connector is ready"), "{body}");
+    // A wrong value stops start-up naming the entry, the key and the variable.
+    let out = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD__CONNECTORS__0__WINDOW", "0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connectors[0].window"), "{err}");
+    let out = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD__CONNECTORS__CARRIER_B__TPS", "5")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HERALD__CONNECTORS__CARRIER_B__TPS"), "{err}");
+}
+
+#[test]
+fn bench_with_tiny_counts_reports_every_scenario_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("bench.json");
+    let out = Command::new(herald_bin())
+        .args([
+            "bench",
+            "--single-messages",
+            "200",
+            "--batch-messages",
+            "2000",
+            "--backlog",
+            "2000",
+            "--emergency-messages",
+            "10",
+            "--json",
+        ])
+        .arg(&report)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("emergency head-of-line"), "{text}");
+    assert!(text.contains("marketing queued:"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert!(v["machine"]["cpus"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    let scenarios = v["scenarios"].as_array().expect("scenarios");
+    let by_name = |name: &str| {
+        scenarios
+            .iter()
+            .find(|s| s["scenario"] == name)
+            .unwrap_or_else(|| panic!("no {name} scenario: {v}"))
+    };
+    for (name, messages) in [("single", 200), ("batch", 2000)] {
+        let s = by_name(name);
+        assert_eq!(s["messages"], messages, "{s}");
+        assert!(
+            s["accept_to_receipt_per_sec"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0),
+            "{s}"
+        );
+        assert!(s["admission_latency"]["p99_ms"].as_f64().is_some(), "{s}");
+        assert!(s["peak_rss_mib"].as_f64().is_some_and(|r| r > 0.0), "{s}");
+    }
+    let hol = by_name("hol");
+    assert_eq!(hol["head_of_line"]["samples"], 10, "{hol}");
+    assert!(hol["head_of_line"]["p99_ms"].as_f64().is_some(), "{hol}");
+    let backlog = &hol["backlog"];
+    assert_eq!(backlog["requested"], 2000, "{hol}");
+    // The backlog was there when the emergencies were sent, and after.
+    for field in ["queued_before_emergencies", "queued_after_emergencies"] {
+        assert!(
+            backlog[field].as_u64().is_some_and(|n| n >= 2000),
+            "{field}: {hol}"
+        );
+    }
+}

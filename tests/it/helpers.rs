@@ -42,11 +42,20 @@ impl TestApp {
 
     /// A gateway on an existing data dir (restart tests).
     pub async fn spawn_in(dir: TempDir, extra: &str) -> TestApp {
+        Self::spawn_in_with_clock(dir, extra, std::sync::Arc::new(jiff::Timestamp::now)).await
+    }
+
+    /// A gateway whose scripts read `clock` as the time.
+    pub async fn spawn_in_with_clock(
+        dir: TempDir,
+        extra: &str,
+        clock: herald::script::Clock,
+    ) -> TestApp {
         let config = test_config(&dir.path().join("herald.db"), extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let gateway = Gateway::start(config.clone(), listener)
+        let gateway = Gateway::start_with_clock(config.clone(), listener, clock)
             .await
             .expect("gateway starts");
         let base = format!("http://{}", gateway.local_addr());
@@ -191,6 +200,19 @@ impl TestApp {
             .expect("text")
     }
 
+    /// Begins a graceful shutdown without waiting for it (requests in flight
+    /// go on; see [`TestApp::stop`]).
+    pub fn begin_stop(&self) {
+        if let Some(g) = &self.gateway {
+            g.shutdown();
+        }
+    }
+
+    /// `host:port` of the API.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
     /// Graceful shutdown; returns the data dir for a restart.
     pub async fn stop(mut self) -> TempDir {
         if let Some(g) = self.gateway.take() {
@@ -216,13 +238,26 @@ pub fn test_config(db: &std::path::Path, extra: &str) -> Config {
     } else {
         "[scripts]\nenabled = false\n"
     };
-    // A test that configures its own [store] (Redis) keeps it.
+    // An `[http]` table in `extra` gets the listen address; TOML tables
+    // cannot be opened twice. A test that configures its own `[store]`
+    // (Redis) keeps it.
+    let (http, extra) = if extra.contains("[http]\n") {
+        (
+            String::new(),
+            extra.replacen("[http]\n", "[http]\nlisten = \"127.0.0.1:0\"\n", 1),
+        )
+    } else {
+        (
+            "[http]\nlisten = \"127.0.0.1:0\"\n".to_string(),
+            extra.to_string(),
+        )
+    };
     let store = if extra.contains("[store]") {
         String::new()
     } else {
         format!("[store]\npath = \"{}\"\n", db.display())
     };
-    let text = format!("[http]\nlisten = \"127.0.0.1:0\"\n{store}{connectors}\n{scripts}{extra}");
+    let text = format!("{http}{store}{connectors}\n{scripts}{extra}");
     Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 
@@ -274,5 +309,111 @@ impl TestRedis {
             "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{}\"\nnode_id = \"{node_id}\"\nlease_timeout = \"2s\"\n",
             self.url, self.prefix
         )
+    }
+}
+
+/// An HTTP/1.1 request written by hand on its own connection, so a test can
+/// stop in the middle of the body (a slow or stalled client).
+pub struct RawRequest {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawRequest {
+    /// Connects to `addr` and writes the head of a `method path` request
+    /// with `headers` (each `Name: value`) and then `body_start`.
+    pub async fn start(
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body_start: &[u8],
+    ) -> RawRequest {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        stream.write_all(body_start).await.expect("write body");
+        stream.flush().await.expect("flush");
+        RawRequest { stream }
+    }
+
+    /// Waits for `100 Continue` (sent with `Expect: 100-continue` in the
+    /// head): the server is running the handler and reading the body.
+    pub async fn wait_continue(&mut self, limit: Duration) {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                let n = self.stream.read(&mut byte).await.expect("read");
+                assert!(n > 0, "connection closed before 100 Continue");
+                buf.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            assert!(head.starts_with("HTTP/1.1 100"), "not 100 Continue: {head}");
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .expect("100 Continue in time");
+    }
+
+    /// Writes more of the body.
+    pub async fn send(&mut self, more: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(more).await.expect("write body");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// Reads the response: status, headers (lower-case names) and JSON body.
+    pub async fn response(mut self, limit: Duration) -> (u16, Vec<(String, String)>, Value) {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let n = self.stream.read(&mut chunk).await.expect("read");
+                assert!(
+                    n > 0,
+                    "connection closed before a response: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.lines();
+            let status: u16 = lines
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|s| s.parse().ok())
+                .expect("status line");
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("content-length");
+            while buf.len() < head_end + length {
+                let n = self.stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "connection closed inside the body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+                .unwrap_or_else(|e| panic!("body is not JSON ({e}): {head}"));
+            (status, headers, body)
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .expect("response in time")
     }
 }

@@ -146,7 +146,8 @@ async fn limits_hold_across_two_gateways() {
         match t.await.expect("join") {
             (202, _) => accepted += 1,
             (429, Some(secs)) => {
-                assert!(secs > 0 && secs <= 3600, "retry-after {secs}");
+                // An hour, give or take the moments between the nodes' clocks.
+                assert!(secs > 0 && secs <= 3601, "retry-after {secs}");
                 limited += 1;
             }
             other => panic!("unexpected {other:?}"),

@@ -93,6 +93,7 @@ pub fn message(connector: &str, class: Class, n: u32) -> Message {
         owner: "owner".into(),
         idempotency_key: None,
         tags: Vec::new(),
+        not_before: None,
     }
 }
 

@@ -55,6 +55,14 @@ async fn the_control_endpoint_injects_mo_sets_faults_and_reports_stats() {
     assert_eq!(status, 200);
     assert_eq!(sim.handle().throttle_tps(), 7);
 
+    let (status, _) = post(&format!("{base}/reject-submits"), json!({"reject": true})).await;
+    assert_eq!(status, 200);
+    let result = within("submit", esme.client.submit_sm(submit("4915", "no", 0))).await;
+    assert_eq!(error_status(result), CommandStatus::EsmeRinvdstadr);
+    let (status, _) = post(&format!("{base}/reject-submits"), json!({"reject": false})).await;
+    assert_eq!(status, 200);
+    submit_ok(&esme, submit("4915", "yes", 0)).await;
+
     let (status, _) = post(&format!("{base}/refuse-binds"), json!({"refuse": true})).await;
     assert_eq!(status, 200);
     let refused = connect(&sim).await;
