@@ -201,7 +201,9 @@ async fn admin_command(arg: &ConfigArg, request: AdminRequest) -> Result<(), Str
     };
     match response {
         AdminResponse::Ok(text) => {
-            println!("{text}");
+            // A closed pipe (e.g. `| head -1`) is the reader's choice, not an error.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
             Ok(())
         }
         AdminResponse::Err(e) => Err(e),
