@@ -1,7 +1,8 @@
 //! `limits`: what a per-recipient limit check costs in the store, in process
-//! (no HTTP), call by call from 64 concurrent tasks: admissions that pass
-//! the check (check, consume and store in one atomic operation) and
-//! admissions the check refuses (the check alone).
+//! (no HTTP), call by call: admissions that pass the check (check, consume
+//! and store in one atomic operation) and admissions the check refuses (the
+//! check alone), first from one task (the latency of the operation itself),
+//! then from 64 concurrent tasks (with the queueing of a busy node).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +20,10 @@ use crate::model::{Class, Encoding, Message, MessageId, Status, now_micros};
 use crate::store::{Admission, EmbeddedStore, NewMessage, RedisSettings, RedisStore, Role, Store};
 use crate::text::test_number;
 
+/// Concurrent callers of the loaded phase.
 const TASKS: u32 = 64;
 /// Distinct recipients: each gets `per_hour` allowed sends, then refusals.
-const RECIPIENTS: u32 = 500;
+const RECIPIENTS: u32 = 100;
 
 fn message(to: String, at: i64) -> Message {
     Message {
@@ -54,23 +56,29 @@ fn message(to: String, at: i64) -> Message {
     }
 }
 
-/// Runs `calls` limited admissions over [`RECIPIENTS`] recipients from
-/// [`TASKS`] tasks; returns the latencies of allowed and refused calls.
-async fn run(store: Arc<dyn Store>, calls: u32) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+/// Runs `calls` limited admissions over [`RECIPIENTS`] recipients (numbered
+/// from `first`) from `tasks` tasks; returns the latencies of allowed and
+/// refused calls.
+async fn run(
+    store: Arc<dyn Store>,
+    calls: u32,
+    tasks: u32,
+    first: u32,
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
     let policy = LimitPolicy::default_for(Class::Transactional);
     let next = Arc::new(AtomicU32::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..TASKS {
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
         let store = store.clone();
         let next = next.clone();
-        tasks.push(tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             let (mut allowed, mut refused) = (Vec::new(), Vec::new());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= calls {
                     return Ok::<_, anyhow::Error>((allowed, refused));
                 }
-                let to = test_number(i % RECIPIENTS).to_string();
+                let to = test_number(first + i % RECIPIENTS).to_string();
                 let item = NewMessage {
                     limit: Some(policy),
                     ..NewMessage::plain(message(to, now_micros()))
@@ -87,7 +95,7 @@ async fn run(store: Arc<dyn Store>, calls: u32) -> anyhow::Result<(Vec<u64>, Vec
         }));
     }
     let (mut allowed, mut refused) = (Vec::new(), Vec::new());
-    for t in tasks {
+    for t in handles {
         let (a, r) = t.await.context("limit task")??;
         allowed.extend(a);
         refused.extend(r);
@@ -129,21 +137,27 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
             Arc::new(RedisStore::open(&settings, Role::Node).await?)
         }
     };
-    let (mut allowed, mut refused) = run(store.clone(), args.limit_calls).await?;
-    store.close().await;
     let mut calls = BTreeMap::new();
-    calls.insert(
-        "allowed (check + consume + store)".to_string(),
-        Latency::of(&mut allowed),
-    );
-    calls.insert(
-        "refused (check only)".to_string(),
-        Latency::of(&mut refused),
-    );
+    let sequential = (args.limit_calls / 4).max(RECIPIENTS * 40);
+    for (phase, tasks, n, first) in [
+        ("1 task", 1, sequential, 0),
+        ("64 tasks", TASKS, args.limit_calls, RECIPIENTS),
+    ] {
+        let (mut allowed, mut refused) = run(store.clone(), n, tasks, first).await?;
+        calls.insert(
+            format!("{phase}: allowed (check + consume + store)"),
+            Latency::of(&mut allowed),
+        );
+        calls.insert(
+            format!("{phase}: refused (check only)"),
+            Latency::of(&mut refused),
+        );
+    }
+    store.close().await;
     let summary = Summary {
         scenario: "limits".into(),
         description: format!(
-            "in-process limited admissions (transactional, 30/hour) over {RECIPIENTS} recipients, {TASKS} concurrent tasks"
+            "in-process limited admissions (transactional, 30/hour) over {RECIPIENTS} recipients per phase, from 1 task and from {TASKS}"
         ),
         connector: String::new(),
         messages: u64::from(args.limit_calls),
