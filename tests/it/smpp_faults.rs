@@ -225,8 +225,11 @@ async fn an_smsc_restart_loses_nothing() {
         first.stats().submits >= 100
     })
     .await;
-    let before = first.submitted();
+    // Stop the first SMSC before reading its log: submits it accepts while
+    // shutting down would otherwise be missing from `before`.
+    let first_log = first.handle();
     first.shutdown().await;
+    let before = first_log.submitted();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = start_sim_on(addr, sim_config(5)).await;
     // Receipts the first SMSC still held died with it: those messages stay
