@@ -217,6 +217,7 @@ impl Admitter {
             owner: who.name.clone(),
             idempotency_key: idempotency_key.clone(),
             tags: msg.tags,
+            partial: None,
         };
         let limit = (class != Class::Emergency).then(|| self.limits.for_class(class));
         Ok(NewMessage {

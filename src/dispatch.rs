@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError};
+use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError, SubmitFailure};
 use crate::inbound::InboundHandler;
 use crate::metrics::Metrics;
-use crate::model::{Message, Micros, now_micros};
+use crate::model::{Message, Micros, PartialSubmit, now_micros};
 use crate::store::{Outcome, Receipt, Store, StoreError};
 
 /// Most messages claimed in one go.
@@ -110,7 +110,7 @@ fn burst_for(tps: NonZeroU32) -> NonZeroU32 {
     NonZeroU32::new(tps.get() / 10).unwrap_or(NonZeroU32::MIN)
 }
 
-type SubmitResult = (Message, Micros, Result<SubmitAck, SubmitError>);
+type SubmitResult = (Message, Micros, Result<SubmitAck, SubmitFailure>);
 
 struct Dispatcher {
     store: Arc<dyn Store>,
@@ -194,8 +194,7 @@ impl Dispatcher {
                     continue;
                 }
                 if let Some(limiter) = &self.limiter
-                    && m.segments > 1
-                    && let Some(extra) = NonZeroU32::new(m.segments - 1)
+                    && let Some(extra) = NonZeroU32::new(parts_to_send(&m, &name) - 1)
                 {
                     // Each part is one submit to the carrier; the cap counts parts.
                     let _ = limiter.until_n_ready(extra).await;
@@ -214,7 +213,8 @@ impl Dispatcher {
                         let result = tokio::time::timeout(timeout, connector.submit(&m))
                             .await
                             .unwrap_or_else(|_| {
-                                Err(SubmitError::Temporary("no answer from the carrier".into()))
+                                Err(SubmitError::Temporary("no answer from the carrier".into())
+                                    .into())
                             });
                         (m, started, result)
                     },
@@ -309,28 +309,53 @@ impl Dispatcher {
                     at: started,
                 }
             }
-            Err(err) => {
-                let kind = match err {
+            Err(failure) => {
+                let kind = match failure.error {
                     SubmitError::Temporary(_) => "temporary",
                     SubmitError::Throttled => "throttled",
                     SubmitError::Permanent(_) => "permanent",
                 };
                 self.metrics.submit_error(self.connector.name(), kind);
-                tracing::info!(message_id = %m.id, connector = %self.connector.name(), error = %err, "submit failed");
-                self.after_failure(&m, err)
+                tracing::info!(
+                    message_id = %m.id,
+                    connector = %self.connector.name(),
+                    error = %failure.error,
+                    parts_missing = failure.partial.as_ref().map(PartialSubmit::missing),
+                    "submit failed"
+                );
+                self.after_failure(&m, failure)
             }
         };
         self.send_outcome(outcome).await;
     }
 
     /// Decides what a failed submit leads to.
-    fn after_failure(&self, m: &Message, err: SubmitError) -> Outcome {
+    ///
+    /// A throttled submit was refused before the carrier took it: it is
+    /// retried after the usual backoff but does not count toward
+    /// `max_attempts`, so however long a throttling storm lasts, only the
+    /// message's validity ends its tries (it then expires, never sent).
+    ///
+    /// Parts of a long message the carrier took (`failure.partial`) are kept
+    /// for the retry on this connector; a failover drops them.
+    fn after_failure(&self, m: &Message, failure: SubmitFailure) -> Outcome {
+        let SubmitFailure {
+            error: err,
+            partial,
+        } = failure;
         match err {
             SubmitError::Permanent(reason) => Outcome::Failover {
                 id: m.id,
                 error: reason,
             },
-            SubmitError::Throttled | SubmitError::Temporary(_) => {
+            SubmitError::Throttled => Outcome::Retry {
+                id: m.id,
+                not_before: retry_at(backoff(&self.settings, m.attempts, m.id.0)),
+                error: err.to_string(),
+                counts_attempt: false,
+                partial,
+            },
+            SubmitError::Temporary(_) => {
                 let attempts = m.attempts + 1;
                 if attempts >= self.settings.max_attempts {
                     if (m.route_index as usize) + 1 < m.route.len() {
@@ -344,16 +369,31 @@ impl Dispatcher {
                         error: format!("{err} (after {attempts} attempts)"),
                     };
                 }
-                let delay = backoff(&self.settings, m.attempts, m.id.0);
                 Outcome::Retry {
                     id: m.id,
-                    not_before: now_micros()
-                        + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2),
+                    not_before: retry_at(backoff(&self.settings, m.attempts, m.id.0)),
                     error: err.to_string(),
+                    counts_attempt: true,
+                    partial,
                 }
             }
         }
     }
+}
+
+/// How many `submit_sm` sending `m` through `connector` takes: its missing
+/// parts when an earlier try there got some through, else every segment.
+fn parts_to_send(m: &Message, connector: &str) -> u32 {
+    match &m.partial {
+        Some(p) if p.connector == connector => u32::try_from(p.missing()).unwrap_or(u32::MAX),
+        _ => m.segments,
+    }
+    .max(1)
+}
+
+/// When a retry after `delay` from now is due.
+fn retry_at(delay: Duration) -> Micros {
+    now_micros() + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
 /// When a not-ready connector is due a failover sweep.

@@ -31,5 +31,6 @@ pub fn message(to: &str) -> Message {
         owner: "test".into(),
         idempotency_key: None,
         tags: Vec::new(),
+        partial: None,
     }
 }

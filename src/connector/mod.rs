@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::model::Message;
+use crate::model::{Message, PartialSubmit};
 use crate::store::Receipt;
 
 /// A carrier accepted the message.
@@ -34,6 +34,26 @@ pub enum SubmitError {
     /// try the next connector of the route, or fail.
     #[error("permanent failure: {0}")]
     Permanent(String),
+}
+
+/// A submit that did not (entirely) succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct SubmitFailure {
+    /// Why, and so what the dispatcher does next.
+    pub error: SubmitError,
+    /// Parts of a long message the carrier took nonetheless, to be kept for
+    /// the retry on this connector (see [`PartialSubmit`]).
+    pub partial: Option<PartialSubmit>,
+}
+
+impl From<SubmitError> for SubmitFailure {
+    fn from(error: SubmitError) -> Self {
+        SubmitFailure {
+            error,
+            partial: None,
+        }
+    }
 }
 
 /// An inbound (mobile-originated) message.
@@ -66,8 +86,10 @@ pub trait Connector: Send + Sync + 'static {
     fn tps(&self) -> Option<NonZeroU32>;
     /// Whether it can take submits now (e.g. bound).
     fn is_ready(&self) -> bool;
-    /// Hands one message to the carrier and waits for its answer.
-    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError>;
+    /// Hands one message to the carrier and waits for its answer. A message
+    /// carrying a [`PartialSubmit`] of this connector has only its missing
+    /// parts sent.
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitFailure>;
     /// Stops: unbinds, drops links. Receipts still in flight may be lost to
     /// the carrier's retry.
     async fn shutdown(&self);

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError};
+use super::{Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::model::{Message, now_micros};
 use crate::store::{Receipt, ReceiptState};
 
@@ -172,14 +172,12 @@ impl Connector for SimConnector {
         !self.settings.offline && !self.stop.is_cancelled()
     }
 
-    async fn submit(&self, _msg: &Message) -> Result<SubmitAck, SubmitError> {
+    async fn submit(&self, _msg: &Message) -> Result<SubmitAck, SubmitFailure> {
         if self.stop.is_cancelled() {
-            return Err(SubmitError::Temporary("connector stopped".into()));
+            return Err(SubmitError::Temporary("connector stopped".into()).into());
         }
         if self.settings.offline {
-            return Err(SubmitError::Temporary(
-                "simulated carrier is offline".into(),
-            ));
+            return Err(SubmitError::Temporary("simulated carrier is offline".into()).into());
         }
         let smsc_id = format!("sim-{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let was_empty = {

@@ -207,6 +207,50 @@ async fn a_long_message_goes_out_as_udh_parts_sharing_one_reference() {
 }
 
 #[tokio::test]
+async fn a_partly_throttled_long_message_resends_only_its_missing_parts_under_one_reference() {
+    let smsc = sim(quick()).await;
+    let mut rig = connect(smsc.local_addr().port(), "").await;
+    // Part 1 is taken, part 2 throttled; part 3 may be in flight already.
+    smsc.script_submits([CommandStatus::EsmeRok, CommandStatus::EsmeRthrottled]);
+    let mut msg = message(&"0123456789".repeat(40));
+    let failure = within("first try", rig.connector.submit(&msg))
+        .await
+        .expect_err("part 2 was throttled");
+    assert_eq!(failure.error, SubmitError::Throttled);
+    let partial = failure.partial.expect("part 1 was taken");
+    assert_eq!(partial.connector, "carrier");
+    assert_eq!(partial.smsc_ids.len(), 3);
+    assert!(partial.smsc_ids[0].is_some() && partial.smsc_ids[1].is_none());
+    msg.partial = Some(partial.clone());
+    let ack = within("retry", rig.connector.submit(&msg))
+        .await
+        .expect("the rest is taken");
+    assert_eq!(ack.smsc_ids.len(), 3);
+    for (taken, id) in partial.smsc_ids.iter().zip(&ack.smsc_ids) {
+        if let Some(taken) = taken {
+            assert_eq!(taken, id, "a part taken on the first try keeps its id");
+        }
+    }
+    // Each part reached the SMSC exactly once, all under one reference.
+    let seen = smsc.submitted();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let reference = seen[0].short_message[3];
+    let mut seqs: Vec<u8> = seen.iter().map(|sm| sm.short_message[5]).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    for sm in &seen {
+        assert_eq!(&sm.short_message[..5], &[0x05, 0x00, 0x03, reference, 3]);
+        let part = usize::from(sm.short_message[5]) - 1;
+        assert_eq!(sm.message_id, ack.smsc_ids[part]);
+    }
+    for _ in 0..3 {
+        assert!(ack.smsc_ids.contains(&rig.next_receipt().await.smsc_id));
+    }
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
 async fn sar_mode_marks_parts_with_tlvs_instead_of_a_udh() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "split = \"sar\"\n").await;
@@ -340,7 +384,7 @@ async fn a_refused_bind_is_retried_until_the_smsc_accepts_it() {
     assert!(!connector.is_ready());
     let refused = within("submit while down", connector.submit(&message("x"))).await;
     assert!(
-        matches!(refused, Err(SubmitError::Temporary(_))),
+        matches!(refused.as_ref().map_err(|f| &f.error), Err(SubmitError::Temporary(_))),
         "{refused:?}"
     );
     smsc.set_refuse_binds(false);
@@ -357,7 +401,10 @@ async fn a_throttled_submit_is_reported_and_pauses_the_bind() {
     smsc.set_throttle_tps(1);
     let mut throttled = 0;
     for _ in 0..4 {
-        match within("submit", rig.connector.submit(&message("x"))).await {
+        match within("submit", rig.connector.submit(&message("x")))
+            .await
+            .map_err(|f| f.error)
+        {
             Err(SubmitError::Throttled) => throttled += 1,
             Ok(_) => {}
             Err(other) => panic!("unexpected {other:?}"),
@@ -419,7 +466,7 @@ async fn a_malformed_destination_fails_permanently_without_a_pdu() {
     m.to = "+".into();
     let result = within("submit", rig.connector.submit(&m)).await;
     assert!(
-        matches!(result, Err(SubmitError::Permanent(_))),
+        matches!(result.as_ref().map_err(|f| &f.error), Err(SubmitError::Permanent(_))),
         "{result:?}"
     );
     assert!(smsc.submitted().is_empty());
@@ -524,12 +571,44 @@ async fn no_more_than_the_window_is_outstanding_on_a_bind() {
 }
 
 #[tokio::test]
+async fn a_long_message_never_has_more_parts_outstanding_than_the_window() {
+    let smsc = scripted(None).await;
+    let rig = connect(smsc.port, "window = 2\nresponse_timeout = \"1s\"\n").await;
+    let c = rig.connector.clone();
+    let pending = tokio::spawn(async move { c.submit(&message(&"x".repeat(400))).await });
+    let submits = smsc.submits.clone();
+    eventually("the window fills", || submits.load(Ordering::Relaxed) == 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        smsc.submits.load(Ordering::Relaxed),
+        2,
+        "3 parts, window 2: the third waits"
+    );
+    let result = within("the unanswered parts time out", pending)
+        .await
+        .expect("task");
+    let failure = result.expect_err("nothing was answered");
+    assert!(
+        matches!(failure.error, SubmitError::Temporary(_)),
+        "{failure:?}"
+    );
+    assert_eq!(failure.partial, None, "no part was taken");
+    assert_eq!(
+        smsc.submits.load(Ordering::Relaxed),
+        2,
+        "after a failure the rest is not sent"
+    );
+    rig.connector.shutdown().await;
+    smsc.task.abort();
+}
+
+#[tokio::test]
 async fn an_unanswered_submit_times_out_as_temporary() {
     let smsc = scripted(None).await;
     let rig = connect(smsc.port, "response_timeout = \"300ms\"\n").await;
     let result = within("submit", rig.connector.submit(&message("x"))).await;
     assert!(
-        matches!(result, Err(SubmitError::Temporary(_))),
+        matches!(result.as_ref().map_err(|f| &f.error), Err(SubmitError::Temporary(_))),
         "{result:?}"
     );
     rig.connector.shutdown().await;
@@ -541,7 +620,7 @@ async fn permanent_statuses_fail_permanently() {
     let smsc = scripted(Some(CommandStatus::EsmeRinvdstadr)).await;
     let rig = connect(smsc.port, "").await;
     let result = within("submit", rig.connector.submit(&message("x"))).await;
-    match result {
+    match result.map_err(|f| f.error) {
         Err(SubmitError::Permanent(text)) => assert!(text.contains("0x0000000B"), "{text}"),
         other => panic!("expected permanent, got {other:?}"),
     }
