@@ -22,7 +22,9 @@
 //! - bind refused: retried forever with backoff; the connector is not ready
 //!   meanwhile, and after `dispatch.failover_after` the dispatcher moves its
 //!   queue to the next connector of each message's route;
-//! - permanent statuses ([`status`]) fail the message over at once.
+//! - permanent statuses ([`status`]) fail the message over at once;
+//! - bind state errors (ESME_RINVBNDSTS, ESME_RALYBND): the message is
+//!   retried and the session drops the bind and binds again.
 //!
 //! Layout, one job per file:
 //! - `settings`: config → [`SmppSettings`] with defaults applied.
@@ -187,8 +189,14 @@ impl SmppConnector {
         fallback.cloned()
     }
 
-    /// What a failed `submit_sm` means for the message (and for the bind).
-    fn failure(&self, slot: &BindSlot, error: rusmppc::error::Error) -> SubmitError {
+    /// What a failed `submit_sm` on session `generation` of `slot` means for
+    /// the message (and for the bind).
+    fn failure(
+        &self,
+        slot: &BindSlot,
+        generation: u64,
+        error: rusmppc::error::Error,
+    ) -> SubmitError {
         use rusmppc::error::Error as E;
         match error {
             E::UnexpectedResponse { response } => {
@@ -202,6 +210,12 @@ impl SmppConnector {
                     }
                     Verdict::Temporary => {
                         SubmitError::Temporary(format!("carrier answered {text}"))
+                    }
+                    Verdict::Rebind => {
+                        if slot.request_rebind(generation) {
+                            tracing::warn!(bind = slot.index, status = %text, "the SMSC reports a bind state error; dropping the bind to bind again");
+                        }
+                        SubmitError::Temporary(format!("carrier answered {text}; rebinding"))
                     }
                     Verdict::Permanent => {
                         SubmitError::Permanent(format!("carrier answered {text}"))
@@ -223,7 +237,7 @@ impl SmppConnector {
     /// Fills `ids` with what the carrier took; returns the worst failure.
     async fn send_parts(
         &self,
-        client: &Client,
+        (client, generation): (&Client, u64),
         slot: &BindSlot,
         parts: Vec<(usize, SubmitSm)>,
         ids: &mut [Option<String>],
@@ -245,7 +259,7 @@ impl SmppConnector {
                         }
                     }
                     Err(error) => {
-                        let error = self.failure(slot, error);
+                        let error = self.failure(slot, generation, error);
                         worst = Some(match worst.take() {
                             None => error,
                             Some(previous) => worse(previous, error),
@@ -306,14 +320,14 @@ impl SmppConnector {
         let Some(_permit) = free_slot(slot, &self.stop).await else {
             return Err(SubmitError::Temporary("connector stopped".into()));
         };
-        let client = slot
+        let (client, generation) = slot
             .client()
             .ok_or_else(|| SubmitError::Temporary("SMPP bind went down".into()))?;
         match client.submit_sm(pdu).await {
             Ok(resp) => Ok(SubmitAck {
                 smsc_ids: vec![resp.message_id().as_str().to_string()],
             }),
-            Err(error) => Err(self.failure(slot, error)),
+            Err(error) => Err(self.failure(slot, generation, error)),
         }
     }
 }
@@ -381,7 +395,7 @@ impl Connector for SmppConnector {
         {
             self.submit_one(&slot, pdu).await.map_err(SubmitFailure::from)
         } else {
-            let client = slot
+            let (client, generation) = slot
                 .client()
                 .ok_or_else(|| SubmitError::Temporary("SMPP bind went down".into()))?;
             let todo: Vec<(usize, SubmitSm)> = pdus
@@ -389,7 +403,9 @@ impl Connector for SmppConnector {
                 .enumerate()
                 .filter(|(i, _)| ids.get(*i).is_some_and(Option::is_none))
                 .collect();
-            let worst = self.send_parts(&client, &slot, todo, &mut ids).await;
+            let worst = self
+                .send_parts((&client, generation), &slot, todo, &mut ids)
+                .await;
             match worst {
                 None if ids.iter().all(Option::is_some) => Ok(SubmitAck {
                     smsc_ids: ids.into_iter().flatten().collect(),

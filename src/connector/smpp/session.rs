@@ -62,6 +62,8 @@ enum End {
     Stopped,
     /// The link failed or the SMSC unbound.
     Lost(String),
+    /// A submit was answered with a bind state error.
+    Rebind,
 }
 
 /// Everything one bind task needs.
@@ -87,8 +89,8 @@ impl Session {
                 Ok((client, events)) => {
                     let since = Instant::now();
                     info!(failures = backoff.failures(), "bound");
-                    self.slot.set_client(Some(client.clone()));
-                    let end = self.serve(&client, events).await;
+                    let rebind = self.slot.set_client(Some(client.clone()));
+                    let end = self.serve(&client, events, &rebind).await;
                     self.slot.set_client(None);
                     match end {
                         End::Stopped => {
@@ -98,6 +100,12 @@ impl Session {
                         End::Lost(reason) => {
                             warn!(reason = %reason, up_for = ?since.elapsed(), "bind lost; reconnecting");
                             let _ = client.close().await;
+                        }
+                        End::Rebind => {
+                            // The SMSC no longer sees us as bound: start afresh
+                            // (unbind may well be refused; the connection goes
+                            // either way).
+                            unbind(&client).await;
                         }
                     }
                     if since.elapsed() >= STABLE {
@@ -200,7 +208,7 @@ impl Session {
     }
 
     /// Handles inbound PDUs until the link ends or the connector stops.
-    async fn serve(&self, client: &Client, mut events: Events) -> End {
+    async fn serve(&self, client: &Client, mut events: Events, rebind: &CancellationToken) -> End {
         let mut sweep = tokio::time::interval(INBOUND_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_error = None;
@@ -208,6 +216,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return End::Stopped,
+                () = rebind.cancelled() => return End::Rebind,
                 event = events.next() => match event {
                     None => {
                         return End::Lost(last_error.unwrap_or_else(|| "connection closed".into()));

@@ -447,6 +447,38 @@ async fn a_dropped_link_is_rebound_and_the_connector_submits_again() {
 }
 
 #[tokio::test]
+async fn a_bind_state_error_drops_the_bind_and_binds_again() {
+    let smsc = sim(quick()).await;
+    let rig = connect(smsc.local_addr().port(), "").await;
+    for (round, status) in [CommandStatus::EsmeRinvbndsts, CommandStatus::EsmeRalybnd]
+        .into_iter()
+        .enumerate()
+    {
+        smsc.script_submits([status]);
+        let failure = within("submit", rig.connector.submit(&message("x")))
+            .await
+            .expect_err("scripted to fail");
+        match &failure.error {
+            SubmitError::Temporary(text) => assert!(text.contains("rebinding"), "{text}"),
+            other => panic!("expected a temporary failure, got {other:?}"),
+        }
+        let binds = round as u64 + 2;
+        eventually("a new connection and bind", || {
+            let stats = smsc.stats();
+            stats.connections_total == binds && stats.binds == binds && stats.connections == 1
+        })
+        .await;
+        let c = rig.connector.clone();
+        eventually("ready again", || c.is_ready()).await;
+        within("submit on the new bind", rig.connector.submit(&message("y")))
+            .await
+            .expect("accepted");
+    }
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_unbinds_and_closes_every_session() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "binds = 2\n").await;
