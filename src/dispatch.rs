@@ -447,12 +447,16 @@ async fn record_outcomes(
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
         let done = persist(&*store, Batch::Outcomes(std::mem::take(&mut batch))).await;
-        publish(done, &metrics, finals.as_ref());
+        publish(done.unwrap_or_default(), &metrics, finals.as_ref());
     }
 }
 
 /// Applies receipts and hands inbound messages to `inbound`, in batches,
-/// until the event channel closes.
+/// until the event channel closes. Each event's [`Ack`] fires once the batch
+/// write that holds it has committed (or failed), so connectors acknowledge
+/// the carrier only for what is durable, at one store write per batch.
+///
+/// [`Ack`]: crate::connector::Ack
 pub async fn record_receipts(
     store: Arc<dyn Store>,
     mut events: mpsc::Receiver<ConnectorEvent>,
@@ -463,18 +467,33 @@ pub async fn record_receipts(
     let mut batch = Vec::with_capacity(256);
     while events.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
         let mut receipts = Vec::with_capacity(batch.len());
+        let mut receipt_acks = Vec::with_capacity(batch.len());
         let mut mos = Vec::new();
+        let mut mo_acks = Vec::new();
         for ev in batch.drain(..) {
             match ev {
-                ConnectorEvent::Receipt(r) => receipts.push(r),
-                ConnectorEvent::Inbound(mo) => mos.push(mo),
+                ConnectorEvent::Receipt(r, ack) => {
+                    receipts.push(r);
+                    receipt_acks.push(ack);
+                }
+                ConnectorEvent::Inbound(mo, ack) => {
+                    mos.push(mo);
+                    mo_acks.push(ack);
+                }
             }
         }
         if !mos.is_empty() {
-            inbound.handle(&*store, &metrics, mos).await;
+            let stored = inbound.handle(&*store, &metrics, mos).await;
+            for (ack, stored) in mo_acks.into_iter().zip(stored) {
+                ack.finish(stored);
+            }
         }
         let done = persist(&*store, Batch::Receipts(receipts)).await;
-        publish(done, &metrics, finals.as_ref());
+        let stored = done.is_some();
+        for ack in receipt_acks {
+            ack.finish(stored);
+        }
+        publish(done.unwrap_or_default(), &metrics, finals.as_ref());
     }
 }
 
@@ -485,14 +504,15 @@ enum Batch {
 }
 
 /// Writes `batch`, retrying while the store is unavailable: outcomes and
-/// receipts are facts that must not be dropped.
-async fn persist(store: &dyn Store, batch: Batch) -> Vec<Message> {
+/// receipts are facts that must not be dropped. Returns the messages that
+/// became final, or `None` when the store is closed and nothing was written.
+async fn persist(store: &dyn Store, batch: Batch) -> Option<Vec<Message>> {
     let len = match &batch {
         Batch::Outcomes(b) => b.len(),
         Batch::Receipts(b) => b.len(),
     };
     if len == 0 {
-        return Vec::new();
+        return Some(Vec::new());
     }
     let mut delay = Duration::from_millis(100);
     loop {
@@ -501,13 +521,13 @@ async fn persist(store: &dyn Store, batch: Batch) -> Vec<Message> {
             Batch::Receipts(b) => store.apply_receipts(b.clone()).await,
         };
         match result {
-            Ok(done) => return done,
+            Ok(done) => return Some(done),
             Err(StoreError::Closed) => {
                 tracing::warn!(
                     count = len,
-                    "store closed; results not recorded (messages stay queued)"
+                    "store closed; results not recorded (messages stay queued, receipts are left to the carrier to resend)"
                 );
-                return Vec::new();
+                return None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording failed; retrying");

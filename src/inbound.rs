@@ -81,11 +81,21 @@ impl InboundHandler {
         self
     }
 
-    /// Handles a batch of inbound messages.
-    pub async fn handle(&self, store: &dyn Store, metrics: &Metrics, mos: Vec<InboundMessage>) {
-        let mut by_webhook: BTreeMap<Option<String>, Vec<InboundRecord>> = BTreeMap::new();
+    /// Handles a batch of inbound messages. Returns, per message in order,
+    /// whether its effects are durable (stored with its webhook, or for a
+    /// message the hook dropped, its opt-out keyword applied): only those may
+    /// be acknowledged to the carrier.
+    pub async fn handle(
+        &self,
+        store: &dyn Store,
+        metrics: &Metrics,
+        mos: Vec<InboundMessage>,
+    ) -> Vec<bool> {
+        let mut stored = vec![false; mos.len()];
+        let mut by_webhook: BTreeMap<Option<String>, (Vec<usize>, Vec<InboundRecord>)> =
+            BTreeMap::new();
         let mut replies = Vec::new();
-        for mo in mos {
+        for (index, mo) in mos.into_iter().enumerate() {
             let decision = self
                 .app
                 .as_ref()
@@ -94,7 +104,7 @@ impl InboundHandler {
             let action = self.settings.action(&mo.body);
             if decision.drop {
                 // Opting out is the sender's right: a script cannot swallow it.
-                apply_keyword(store, &mo.from, action).await;
+                stored[index] = apply_keyword(store, &mo.from, action).await;
                 metrics.inbound("dropped");
                 tracing::info!(connector = %mo.connector, "inbound message dropped by on_inbound");
                 continue;
@@ -107,7 +117,9 @@ impl InboundHandler {
             let webhook = decision
                 .webhook
                 .or_else(|| self.settings.webhook_url.clone());
-            by_webhook.entry(webhook).or_default().push(InboundRecord {
+            let (indices, records) = by_webhook.entry(webhook).or_default();
+            indices.push(index);
+            records.push(InboundRecord {
                 id: MessageId::generate(),
                 connector: mo.connector,
                 from: mo.from,
@@ -117,26 +129,35 @@ impl InboundHandler {
                 action: action.map(str::to_string),
             });
         }
-        for (webhook, records) in by_webhook {
-            store_inbound(store, records, webhook).await;
+        for (webhook, (indices, records)) in by_webhook {
+            let ok = store_inbound(store, records, webhook).await;
+            for index in indices {
+                stored[index] = ok;
+            }
         }
         if let Some(app) = &self.app {
             for (to, body) in replies {
                 send_reply(app, to, body).await;
             }
         }
+        stored
     }
 }
 
-/// Records an opt-out or opt-in for a message that is otherwise dropped.
-async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) {
+/// Records an opt-out or opt-in for a message that is otherwise dropped;
+/// false when it could not be recorded (the carrier is then asked to resend).
+async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) -> bool {
     let result = match action {
         Some("opt_out") => store.opt_out(from, now_micros()).await,
         Some("opt_in") => store.opt_in(from).await.map(|_| ()),
-        _ => return,
+        _ => return true,
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "opt-out keyword could not be recorded");
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "opt-out keyword could not be recorded");
+            false
+        }
     }
 }
 
@@ -165,18 +186,23 @@ async fn send_reply(app: &App, to: String, body: String) {
     }
 }
 
-/// Stores inbound messages, retrying while the store is unavailable.
-async fn store_inbound(store: &dyn Store, records: Vec<InboundRecord>, webhook: Option<String>) {
+/// Stores inbound messages, retrying while the store is unavailable; false
+/// when the store is closed and they were not stored.
+async fn store_inbound(
+    store: &dyn Store,
+    records: Vec<InboundRecord>,
+    webhook: Option<String>,
+) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
         match store.record_inbound(records.clone(), webhook.clone()).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(StoreError::Closed) => {
                 tracing::warn!(
                     count = records.len(),
-                    "store closed; inbound messages not stored"
+                    "store closed; inbound messages not stored (left to the carrier to resend)"
                 );
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "storing inbound messages failed; retrying");

@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{Message, PartialSubmit};
 use crate::store::Receipt;
@@ -65,11 +65,44 @@ pub struct InboundMessage {
     pub body: String,
 }
 
-/// What connectors report, on one channel per gateway.
-#[derive(Debug, Clone)]
+/// What connectors report, on one channel per gateway. Each event carries
+/// the [`Ack`] the gateway fires once the event is durably stored (or could
+/// not be), so a connector acknowledges the carrier's copy only then.
+#[derive(Debug)]
 pub enum ConnectorEvent {
-    Receipt(Receipt),
-    Inbound(InboundMessage),
+    Receipt(Receipt, Ack),
+    Inbound(InboundMessage, Ack),
+}
+
+/// The gateway's answer to a [`ConnectorEvent`]: stored or not.
+///
+/// Dropping it unanswered counts as "not stored". Connectors that cannot
+/// ask the carrier to resend (the in-process `sim`) pass [`Ack::none`].
+#[derive(Debug)]
+#[must_use = "an event's ack tells the connector whether to acknowledge the carrier"]
+pub struct Ack(Option<oneshot::Sender<bool>>);
+
+impl Ack {
+    /// An ack nobody waits for.
+    pub fn none() -> Ack {
+        Ack(None)
+    }
+
+    /// An ack and the receiver the connector waits on: `Ok(true)` once the
+    /// event is stored, `Ok(false)` or `Err(_)` when it was not.
+    pub fn channel() -> (Ack, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Some(tx)), rx)
+    }
+
+    /// Reports whether the event was durably stored.
+    pub fn finish(self, stored: bool) {
+        if let Some(tx) = self.0 {
+            // The connector may have lost its session meanwhile; then the
+            // carrier resends and the answer is moot.
+            let _ = tx.send(stored);
+        }
+    }
 }
 
 /// Sender half connectors report events on.

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError, SubmitFailure};
+use super::{Ack, Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::model::{Message, now_micros};
 use crate::store::{Receipt, ReceiptState};
 
@@ -147,7 +147,11 @@ async fn deliver_receipts(sim: Arc<SimConnector>, events: EventSender) {
                 state,
                 at: now_micros(),
             };
-            if events.send(ConnectorEvent::Receipt(receipt)).await.is_err() {
+            if events
+                .send(ConnectorEvent::Receipt(receipt, Ack::none()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -248,7 +252,7 @@ mod tests {
                 .await
                 .expect("receipt in time")
                 .expect("channel open");
-            let ConnectorEvent::Receipt(r) = ev else {
+            let ConnectorEvent::Receipt(r, _) = ev else {
                 panic!("expected a receipt");
             };
             assert_eq!(r.state, ReceiptState::Delivered);

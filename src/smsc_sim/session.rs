@@ -361,14 +361,14 @@ impl Session {
             _ if id == CommandId::DeliverSmResp => {
                 bump(&self.shared.counters.deliver_sm_resps);
                 let receipt = self.unacked.remove(&sequence_number);
-                if status != CommandStatus::EsmeRok
-                    && let Some(receipt) = receipt
-                {
-                    // The ESME could not take it (e.g. its store is down): like a real
-                    // SMSC, deliver it again later.
+                if status != CommandStatus::EsmeRok {
                     bump(&self.shared.counters.deliver_sm_refused);
-                    debug!(?status, "deliver_sm refused; delivering it again later");
-                    self.shared.resend.schedule([receipt]);
+                    // The ESME could not take it (e.g. its store is down): like a real
+                    // SMSC, deliver a receipt again later. (Injected MOs are not kept.)
+                    if let Some(receipt) = receipt {
+                        debug!(?status, "receipt refused; delivering it again later");
+                        self.shared.resend.schedule([receipt]);
+                    }
                 }
                 return Ok(Step::Continue);
             }

@@ -118,7 +118,8 @@ pub struct SimStats {
     pub generic_nacks: u64,
     /// `deliver_sm_resp` received (any status).
     pub deliver_sm_resps: u64,
-    /// `deliver_sm_resp` with an error status: the receipt is delivered again later.
+    /// `deliver_sm_resp` with an error status (a refused receipt is delivered again
+    /// a second later).
     pub deliver_sm_refused: u64,
     /// `submit_sm` answered with a status queued by [`crate::smsc_sim::SmscSim::script_submits`].
     pub scripted: u64,

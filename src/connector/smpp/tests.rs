@@ -114,9 +114,11 @@ impl Rig {
             .expect("event channel open")
     }
 
+    /// The next receipt, acknowledged as stored.
     async fn next_receipt(&mut self) -> crate::store::Receipt {
         loop {
-            if let ConnectorEvent::Receipt(r) = self.next_event().await {
+            if let ConnectorEvent::Receipt(r, ack) = self.next_event().await {
+                ack.finish(true);
                 return r;
             }
         }
@@ -155,6 +157,62 @@ async fn a_message_is_submitted_and_its_receipt_reported_with_the_carrier_id() {
         smsc.stats().deliver_sm_resps == 1
     })
     .await;
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receipt_is_answered_only_once_the_gateway_has_stored_it() {
+    let smsc = sim(quick()).await;
+    let mut rig = connect(smsc.local_addr().port(), "").await;
+    let ack = within("submit", rig.connector.submit(&message("hi")))
+        .await
+        .expect("accepted");
+    let ConnectorEvent::Receipt(receipt, stored) = rig.next_event().await else {
+        panic!("receipt expected");
+    };
+    assert_eq!(receipt.smsc_id, ack.smsc_ids[0]);
+    // Not stored yet: the SMSC has no answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(smsc.stats().deliver_sm_resps, 0);
+    // The store failed: the SMSC is told to try again later, and does.
+    stored.finish(false);
+    eventually("ESME_RX_T_APPN reaches the SMSC", || {
+        smsc.stats().deliver_sm_refused == 1
+    })
+    .await;
+    let again = rig.next_receipt().await;
+    assert_eq!(again.smsc_id, ack.smsc_ids[0]);
+    eventually("the second delivery is acknowledged", || {
+        smsc.stats().deliver_sm_resps == 2
+    })
+    .await;
+    assert_eq!(smsc.stats().deliver_sm_refused, 1);
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_inbound_message_is_answered_only_once_the_gateway_has_stored_it() {
+    let smsc = sim(quick()).await;
+    let mut rig = connect(smsc.local_addr().port(), "").await;
+    for (n, stored) in [(1, false), (2, true)] {
+        within("inject", smsc.inject_mo("+447700900555", "12345", "STOP"))
+            .await
+            .expect("injected");
+        let ConnectorEvent::Inbound(mo, ack) = rig.next_event().await else {
+            panic!("inbound expected");
+        };
+        assert_eq!(mo.body, "STOP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(smsc.stats().deliver_sm_resps, n - 1, "answered before it was stored");
+        ack.finish(stored);
+        eventually("the answer reaches the SMSC", || {
+            smsc.stats().deliver_sm_resps == n
+        })
+        .await;
+    }
+    assert_eq!(smsc.stats().deliver_sm_refused, 1, "only the unstored one is refused");
     rig.connector.shutdown().await;
     smsc.shutdown().await;
 }
@@ -316,9 +374,10 @@ async fn inbound_messages_are_reported_with_sender_and_text() {
     )
     .await
     .expect("injected");
-    let ConnectorEvent::Inbound(mo) = rig.next_event().await else {
+    let ConnectorEvent::Inbound(mo, ack) = rig.next_event().await else {
         panic!("inbound expected");
     };
+    ack.finish(true);
     assert_eq!(mo.connector, "carrier");
     assert_eq!(mo.from, "+447700900555");
     assert_eq!(mo.to, "12345");
