@@ -28,6 +28,10 @@ pub const REPLY_PRINCIPAL: &str = "inbound-reply";
 pub struct InboundSettings {
     /// Every inbound message is also POSTed here.
     pub webhook_url: Option<String>,
+    /// Whether inbound webhooks can be signed (`inbound.webhook_secret` is
+    /// set). Without it no inbound webhook is queued, not even one an
+    /// `on_inbound` hook names: Herald never POSTs unsigned.
+    pub signing: bool,
     /// Bodies that opt the sender out of marketing (compared trimmed, any case).
     pub stop_keywords: Vec<String>,
     /// Bodies that opt the sender back in.
@@ -38,6 +42,7 @@ impl InboundSettings {
     pub fn from_config(c: &crate::config::InboundConfig) -> Self {
         InboundSettings {
             webhook_url: c.webhook_url.clone(),
+            signing: c.webhook_secret.is_some(),
             stop_keywords: c.stop_keywords.clone(),
             start_keywords: c.start_keywords.clone(),
         }
@@ -114,9 +119,20 @@ impl InboundHandler {
             if let Some(reply) = decision.reply {
                 replies.push((mo.from.clone(), reply));
             }
-            let webhook = decision
+            let mut webhook = decision
                 .webhook
                 .or_else(|| self.settings.webhook_url.clone());
+            if webhook.is_some() && !self.settings.signing {
+                // Config validation ties inbound.webhook_url to the secret;
+                // this catches URLs named by on_inbound.
+                tracing::error!(
+                    connector = %mo.connector,
+                    url = ?webhook,
+                    "inbound webhook not queued: it would go unsigned; set inbound.webhook_secret"
+                );
+                metrics.webhook("refused_unsigned");
+                webhook = None;
+            }
             let (indices, records) = by_webhook.entry(webhook).or_default();
             indices.push(index);
             records.push(InboundRecord {

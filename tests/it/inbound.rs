@@ -35,6 +35,8 @@ async fn deliver_inbound(
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(db, 8 << 20).expect("open"));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let settings = InboundSettings {
+        // The gateway that delivers them holds the inbound secret.
+        signing: webhook.is_some(),
         webhook_url: webhook,
         stop_keywords: vec!["STOP".into(), "UNSUBSCRIBE".into()],
         start_keywords: vec!["START".into()],
