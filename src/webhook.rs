@@ -318,8 +318,10 @@ impl Worker {
             .map_err(|e| PayloadError::Unavailable(format!("API keys unreadable: {e}")))?;
         // Later entries win: revoked before live, older before newer.
         keys.sort_by_key(|k| (k.revoked_at.is_none(), k.created_at));
-        let by_owner: HashMap<String, Option<String>> =
-            keys.into_iter().map(|k| (k.name, k.webhook_secret)).collect();
+        let by_owner: HashMap<String, Option<String>> = keys
+            .into_iter()
+            .map(|k| (k.name, k.webhook_secret))
+            .collect();
         let secret = by_owner.get(owner).cloned().flatten();
         let mut secrets = lock(&self.secrets);
         secrets.by_owner = by_owner;

@@ -1174,7 +1174,10 @@ impl<'t> Writer<'t> {
                     self.dequeue(&m)?;
                     // Parts taken on an earlier try are linked (and maybe
                     // receipted) already: link only the new ones.
-                    if m.partial.as_ref().is_some_and(|p| p.connector != *connector) {
+                    if m.partial
+                        .as_ref()
+                        .is_some_and(|p| p.connector != *connector)
+                    {
                         self.unlink_partial(&mut m)?;
                     }
                     let linked: Vec<String> = m
@@ -1218,7 +1221,10 @@ impl<'t> Writer<'t> {
                     fx.delayed_delta += 1;
                     let mut early = Vec::new();
                     if let Some(p) = partial {
-                        if m.partial.as_ref().is_some_and(|old| old.connector != p.connector) {
+                        if m.partial
+                            .as_ref()
+                            .is_some_and(|old| old.connector != p.connector)
+                        {
                             self.unlink_partial(&mut m)?;
                         }
                         let known: Vec<String> = m
@@ -1336,7 +1342,9 @@ impl<'t> Writer<'t> {
             // A receipt for a part taken on an earlier try of a long message
             // that still waits for its other parts: counted, not final yet.
             let waiting_part = m.status == Status::Queued
-                && m.partial.as_ref().is_some_and(|p| p.connector == r.connector);
+                && m.partial
+                    .as_ref()
+                    .is_some_and(|p| p.connector == r.connector);
             let submitted_here =
                 m.status == Status::Submitted && m.connector.as_deref() == Some(&r.connector);
             if !waiting_part && !submitted_here {

@@ -132,8 +132,7 @@ async fn inbound_webhooks_are_delivered_signed() {
 }
 
 #[tokio::test]
-async fn receipts_and_inbound_messages_are_acked_after_their_store_write_and_refused_without_one()
-{
+async fn receipts_and_inbound_messages_are_acked_after_their_store_write_and_refused_without_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(&dir.path().join("herald.db"), 8 << 20).expect("open"));

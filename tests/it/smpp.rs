@@ -120,7 +120,9 @@ async fn an_inbound_start_over_smpp_removes_the_opt_out() {
         (app.post("/v1/messages", &marketing).await.status() == 422).then_some(())
     })
     .await;
-    sim.inject_mo(&from, "12345", "start").await.expect("inject");
+    sim.inject_mo(&from, "12345", "start")
+        .await
+        .expect("inject");
     let item = until("the START is stored", async || {
         let page: Value = app.get("/v1/inbound").await.json().await.ok()?;
         page["items"]
@@ -172,10 +174,17 @@ async fn an_on_inbound_webhook_is_never_posted_unsigned() {
     })
     .await;
     let page: Value = app.get("/v1/inbound").await.json().await.expect("json");
-    assert_eq!(page["items"][0]["body"], "ORDER 7", "the message itself is kept");
+    assert_eq!(
+        page["items"][0]["body"], "ORDER 7",
+        "the message itself is kept"
+    );
     // The webhook worker polls every 100 ms: give it ample time to misbehave.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(*capture.attempts.lock().expect("lock"), 0, "nothing was POSTed");
+    assert_eq!(
+        *capture.attempts.lock().expect("lock"),
+        0,
+        "nothing was POSTed"
+    );
     app.stop().await;
     sim.shutdown().await;
 }

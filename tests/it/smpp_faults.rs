@@ -137,6 +137,10 @@ async fn settle(app: &TestApp, sent: &[(String, String)], want: &[&str]) -> Vec<
     }
 }
 
+/// Per destination: (concatenation reference, total parts) -> part number ->
+/// times the SMSC took it.
+type PartsSeen = HashMap<(u8, u8), HashMap<u8, usize>>;
+
 /// The contract: every part of every accepted message reached an SMSC at
 /// least once, and the resubmissions (duplicate parts) stay within
 /// `max_duplicates`. Parts are told apart by their UDH (`05 00 03 ref total
@@ -147,8 +151,7 @@ fn assert_reached_once(
     submitted: Vec<SubmittedMessage>,
     max_duplicates: usize,
 ) {
-    // destination -> (reference, total) -> seq -> count
-    let mut seen: HashMap<String, HashMap<(u8, u8), HashMap<u8, usize>>> = HashMap::new();
+    let mut seen: HashMap<String, PartsSeen> = HashMap::new();
     for sm in submitted {
         let (reference, total, seq) = match sm.short_message.as_slice() {
             [0x05, 0x00, 0x03, reference, total, seq, ..] if sm.esm_class & 0x40 != 0 => {
@@ -224,7 +227,11 @@ async fn a_throttling_storm_delays_messages_but_loses_none() {
     let done = settle(&app, &sent, &["delivered"]).await;
     assert!(done.iter().all(|m| m["connector"] == "carrier"));
     for m in done.iter().filter(|m| m["segments"] == 3) {
-        assert_eq!(m["smsc_message_ids"].as_array().map(Vec::len), Some(3), "{m}");
+        assert_eq!(
+            m["smsc_message_ids"].as_array().map(Vec::len),
+            Some(3),
+            "{m}"
+        );
     }
     // Before throttled submits stopped counting as attempts, this storm
     // left messages queued behind ever longer backoffs, then failed them.

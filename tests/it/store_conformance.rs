@@ -366,7 +366,11 @@ async fn a_long_message_partly_taken_keeps_its_parts_and_their_receipts(f: &dyn 
         .expect("receipt");
     assert!(finals.is_empty());
     let again = reclaim(&*store, "a").await;
-    assert_eq!(again.partial.as_ref(), Some(&first), "the retry knows what was taken");
+    assert_eq!(
+        again.partial.as_ref(),
+        Some(&first),
+        "the retry knows what was taken"
+    );
     assert_eq!(again.status, Status::Queued);
     // Part 2's receipt races ahead of the submit being recorded.
     store
@@ -443,7 +447,10 @@ async fn a_failover_forgets_the_parts_the_first_carrier_took(f: &dyn StoreFactor
     };
     // A late receipt from the first carrier does not count for the second.
     let finals = store
-        .apply_receipts(vec![receipt("x1", ReceiptState::Delivered), on_backup("b1")])
+        .apply_receipts(vec![
+            receipt("x1", ReceiptState::Delivered),
+            on_backup("b1"),
+        ])
         .await
         .expect("receipts");
     assert!(finals.is_empty());

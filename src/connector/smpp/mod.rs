@@ -293,10 +293,7 @@ impl SmppConnector {
     /// The PDUs of `msg`, its concatenation reference and the carrier ids of
     /// parts an earlier try on this connector got through (same reference,
     /// so the handset joins old and new parts).
-    fn prepare(
-        &self,
-        msg: &Message,
-    ) -> Result<(Vec<SubmitSm>, u16, Vec<Option<String>>), SubmitError> {
+    fn prepare(&self, msg: &Message) -> Result<Prepared, SubmitError> {
         let permanent = |e: PrepareError| SubmitError::Permanent(e.to_string());
         if let Some(p) = msg
             .partial
@@ -356,6 +353,10 @@ async fn free_slot(slot: &BindSlot, stop: &CancellationToken) -> Option<OwnedSem
     (!stop.is_cancelled()).then_some(permit)
 }
 
+/// A message's PDUs, its concatenation reference, and the carrier id of each
+/// part already taken (`None`: still to send).
+type Prepared = (Vec<SubmitSm>, u16, Vec<Option<String>>);
+
 /// The failure that decides a multi-part message: permanent beats
 /// throttled beats temporary.
 fn worse(a: SubmitError, b: SubmitError) -> SubmitError {
@@ -393,7 +394,9 @@ impl Connector for SmppConnector {
         let result = if pdus.len() == 1
             && let Some(pdu) = pdus.pop()
         {
-            self.submit_one(&slot, pdu).await.map_err(SubmitFailure::from)
+            self.submit_one(&slot, pdu)
+                .await
+                .map_err(SubmitFailure::from)
         } else {
             let (client, generation) = slot
                 .client()
@@ -411,9 +414,8 @@ impl Connector for SmppConnector {
                     smsc_ids: ids.into_iter().flatten().collect(),
                 }),
                 worst => Err(SubmitFailure {
-                    error: worst.unwrap_or_else(|| {
-                        SubmitError::Temporary("parts left unsent".into())
-                    }),
+                    error: worst
+                        .unwrap_or_else(|| SubmitError::Temporary("parts left unsent".into())),
                     partial: self.partial(reference, ids),
                 }),
             }

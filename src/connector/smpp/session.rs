@@ -288,7 +288,11 @@ impl Session {
                             at: now_micros(),
                         };
                         let (ack, stored) = Ack::channel();
-                        match self.events.send(ConnectorEvent::Receipt(receipt, ack)).await {
+                        match self
+                            .events
+                            .send(ConnectorEvent::Receipt(receipt, ack))
+                            .await
+                        {
                             Ok(()) => Answer::WhenStored(stored),
                             Err(_) => Answer::Never,
                         }
@@ -327,7 +331,9 @@ impl Session {
                         stored,
                     }),
                     Answer::Never => {
-                        debug!("gateway stopping; deliver_sm left unanswered for the SMSC to resend");
+                        debug!(
+                            "gateway stopping; deliver_sm left unanswered for the SMSC to resend"
+                        );
                     }
                 }
                 None
@@ -356,12 +362,15 @@ impl Session {
         }
         debug!(from = %joined.from, to = %joined.to, "inbound message");
         self.events
-            .send(ConnectorEvent::Inbound(InboundMessage {
-                connector: self.settings.name.clone(),
-                from: joined.from,
-                to: joined.to,
-                body: joined.text,
-            }, ack))
+            .send(ConnectorEvent::Inbound(
+                InboundMessage {
+                    connector: self.settings.name.clone(),
+                    from: joined.from,
+                    to: joined.to,
+                    body: joined.text,
+                },
+                ack,
+            ))
             .await
             .is_ok()
     }
@@ -417,7 +426,10 @@ fn respond(client: &Client, sequence_number: u32) {
 /// `ESME_RX_T_APPN` ("temporary application error"): the SMSC sends it again
 /// later (same queuing as [`respond`]).
 fn refuse(client: &Client, sequence_number: u32) {
-    warn!(sequence_number, "receipt or inbound message not stored; deliver_sm refused with ESME_RX_T_APPN for the SMSC to resend");
+    warn!(
+        sequence_number,
+        "receipt or inbound message not stored; deliver_sm refused with ESME_RX_T_APPN for the SMSC to resend"
+    );
     if let Some(Err(error)) = client
         .status(CommandStatus::EsmeRxTAppn)
         .deliver_sm_resp(sequence_number, DeliverSmResp::default())

@@ -205,14 +205,22 @@ async fn an_inbound_message_is_answered_only_once_the_gateway_has_stored_it() {
         };
         assert_eq!(mo.body, "STOP");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(smsc.stats().deliver_sm_resps, n - 1, "answered before it was stored");
+        assert_eq!(
+            smsc.stats().deliver_sm_resps,
+            n - 1,
+            "answered before it was stored"
+        );
         ack.finish(stored);
         eventually("the answer reaches the SMSC", || {
             smsc.stats().deliver_sm_resps == n
         })
         .await;
     }
-    assert_eq!(smsc.stats().deliver_sm_refused, 1, "only the unstored one is refused");
+    assert_eq!(
+        smsc.stats().deliver_sm_refused,
+        1,
+        "only the unstored one is refused"
+    );
     rig.connector.shutdown().await;
     smsc.shutdown().await;
 }
@@ -443,7 +451,10 @@ async fn a_refused_bind_is_retried_until_the_smsc_accepts_it() {
     assert!(!connector.is_ready());
     let refused = within("submit while down", connector.submit(&message("x"))).await;
     assert!(
-        matches!(refused.as_ref().map_err(|f| &f.error), Err(SubmitError::Temporary(_))),
+        matches!(
+            refused.as_ref().map_err(|f| &f.error),
+            Err(SubmitError::Temporary(_))
+        ),
         "{refused:?}"
     );
     smsc.set_refuse_binds(false);
@@ -529,9 +540,12 @@ async fn a_bind_state_error_drops_the_bind_and_binds_again() {
         .await;
         let c = rig.connector.clone();
         eventually("ready again", || c.is_ready()).await;
-        within("submit on the new bind", rig.connector.submit(&message("y")))
-            .await
-            .expect("accepted");
+        within(
+            "submit on the new bind",
+            rig.connector.submit(&message("y")),
+        )
+        .await
+        .expect("accepted");
     }
     rig.connector.shutdown().await;
     smsc.shutdown().await;
@@ -557,7 +571,10 @@ async fn a_malformed_destination_fails_permanently_without_a_pdu() {
     m.to = "+".into();
     let result = within("submit", rig.connector.submit(&m)).await;
     assert!(
-        matches!(result.as_ref().map_err(|f| &f.error), Err(SubmitError::Permanent(_))),
+        matches!(
+            result.as_ref().map_err(|f| &f.error),
+            Err(SubmitError::Permanent(_))
+        ),
         "{result:?}"
     );
     assert!(smsc.submitted().is_empty());
@@ -699,7 +716,10 @@ async fn an_unanswered_submit_times_out_as_temporary() {
     let rig = connect(smsc.port, "response_timeout = \"300ms\"\n").await;
     let result = within("submit", rig.connector.submit(&message("x"))).await;
     assert!(
-        matches!(result.as_ref().map_err(|f| &f.error), Err(SubmitError::Temporary(_))),
+        matches!(
+            result.as_ref().map_err(|f| &f.error),
+            Err(SubmitError::Temporary(_))
+        ),
         "{result:?}"
     );
     rig.connector.shutdown().await;

@@ -177,7 +177,11 @@ async fn scripted_statuses_answer_the_next_submits_in_order() {
     submit_ok(&esme, submit("4915", "four", 1)).await;
     let stats = sim.stats();
     assert_eq!((stats.submits, stats.scripted), (2, 2));
-    let texts: Vec<Vec<u8>> = sim.submitted().into_iter().map(|s| s.short_message).collect();
+    let texts: Vec<Vec<u8>> = sim
+        .submitted()
+        .into_iter()
+        .map(|s| s.short_message)
+        .collect();
     assert_eq!(texts, vec![b"one".to_vec(), b"four".to_vec()]);
     sim.shutdown().await;
 }
