@@ -219,6 +219,7 @@ impl Admitter {
             tags: msg.tags,
             // Only a deferral into the future holds the message.
             not_before: not_before.filter(|at| *at > now),
+            partial: None,
         };
         let limit = (class != Class::Emergency).then(|| self.limits.for_class(class));
         Ok(NewMessage {

@@ -1001,7 +1001,18 @@ impl Config {
         if self.inbound.webhook_url.is_some() && self.inbound.webhook_secret.is_none() {
             return Err(invalid(
                 "inbound.webhook_secret",
-                "is required when inbound.webhook_url is set",
+                "is required when inbound.webhook_url is set (inbound webhooks are always signed)",
+            ));
+        }
+        if self
+            .inbound
+            .webhook_secret
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(invalid(
+                "inbound.webhook_secret",
+                "must not be empty: it is the HMAC key receivers verify signatures with",
             ));
         }
         if self.webhooks.concurrency == 0 || self.webhooks.concurrency > 1024 {
@@ -1235,6 +1246,22 @@ mod tests {
         assert!(example.contains("kind = \"smpp\""), "{example}");
         let c = Config::from_toml(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
         assert_eq!(c.connectors[0].name, "carrier-a");
+    }
+
+    #[test]
+    fn an_inbound_webhook_without_a_secret_is_refused_naming_the_key() {
+        let err = Config::from_toml("[inbound]\nwebhook_url = \"https://example.com/mo\"\n")
+            .expect_err("unsigned inbound webhooks are refused");
+        assert!(err.to_string().contains("inbound.webhook_secret"), "{err}");
+        let err = Config::from_toml(
+            "[inbound]\nwebhook_url = \"https://example.com/mo\"\nwebhook_secret = \" \"\n",
+        )
+        .expect_err("an empty secret signs nothing");
+        assert!(err.to_string().contains("inbound.webhook_secret"), "{err}");
+        Config::from_toml(
+            "[inbound]\nwebhook_url = \"https://example.com/mo\"\nwebhook_secret = \"whsec_x\"\n",
+        )
+        .expect("signed inbound webhooks are fine");
     }
 
     #[test]

@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError};
+use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError, SubmitFailure};
 use crate::inbound::InboundHandler;
 use crate::metrics::Metrics;
-use crate::model::{Message, Micros, now_micros};
+use crate::model::{Message, Micros, PartialSubmit, now_micros};
 use crate::store::{Outcome, Receipt, Store, StoreError};
 
 /// Most messages claimed in one go.
@@ -115,7 +115,7 @@ fn burst_for(tps: NonZeroU32) -> NonZeroU32 {
     NonZeroU32::new(tps.get() / 10).unwrap_or(NonZeroU32::MIN)
 }
 
-type SubmitResult = (Message, Micros, Result<SubmitAck, SubmitError>);
+type SubmitResult = (Message, Micros, Result<SubmitAck, SubmitFailure>);
 
 struct Dispatcher {
     store: Arc<dyn Store>,
@@ -210,8 +210,7 @@ impl Dispatcher {
                     continue;
                 }
                 if let Some(limiter) = &self.limiter
-                    && m.segments > 1
-                    && let Some(extra) = NonZeroU32::new(m.segments - 1)
+                    && let Some(extra) = NonZeroU32::new(parts_to_send(&m, &name) - 1)
                 {
                     // Each part is one submit to the carrier; the cap counts parts.
                     let _ = limiter.until_n_ready(extra).await;
@@ -230,7 +229,8 @@ impl Dispatcher {
                         let result = tokio::time::timeout(timeout, connector.submit(&m))
                             .await
                             .unwrap_or_else(|_| {
-                                Err(SubmitError::Temporary("no answer from the carrier".into()))
+                                Err(SubmitError::Temporary("no answer from the carrier".into())
+                                    .into())
                             });
                         (m, started, result)
                     },
@@ -325,28 +325,53 @@ impl Dispatcher {
                     at: started,
                 }
             }
-            Err(err) => {
-                let kind = match err {
+            Err(failure) => {
+                let kind = match failure.error {
                     SubmitError::Temporary(_) => "temporary",
                     SubmitError::Throttled => "throttled",
                     SubmitError::Permanent(_) => "permanent",
                 };
                 self.metrics.submit_error(self.connector.name(), kind);
-                tracing::info!(message_id = %m.id, connector = %self.connector.name(), error = %err, "submit failed");
-                self.after_failure(&m, err)
+                tracing::info!(
+                    message_id = %m.id,
+                    connector = %self.connector.name(),
+                    error = %failure.error,
+                    parts_missing = failure.partial.as_ref().map(PartialSubmit::missing),
+                    "submit failed"
+                );
+                self.after_failure(&m, failure)
             }
         };
         self.send_outcome(outcome).await;
     }
 
     /// Decides what a failed submit leads to.
-    fn after_failure(&self, m: &Message, err: SubmitError) -> Outcome {
+    ///
+    /// A throttled submit was refused before the carrier took it: it is
+    /// retried after the usual backoff but does not count toward
+    /// `max_attempts`, so however long a throttling storm lasts, only the
+    /// message's validity ends its tries (it then expires, never sent).
+    ///
+    /// Parts of a long message the carrier took (`failure.partial`) are kept
+    /// for the retry on this connector; a failover drops them.
+    fn after_failure(&self, m: &Message, failure: SubmitFailure) -> Outcome {
+        let SubmitFailure {
+            error: err,
+            partial,
+        } = failure;
         match err {
             SubmitError::Permanent(reason) => Outcome::Failover {
                 id: m.id,
                 error: reason,
             },
-            SubmitError::Throttled | SubmitError::Temporary(_) => {
+            SubmitError::Throttled => Outcome::Retry {
+                id: m.id,
+                not_before: retry_at(backoff(&self.settings, m.attempts, m.id.0)),
+                error: err.to_string(),
+                counts_attempt: false,
+                partial,
+            },
+            SubmitError::Temporary(_) => {
                 let attempts = m.attempts + 1;
                 if attempts >= self.settings.max_attempts {
                     if (m.route_index as usize) + 1 < m.route.len() {
@@ -360,16 +385,31 @@ impl Dispatcher {
                         error: format!("{err} (after {attempts} attempts)"),
                     };
                 }
-                let delay = backoff(&self.settings, m.attempts, m.id.0);
                 Outcome::Retry {
                     id: m.id,
-                    not_before: now_micros()
-                        + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2),
+                    not_before: retry_at(backoff(&self.settings, m.attempts, m.id.0)),
                     error: err.to_string(),
+                    counts_attempt: true,
+                    partial,
                 }
             }
         }
     }
+}
+
+/// How many `submit_sm` sending `m` through `connector` takes: its missing
+/// parts when an earlier try there got some through, else every segment.
+fn parts_to_send(m: &Message, connector: &str) -> u32 {
+    match &m.partial {
+        Some(p) if p.connector == connector => u32::try_from(p.missing()).unwrap_or(u32::MAX),
+        _ => m.segments,
+    }
+    .max(1)
+}
+
+/// When a retry after `delay` from now is due.
+fn retry_at(delay: Duration) -> Micros {
+    now_micros() + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
 /// When a not-ready connector is due a failover sweep.
@@ -423,12 +463,16 @@ async fn record_outcomes(
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
         let done = persist(&*store, Batch::Outcomes(std::mem::take(&mut batch))).await;
-        publish(done, &metrics, finals.as_ref());
+        publish(done.unwrap_or_default(), &metrics, finals.as_ref());
     }
 }
 
 /// Applies receipts and hands inbound messages to `inbound`, in batches,
-/// until the event channel closes.
+/// until the event channel closes. Each event's [`Ack`] fires once the batch
+/// write that holds it has committed (or failed), so connectors acknowledge
+/// the carrier only for what is durable, at one store write per batch.
+///
+/// [`Ack`]: crate::connector::Ack
 pub async fn record_receipts(
     store: Arc<dyn Store>,
     mut events: mpsc::Receiver<ConnectorEvent>,
@@ -439,18 +483,33 @@ pub async fn record_receipts(
     let mut batch = Vec::with_capacity(256);
     while events.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
         let mut receipts = Vec::with_capacity(batch.len());
+        let mut receipt_acks = Vec::with_capacity(batch.len());
         let mut mos = Vec::new();
+        let mut mo_acks = Vec::new();
         for ev in batch.drain(..) {
             match ev {
-                ConnectorEvent::Receipt(r) => receipts.push(r),
-                ConnectorEvent::Inbound(mo) => mos.push(mo),
+                ConnectorEvent::Receipt(r, ack) => {
+                    receipts.push(r);
+                    receipt_acks.push(ack);
+                }
+                ConnectorEvent::Inbound(mo, ack) => {
+                    mos.push(mo);
+                    mo_acks.push(ack);
+                }
             }
         }
         if !mos.is_empty() {
-            inbound.handle(&*store, &metrics, mos).await;
+            let stored = inbound.handle(&*store, &metrics, mos).await;
+            for (ack, stored) in mo_acks.into_iter().zip(stored) {
+                ack.finish(stored);
+            }
         }
         let done = persist(&*store, Batch::Receipts(receipts)).await;
-        publish(done, &metrics, finals.as_ref());
+        let stored = done.is_some();
+        for ack in receipt_acks {
+            ack.finish(stored);
+        }
+        publish(done.unwrap_or_default(), &metrics, finals.as_ref());
     }
 }
 
@@ -461,14 +520,15 @@ enum Batch {
 }
 
 /// Writes `batch`, retrying while the store is unavailable: outcomes and
-/// receipts are facts that must not be dropped.
-async fn persist(store: &dyn Store, batch: Batch) -> Vec<Message> {
+/// receipts are facts that must not be dropped. Returns the messages that
+/// became final, or `None` when the store is closed and nothing was written.
+async fn persist(store: &dyn Store, batch: Batch) -> Option<Vec<Message>> {
     let len = match &batch {
         Batch::Outcomes(b) => b.len(),
         Batch::Receipts(b) => b.len(),
     };
     if len == 0 {
-        return Vec::new();
+        return Some(Vec::new());
     }
     let mut delay = Duration::from_millis(100);
     loop {
@@ -477,13 +537,13 @@ async fn persist(store: &dyn Store, batch: Batch) -> Vec<Message> {
             Batch::Receipts(b) => store.apply_receipts(b.clone()).await,
         };
         match result {
-            Ok(done) => return done,
+            Ok(done) => return Some(done),
             Err(StoreError::Closed) => {
                 tracing::warn!(
                     count = len,
-                    "store closed; results not recorded (messages stay queued)"
+                    "store closed; results not recorded (messages stay queued, receipts are left to the carrier to resend)"
                 );
-                return Vec::new();
+                return None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording failed; retrying");

@@ -28,6 +28,10 @@ pub const REPLY_PRINCIPAL: &str = "inbound-reply";
 pub struct InboundSettings {
     /// Every inbound message is also POSTed here.
     pub webhook_url: Option<String>,
+    /// Whether inbound webhooks can be signed (`inbound.webhook_secret` is
+    /// set). Without it no inbound webhook is queued, not even one an
+    /// `on_inbound` hook names: Herald never POSTs unsigned.
+    pub signing: bool,
     /// Bodies that opt the sender out of marketing (compared trimmed, any case).
     pub stop_keywords: Vec<String>,
     /// Bodies that opt the sender back in.
@@ -38,6 +42,7 @@ impl InboundSettings {
     pub fn from_config(c: &crate::config::InboundConfig) -> Self {
         InboundSettings {
             webhook_url: c.webhook_url.clone(),
+            signing: c.webhook_secret.is_some(),
             stop_keywords: c.stop_keywords.clone(),
             start_keywords: c.start_keywords.clone(),
         }
@@ -81,11 +86,21 @@ impl InboundHandler {
         self
     }
 
-    /// Handles a batch of inbound messages.
-    pub async fn handle(&self, store: &dyn Store, metrics: &Metrics, mos: Vec<InboundMessage>) {
-        let mut by_webhook: BTreeMap<Option<String>, Vec<InboundRecord>> = BTreeMap::new();
+    /// Handles a batch of inbound messages. Returns, per message in order,
+    /// whether its effects are durable (stored with its webhook, or for a
+    /// message the hook dropped, its opt-out keyword applied): only those may
+    /// be acknowledged to the carrier.
+    pub async fn handle(
+        &self,
+        store: &dyn Store,
+        metrics: &Metrics,
+        mos: Vec<InboundMessage>,
+    ) -> Vec<bool> {
+        let mut stored = vec![false; mos.len()];
+        let mut by_webhook: BTreeMap<Option<String>, (Vec<usize>, Vec<InboundRecord>)> =
+            BTreeMap::new();
         let mut replies = Vec::new();
-        for mo in mos {
+        for (index, mo) in mos.into_iter().enumerate() {
             let decision = self
                 .app
                 .as_ref()
@@ -94,7 +109,7 @@ impl InboundHandler {
             let action = self.settings.action(&mo.body);
             if decision.drop {
                 // Opting out is the sender's right: a script cannot swallow it.
-                apply_keyword(store, &mo.from, action).await;
+                stored[index] = apply_keyword(store, &mo.from, action).await;
                 metrics.inbound("dropped");
                 tracing::info!(connector = %mo.connector, "inbound message dropped by on_inbound");
                 continue;
@@ -104,10 +119,23 @@ impl InboundHandler {
             if let Some(reply) = decision.reply {
                 replies.push((mo.from.clone(), reply));
             }
-            let webhook = decision
+            let mut webhook = decision
                 .webhook
                 .or_else(|| self.settings.webhook_url.clone());
-            by_webhook.entry(webhook).or_default().push(InboundRecord {
+            if webhook.is_some() && !self.settings.signing {
+                // Config validation ties inbound.webhook_url to the secret;
+                // this catches URLs named by on_inbound.
+                tracing::error!(
+                    connector = %mo.connector,
+                    url = ?webhook,
+                    "inbound webhook not queued: it would go unsigned; set inbound.webhook_secret"
+                );
+                metrics.webhook("refused_unsigned");
+                webhook = None;
+            }
+            let (indices, records) = by_webhook.entry(webhook).or_default();
+            indices.push(index);
+            records.push(InboundRecord {
                 id: MessageId::generate(),
                 connector: mo.connector,
                 from: mo.from,
@@ -117,26 +145,35 @@ impl InboundHandler {
                 action: action.map(str::to_string),
             });
         }
-        for (webhook, records) in by_webhook {
-            store_inbound(store, records, webhook).await;
+        for (webhook, (indices, records)) in by_webhook {
+            let ok = store_inbound(store, records, webhook).await;
+            for index in indices {
+                stored[index] = ok;
+            }
         }
         if let Some(app) = &self.app {
             for (to, body) in replies {
                 send_reply(app, to, body).await;
             }
         }
+        stored
     }
 }
 
-/// Records an opt-out or opt-in for a message that is otherwise dropped.
-async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) {
+/// Records an opt-out or opt-in for a message that is otherwise dropped;
+/// false when it could not be recorded (the carrier is then asked to resend).
+async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) -> bool {
     let result = match action {
         Some("opt_out") => store.opt_out(from, now_micros()).await,
         Some("opt_in") => store.opt_in(from).await.map(|_| ()),
-        _ => return,
+        _ => return true,
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "opt-out keyword could not be recorded");
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "opt-out keyword could not be recorded");
+            false
+        }
     }
 }
 
@@ -165,18 +202,23 @@ async fn send_reply(app: &App, to: String, body: String) {
     }
 }
 
-/// Stores inbound messages, retrying while the store is unavailable.
-async fn store_inbound(store: &dyn Store, records: Vec<InboundRecord>, webhook: Option<String>) {
+/// Stores inbound messages, retrying while the store is unavailable; false
+/// when the store is closed and they were not stored.
+async fn store_inbound(
+    store: &dyn Store,
+    records: Vec<InboundRecord>,
+    webhook: Option<String>,
+) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
         match store.record_inbound(records.clone(), webhook.clone()).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(StoreError::Closed) => {
                 tracing::warn!(
                     count = records.len(),
-                    "store closed; inbound messages not stored"
+                    "store closed; inbound messages not stored (left to the carrier to resend)"
                 );
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "storing inbound messages failed; retrying");

@@ -240,6 +240,35 @@ pub struct Message {
     /// deferred. Kept after the message went out, as a record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Micros>,
+    /// While queued: the parts of a long message a carrier already took on an
+    /// earlier try, so a retry sends only the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialSubmit>,
+}
+
+/// Parts of a long message that a connector's carrier accepted on a try
+/// where other parts failed.
+///
+/// Resending an accepted part would reach the handset twice; resending it
+/// under a new concatenation reference would leave the handset with two
+/// unfinished messages. So the retry on the same connector sends only the
+/// missing parts, under the same reference, and the message records every
+/// part's id once all are in. On any other connector it starts over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialSubmit {
+    /// The connector whose carrier holds the accepted parts.
+    pub connector: String,
+    /// Concatenation reference every part was (and will be) sent with.
+    pub reference: u16,
+    /// Per part in order: the carrier's id, or `None` while still to send.
+    pub smsc_ids: Vec<Option<String>>,
+}
+
+impl PartialSubmit {
+    /// Parts still to send.
+    pub fn missing(&self) -> usize {
+        self.smsc_ids.iter().filter(|id| id.is_none()).count()
+    }
 }
 
 impl Message {

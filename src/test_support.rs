@@ -32,5 +32,6 @@ pub fn message(to: &str) -> Message {
         idempotency_key: None,
         tags: Vec::new(),
         not_before: None,
+        partial: None,
     }
 }

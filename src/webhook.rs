@@ -8,7 +8,7 @@
 //! It runs apart from the dispatcher and never slows it down.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,6 +26,13 @@ use crate::store::{Store, WebhookEvent, WebhookJob, WebhookResult};
 pub const SIGNATURE_HEADER: &str = "x-herald-signature";
 /// How long to sleep when nothing is due.
 const IDLE: Duration = Duration::from_millis(100);
+/// How long looked-up API key webhook secrets are used before they are read
+/// again: a key revoked and created anew under the same name signs with its
+/// new secret within this.
+pub const SECRET_TTL: Duration = Duration::from_secs(60);
+/// An owner missing from the cache (a key just created) rereads the keys, at
+/// most this often.
+const SECRET_MISS_RETRY: Duration = Duration::from_secs(1);
 
 /// `sha256=<hex>` of `body` under `secret`.
 pub fn sign(secret: &str, body: &[u8]) -> String {
@@ -63,6 +70,8 @@ pub struct WebhookSettings {
     pub max_age: Duration,
     /// Signs inbound webhooks.
     pub inbound_secret: Option<String>,
+    /// How long API key secrets are cached ([`SECRET_TTL`]).
+    pub secret_ttl: Duration,
 }
 
 impl WebhookSettings {
@@ -74,6 +83,7 @@ impl WebhookSettings {
             retry_max: c.retry_max,
             max_age: c.max_age,
             inbound_secret,
+            secret_ttl: SECRET_TTL,
         }
     }
 
@@ -102,13 +112,7 @@ pub async fn run(
             return;
         }
     };
-    let worker = Worker {
-        store,
-        settings,
-        metrics,
-        client,
-        secrets: tokio::sync::Mutex::new(HashMap::new()),
-    };
+    let worker = Worker::new(store, settings, metrics, client);
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -132,11 +136,43 @@ struct Worker {
     settings: WebhookSettings,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
-    /// API key name → webhook secret.
-    secrets: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    /// API key name → webhook secret, read from the store at most every
+    /// [`SECRET_TTL`].
+    secrets: Mutex<Secrets>,
+}
+
+#[derive(Default)]
+struct Secrets {
+    loaded_at: Option<tokio::time::Instant>,
+    by_owner: HashMap<String, Option<String>>,
+}
+
+/// Why a job has no payload.
+enum PayloadError {
+    /// Nothing left to send (e.g. the message is gone): drop the job.
+    Gone(String),
+    /// Not now (e.g. the store is unavailable): try again later.
+    Unavailable(String),
+    /// It would have to go unsigned: refuse it.
+    Unsigned(&'static str),
 }
 
 impl Worker {
+    fn new(
+        store: Arc<dyn Store>,
+        settings: WebhookSettings,
+        metrics: Arc<Metrics>,
+        client: reqwest::Client,
+    ) -> Self {
+        Worker {
+            store,
+            settings,
+            metrics,
+            client,
+            secrets: Mutex::new(Secrets::default()),
+        }
+    }
+
     /// Delivers one claimed round; `false` when nothing was due.
     async fn round(&self) -> bool {
         let lease = self.settings.timeout * 2 + Duration::from_secs(5);
@@ -172,10 +208,18 @@ impl Worker {
     async fn deliver(&self, job: &WebhookJob) -> WebhookResult {
         let (body, secret, event) = match self.payload(job).await {
             Ok(p) => p,
-            Err(reason) => {
+            Err(PayloadError::Gone(reason)) => {
                 tracing::warn!(job = %job.id, %reason, "webhook dropped");
                 self.metrics.webhook("dropped");
                 return WebhookResult::Done;
+            }
+            Err(PayloadError::Unsigned(key)) => {
+                tracing::error!(job = %job.id, url = %job.url, "webhook dropped: it would go unsigned; set {key}");
+                self.metrics.webhook("dropped");
+                return WebhookResult::Done;
+            }
+            Err(PayloadError::Unavailable(error)) => {
+                return self.retry_or_give_up(job, format!("not ready to send: {error}"));
             }
         };
         let mut request = self
@@ -195,6 +239,11 @@ impl Worker {
             Ok(r) => format!("answered {}", r.status()),
             Err(e) => format!("request failed: {e}"),
         };
+        self.retry_or_give_up(job, error)
+    }
+
+    /// A failed attempt: retried with backoff, or given up past `max_age`.
+    fn retry_or_give_up(&self, job: &WebhookJob, error: String) -> WebhookResult {
         let now = now_micros();
         let age = Duration::from_micros(u64::try_from(now - job.created_at).unwrap_or(0));
         if age >= self.settings.max_age {
@@ -215,39 +264,75 @@ impl Worker {
     async fn payload(
         &self,
         job: &WebhookJob,
-    ) -> Result<(Vec<u8>, Option<String>, &'static str), String> {
+    ) -> Result<(Vec<u8>, Option<String>, &'static str), PayloadError> {
+        let encode = |e: serde_json::Error| PayloadError::Gone(e.to_string());
         match &job.event {
             WebhookEvent::MessageStatus { message_id, owner } => {
                 let m = self
                     .store
                     .message(*message_id)
                     .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("message no longer exists")?;
-                let body = serde_json::to_vec(&MessageView::from_message(&m))
-                    .map_err(|e| e.to_string())?;
-                Ok((body, self.secret_of(owner).await, "message.status"))
+                    .map_err(|e| PayloadError::Unavailable(e.to_string()))?
+                    .ok_or_else(|| PayloadError::Gone("message no longer exists".into()))?;
+                let secret = self.secret_of(owner).await?;
+                let body = serde_json::to_vec(&MessageView::from_message(&m)).map_err(encode)?;
+                Ok((body, secret, "message.status"))
             }
             WebhookEvent::Inbound { record } => {
+                // Config validation requires the secret with a webhook_url;
+                // this also covers URLs named by an on_inbound hook.
+                let secret = self
+                    .settings
+                    .inbound_secret
+                    .clone()
+                    .ok_or(PayloadError::Unsigned("inbound.webhook_secret"))?;
                 let body = serde_json::to_vec(&crate::api::inbound::InboundView::from(record))
-                    .map_err(|e| e.to_string())?;
-                Ok((body, self.settings.inbound_secret.clone(), "inbound"))
+                    .map_err(encode)?;
+                Ok((body, Some(secret), "inbound"))
             }
         }
     }
 
-    async fn secret_of(&self, owner: &str) -> Option<String> {
-        let mut secrets = self.secrets.lock().await;
-        if let Some(s) = secrets.get(owner) {
-            return s.clone();
-        }
-        if let Ok(keys) = self.store.api_keys().await {
-            for k in keys {
-                secrets.insert(k.name, k.webhook_secret);
+    /// The webhook secret of the API key named `owner` (`None` for a key
+    /// without one, or no such key), from a cache re-read every
+    /// [`SECRET_TTL`] (and on a miss, at most every second). When several
+    /// keys had that name, the live one wins over revoked ones, the newest
+    /// over older ones.
+    async fn secret_of(&self, owner: &str) -> Result<Option<String>, PayloadError> {
+        {
+            let secrets = lock(&self.secrets);
+            let age = secrets.loaded_at.map(|t| t.elapsed());
+            let ttl = self.settings.secret_ttl;
+            match secrets.by_owner.get(owner) {
+                Some(secret) if age.is_some_and(|a| a < ttl) => return Ok(secret.clone()),
+                // A key created since the last read is looked up at once,
+                // but unknown owners do not reread the keys for every job.
+                None if age.is_some_and(|a| a < ttl.min(SECRET_MISS_RETRY)) => return Ok(None),
+                _ => {}
             }
         }
-        secrets.get(owner).cloned().flatten()
+        let mut keys = self
+            .store
+            .api_keys()
+            .await
+            .map_err(|e| PayloadError::Unavailable(format!("API keys unreadable: {e}")))?;
+        // Later entries win: revoked before live, older before newer.
+        keys.sort_by_key(|k| (k.revoked_at.is_none(), k.created_at));
+        let by_owner: HashMap<String, Option<String>> = keys
+            .into_iter()
+            .map(|k| (k.name, k.webhook_secret))
+            .collect();
+        let secret = by_owner.get(owner).cloned().flatten();
+        let mut secrets = lock(&self.secrets);
+        secrets.by_owner = by_owner;
+        secrets.loaded_at = Some(tokio::time::Instant::now());
+        Ok(secret)
     }
+}
+
+fn lock(m: &Mutex<Secrets>) -> std::sync::MutexGuard<'_, Secrets> {
+    // Each critical section replaces or reads the map whole: safe after a panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -263,6 +348,62 @@ mod tests {
         assert!(!verify("whsec_1", b"{\"a\":2}", &sig));
         assert!(!verify("whsec_2", b"{\"a\":1}", &sig));
         assert!(!verify("whsec_1", b"{\"a\":1}", "sha256=zz"));
+    }
+
+    fn key(name: &str, id: &str, secret: &str, created_at: Micros) -> crate::store::ApiKeyRecord {
+        crate::store::ApiKeyRecord {
+            id: id.into(),
+            name: name.into(),
+            scopes: vec!["send".into()],
+            hash: "unused".into(),
+            created_at,
+            revoked_at: None,
+            webhook_secret: Some(secret.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn key_secrets_are_reread_after_the_cache_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::EmbeddedStore::open(&dir.path().join("h.db"), 8 << 20).expect("open"),
+        );
+        let ttl = Duration::from_secs(2);
+        let settings = WebhookSettings {
+            secret_ttl: ttl,
+            ..WebhookSettings::from_config(&WebhooksConfig::default(), None)
+        };
+        let worker = Worker::new(
+            store.clone(),
+            settings,
+            Arc::new(Metrics::new()),
+            reqwest::Client::new(),
+        );
+        let secret = async |owner: &str| worker.secret_of(owner).await.ok().flatten();
+        store
+            .create_api_key(key("shop", "k1", "whsec_old", 1))
+            .await
+            .expect("create");
+        assert_eq!(secret("shop").await.as_deref(), Some("whsec_old"));
+        // A key created after the cache was filled is found long before the
+        // cache expires...
+        tokio::time::sleep(SECRET_MISS_RETRY + Duration::from_millis(100)).await;
+        store
+            .create_api_key(key("news", "k2", "whsec_news", 2))
+            .await
+            .expect("create");
+        assert_eq!(secret("news").await.as_deref(), Some("whsec_news"));
+        // ...and a key revoked and created again under the same name signs
+        // with its new secret once the cache has expired.
+        assert!(store.revoke_api_key("shop", 3).await.expect("revoke"));
+        store
+            .create_api_key(key("shop", "k3", "whsec_new", 4))
+            .await
+            .expect("create");
+        assert_eq!(secret("shop").await.as_deref(), Some("whsec_old"), "cached");
+        tokio::time::sleep(ttl).await;
+        assert_eq!(secret("shop").await.as_deref(), Some("whsec_new"));
+        store.close().await;
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn message(to: String, at: i64) -> Message {
         idempotency_key: None,
         tags: Vec::new(),
         not_before: None,
+        partial: None,
     }
 }
 

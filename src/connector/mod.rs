@@ -9,9 +9,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::model::Message;
+use crate::model::{Message, PartialSubmit};
 use crate::store::Receipt;
 
 /// A carrier accepted the message.
@@ -36,6 +36,26 @@ pub enum SubmitError {
     Permanent(String),
 }
 
+/// A submit that did not (entirely) succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct SubmitFailure {
+    /// Why, and so what the dispatcher does next.
+    pub error: SubmitError,
+    /// Parts of a long message the carrier took nonetheless, to be kept for
+    /// the retry on this connector (see [`PartialSubmit`]).
+    pub partial: Option<PartialSubmit>,
+}
+
+impl From<SubmitError> for SubmitFailure {
+    fn from(error: SubmitError) -> Self {
+        SubmitFailure {
+            error,
+            partial: None,
+        }
+    }
+}
+
 /// An inbound (mobile-originated) message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
@@ -45,11 +65,44 @@ pub struct InboundMessage {
     pub body: String,
 }
 
-/// What connectors report, on one channel per gateway.
-#[derive(Debug, Clone)]
+/// What connectors report, on one channel per gateway. Each event carries
+/// the [`Ack`] the gateway fires once the event is durably stored (or could
+/// not be), so a connector acknowledges the carrier's copy only then.
+#[derive(Debug)]
 pub enum ConnectorEvent {
-    Receipt(Receipt),
-    Inbound(InboundMessage),
+    Receipt(Receipt, Ack),
+    Inbound(InboundMessage, Ack),
+}
+
+/// The gateway's answer to a [`ConnectorEvent`]: stored or not.
+///
+/// Dropping it unanswered counts as "not stored". Connectors that cannot
+/// ask the carrier to resend (the in-process `sim`) pass [`Ack::none`].
+#[derive(Debug)]
+#[must_use = "an event's ack tells the connector whether to acknowledge the carrier"]
+pub struct Ack(Option<oneshot::Sender<bool>>);
+
+impl Ack {
+    /// An ack nobody waits for.
+    pub fn none() -> Ack {
+        Ack(None)
+    }
+
+    /// An ack and the receiver the connector waits on: `Ok(true)` once the
+    /// event is stored, `Ok(false)` or `Err(_)` when it was not.
+    pub fn channel() -> (Ack, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Some(tx)), rx)
+    }
+
+    /// Reports whether the event was durably stored.
+    pub fn finish(self, stored: bool) {
+        if let Some(tx) = self.0 {
+            // The connector may have lost its session meanwhile; then the
+            // carrier resends and the answer is moot.
+            let _ = tx.send(stored);
+        }
+    }
 }
 
 /// Sender half connectors report events on.
@@ -66,8 +119,10 @@ pub trait Connector: Send + Sync + 'static {
     fn tps(&self) -> Option<NonZeroU32>;
     /// Whether it can take submits now (e.g. bound).
     fn is_ready(&self) -> bool;
-    /// Hands one message to the carrier and waits for its answer.
-    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError>;
+    /// Hands one message to the carrier and waits for its answer. A message
+    /// carrying a [`PartialSubmit`] of this connector has only its missing
+    /// parts sent.
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitFailure>;
     /// Stops: unbinds, drops links. Receipts still in flight may be lost to
     /// the carrier's retry.
     async fn shutdown(&self);

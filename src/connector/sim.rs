@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError};
+use super::{Ack, Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::model::{Message, now_micros};
 use crate::store::{Receipt, ReceiptState};
 
@@ -155,7 +155,11 @@ async fn deliver_receipts(sim: Arc<SimConnector>, events: EventSender) {
                 state,
                 at: now_micros(),
             };
-            if events.send(ConnectorEvent::Receipt(receipt)).await.is_err() {
+            if events
+                .send(ConnectorEvent::Receipt(receipt, Ack::none()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -180,19 +184,17 @@ impl Connector for SimConnector {
         !self.settings.offline && !self.stop.is_cancelled()
     }
 
-    async fn submit(&self, _msg: &Message) -> Result<SubmitAck, SubmitError> {
+    async fn submit(&self, _msg: &Message) -> Result<SubmitAck, SubmitFailure> {
         if self.stop.is_cancelled() {
-            return Err(SubmitError::Temporary("connector stopped".into()));
+            return Err(SubmitError::Temporary("connector stopped".into()).into());
         }
         if self.settings.offline {
-            return Err(SubmitError::Temporary(
-                "simulated carrier is offline".into(),
-            ));
+            return Err(SubmitError::Temporary("simulated carrier is offline".into()).into());
         }
         if !self.settings.submit_delay.is_zero() {
             tokio::select! {
                 () = self.stop.cancelled() => {
-                    return Err(SubmitError::Temporary("connector stopped".into()));
+                    return Err(SubmitError::Temporary("connector stopped".into()).into());
                 }
                 () = tokio::time::sleep(self.settings.submit_delay) => {}
             }
@@ -267,7 +269,7 @@ mod tests {
                 .await
                 .expect("receipt in time")
                 .expect("channel open");
-            let ConnectorEvent::Receipt(r) = ev else {
+            let ConnectorEvent::Receipt(r, _) = ev else {
                 panic!("expected a receipt");
             };
             assert_eq!(r.state, ReceiptState::Delivered);

@@ -32,6 +32,7 @@
 //! - `receipt`: receipt text and the receipt `deliver_sm`.
 //! - `mo`: mobile-originated `deliver_sm` construction (GSM 7-bit or UCS-2).
 //! - `throttle`: the run-time adjustable `governor` limiter.
+//! - `faults`: scripted `submit_sm` answers for fault tests.
 //! - `stats`: counters, [`SimStats`] snapshots and the [`SubmittedMessage`] log.
 //! - [`control`]: the optional HTTP control endpoint.
 //! - [`cli`]: `herald smsc-sim` arguments and entry point.
@@ -39,6 +40,7 @@
 pub mod cli;
 mod codec;
 pub mod control;
+mod faults;
 mod mo;
 mod receipt;
 mod registry;

@@ -20,13 +20,18 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{
-    SimConfig, SimError, mo,
+    SimConfig, SimError,
+    faults::SubmitScript,
+    mo,
     registry::{Entry, Outbound, Registry},
     scheduler::Scheduler,
     session::{self, Session},
     stats::{Counters, Recorder, SessionCounters, SimStats, SubmittedMessage, bump},
     throttle::Throttle,
 };
+
+/// How long a receipt the ESME refused waits before it is delivered again.
+pub(super) const RESEND_DELAY: Duration = Duration::from_secs(1);
 
 /// State shared by the accept loop, every session, the receipt timer and the handles.
 #[derive(Debug)]
@@ -35,7 +40,11 @@ pub(super) struct Shared {
     pub counters: Counters,
     pub registry: Arc<Mutex<Registry>>,
     pub scheduler: Arc<Scheduler>,
+    /// Receipts the ESME refused (`deliver_sm_resp` with an error status), due again
+    /// after [`RESEND_DELAY`].
+    pub resend: Arc<Scheduler>,
     pub throttle: Throttle,
+    pub script: SubmitScript,
     pub recorder: Recorder,
     pub refuse_binds: AtomicBool,
     /// While set, every `submit_sm` is refused with `ESME_RINVDSTADR`.
@@ -78,7 +87,9 @@ impl SmscSim {
             counters: Counters::default(),
             registry: Arc::new(Mutex::new(Registry::new(config.pending_receipt_limit))),
             scheduler: Arc::new(Scheduler::new(config.dlr_delay)),
+            resend: Arc::new(Scheduler::new(RESEND_DELAY)),
             throttle: Throttle::new(config.throttle_tps),
+            script: SubmitScript::default(),
             recorder: Recorder::new(config.record, config.record_limit),
             refuse_binds: AtomicBool::new(false),
             reject_submits: AtomicBool::new(false),
@@ -90,6 +101,12 @@ impl SmscSim {
         tracker.spawn(
             shared
                 .scheduler
+                .clone()
+                .run(shared.registry.clone(), shared.cancel.clone()),
+        );
+        tracker.spawn(
+            shared
+                .resend
                 .clone()
                 .run(shared.registry.clone(), shared.cancel.clone()),
         );
@@ -144,6 +161,13 @@ impl SmscSim {
     /// permanent error: a carrier that will not take the destination).
     pub fn set_reject_submits(&self, reject: bool) {
         self.handle.set_reject_submits(reject);
+    }
+
+    /// Answers the next `submit_sm` (over all sessions, in arrival order) with these
+    /// statuses, one each; `ESME_ROK` handles that one normally. See
+    /// [`SimHandle::script_submits`].
+    pub fn script_submits(&self, statuses: impl IntoIterator<Item = rusmpp::CommandStatus>) {
+        self.handle.script_submits(statuses);
     }
 
     /// Stops listening, closes every session and waits (up to 5 s) for all tasks.
@@ -213,6 +237,14 @@ impl SimHandle {
 
     pub fn set_reject_submits(&self, reject: bool) {
         self.shared.reject_submits.store(reject, Ordering::Relaxed);
+    }
+
+    /// Answers the next `submit_sm` with these statuses, in order (fault tests: a bind
+    /// state error, a throttled middle part). An error answer takes no message id,
+    /// records nothing and schedules no receipt; `ESME_ROK` entries pass one submit
+    /// through normally.
+    pub fn script_submits(&self, statuses: impl IntoIterator<Item = rusmpp::CommandStatus>) {
+        self.shared.script.push(statuses);
     }
 
     /// Current `submit_sm` rate limit (0 = off).

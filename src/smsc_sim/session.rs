@@ -6,8 +6,9 @@
 //! responses in a few large writes instead of one syscall per PDU. Accepted receipts are
 //! handed to the scheduler at the same moment, one lock per batch.
 //!
-//! A written receipt is remembered until its `deliver_sm_resp` arrives; if the session
-//! ends first (reset, unbind), the receipt goes back to the registry and reaches the next
+//! A written receipt is remembered until its `deliver_sm_resp` arrives; one answered with
+//! an error status is delivered again a second later. If the session ends first
+//! (reset, unbind), the receipt goes back to the registry and reaches the next
 //! receiver-capable bind of the same system_id, as a real SMSC retries unacknowledged
 //! receipts.
 
@@ -301,7 +302,7 @@ impl Session {
         command: Command,
         writer: &mut Writer,
     ) -> Result<Step, EncodeError> {
-        let (id, _status, sequence_number, pdu) = command.into_parts().raw();
+        let (id, status, sequence_number, pdu) = command.into_parts().raw();
         let reply = |status, pdu: Pdu| Command::new(status, sequence_number, pdu);
         let response = match pdu {
             Some(Pdu::SubmitSm(submit)) => self.on_submit(sequence_number, submit),
@@ -359,7 +360,16 @@ impl Session {
             // Responses to our deliver_sm, enquire_link answers and nacks need no reply.
             _ if id == CommandId::DeliverSmResp => {
                 bump(&self.shared.counters.deliver_sm_resps);
-                self.unacked.remove(&sequence_number);
+                let receipt = self.unacked.remove(&sequence_number);
+                if status != CommandStatus::EsmeRok {
+                    bump(&self.shared.counters.deliver_sm_refused);
+                    // The ESME could not take it (e.g. its store is down): like a real
+                    // SMSC, deliver a receipt again later. (Injected MOs are not kept.)
+                    if let Some(receipt) = receipt {
+                        debug!(?status, "receipt refused; delivering it again later");
+                        self.shared.resend.schedule([receipt]);
+                    }
+                }
                 return Ok(Step::Continue);
             }
             _ if id.is_response() => return Ok(Step::Continue),
@@ -433,6 +443,9 @@ impl Session {
         };
         if self.shared.reject_submits.load(Ordering::Relaxed) {
             return refuse(&counters.rejected, CommandStatus::EsmeRinvdstadr);
+        }
+        if let Some(status) = self.shared.script.next_error() {
+            return refuse(&counters.scripted, status);
         }
         if !self.shared.throttle.allow(&mut self.throttle) {
             bump(&self.counters.throttled);

@@ -54,6 +54,8 @@ pub(super) struct Counters {
     pub mo_sent: AtomicU64,
     pub generic_nacks: AtomicU64,
     pub deliver_sm_resps: AtomicU64,
+    pub deliver_sm_refused: AtomicU64,
+    pub scripted: AtomicU64,
 }
 
 /// Per-connection counters, shared between the session task and the registry.
@@ -114,8 +116,13 @@ pub struct SimStats {
     pub mo_sent: u64,
     /// `generic_nack` sent for garbled or unsupported PDUs.
     pub generic_nacks: u64,
-    /// `deliver_sm_resp` received.
+    /// `deliver_sm_resp` received (any status).
     pub deliver_sm_resps: u64,
+    /// `deliver_sm_resp` with an error status (a refused receipt is delivered again
+    /// a second later).
+    pub deliver_sm_refused: u64,
+    /// `submit_sm` answered with a status queued by [`crate::smsc_sim::SmscSim::script_submits`].
+    pub scripted: u64,
     /// One entry per open connection, in connection order.
     pub sessions: Vec<SessionStats>,
 }
@@ -154,6 +161,8 @@ impl Counters {
             mo_sent: get(&self.mo_sent),
             generic_nacks: get(&self.generic_nacks),
             deliver_sm_resps: get(&self.deliver_sm_resps),
+            deliver_sm_refused: get(&self.deliver_sm_refused),
+            scripted: get(&self.scripted),
             ..SimStats::default()
         }
     }

@@ -1172,46 +1172,78 @@ impl<'t> Writer<'t> {
                     ..
                 } => {
                     self.dequeue(&m)?;
+                    // Parts taken on an earlier try are linked (and maybe
+                    // receipted) already: link only the new ones.
+                    if m.partial
+                        .as_ref()
+                        .is_some_and(|p| p.connector != *connector)
+                    {
+                        self.unlink_partial(&mut m)?;
+                    }
+                    let linked: Vec<String> = m
+                        .partial
+                        .take()
+                        .map(|p| p.smsc_ids.into_iter().flatten().collect())
+                        .unwrap_or_default();
                     m.status = Status::Submitted;
                     m.connector = Some(connector.clone());
                     m.smsc_message_ids = smsc_ids.clone();
                     m.submitted_at = Some(*at);
                     m.attempts += 1;
-                    m.error = None;
-                    let mut early = Vec::new();
-                    for smsc_id in smsc_ids {
-                        self.smsc_ids
-                            .insert((connector.as_str(), smsc_id.as_str()), m.id.0)
-                            .map_err(io)?;
-                        if let Some(r) = self
-                            .early
-                            .remove((connector.as_str(), smsc_id.as_str()))
-                            .map_err(io)?
-                        {
-                            if let Ok(receipt) = serde_json::from_slice::<Receipt>(r.value()) {
-                                early.push(receipt);
-                            }
-                        }
+                    if m.parts_failed == 0 {
+                        // Keep a failed part's carrier error; drop retry noise.
+                        m.error = None;
                     }
+                    let fresh = smsc_ids.iter().filter(|id| !linked.contains(id));
+                    let early = self.link_parts(connector, fresh, m.id)?;
                     self.save(&m)?;
                     if !early.is_empty() {
                         finals.extend(self.receipts(&early, fx)?);
                     }
                 }
                 Outcome::Retry {
-                    not_before, error, ..
+                    not_before,
+                    error,
+                    counts_attempt,
+                    partial,
+                    ..
                 } => {
                     self.dequeue(&m)?;
-                    m.attempts += 1;
-                    m.error = Some(error.clone());
+                    if *counts_attempt {
+                        m.attempts += 1;
+                    }
+                    if m.parts_failed == 0 {
+                        m.error = Some(error.clone());
+                    }
                     self.delayed
                         .insert((*not_before, m.seq), m.id.0)
                         .map_err(io)?;
                     fx.delayed_delta += 1;
+                    let mut early = Vec::new();
+                    if let Some(p) = partial {
+                        if m.partial
+                            .as_ref()
+                            .is_some_and(|old| old.connector != p.connector)
+                        {
+                            self.unlink_partial(&mut m)?;
+                        }
+                        let known: Vec<String> = m
+                            .partial
+                            .take()
+                            .map(|old| old.smsc_ids.into_iter().flatten().collect())
+                            .unwrap_or_default();
+                        let fresh = p.smsc_ids.iter().flatten().filter(|id| !known.contains(id));
+                        early = self.link_parts(&p.connector, fresh, m.id)?;
+                        m.partial = Some(p.clone());
+                    }
                     self.save(&m)?;
+                    if !early.is_empty() {
+                        finals.extend(self.receipts(&early, fx)?);
+                    }
                 }
                 Outcome::Failover { error, .. } => {
                     self.dequeue(&m)?;
+                    self.unlink_partial(&mut m)?;
                     m.error = Some(error.clone());
                     if (m.route_index as usize) + 1 < m.route.len() {
                         m.route_index += 1;
@@ -1252,6 +1284,43 @@ impl<'t> Writer<'t> {
         Ok(finals)
     }
 
+    /// Maps the carrier ids of `message`'s parts to it, so their receipts
+    /// find it; returns receipts that came before and were kept.
+    fn link_parts<'i>(
+        &mut self,
+        connector: &str,
+        smsc_ids: impl Iterator<Item = &'i String>,
+        message: MessageId,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let mut early = Vec::new();
+        for smsc_id in smsc_ids {
+            let key = (connector, smsc_id.as_str());
+            self.smsc_ids.insert(key, message.0).map_err(io)?;
+            if let Some(r) = self.early.remove(key).map_err(io)? {
+                if let Ok(receipt) = serde_json::from_slice::<Receipt>(r.value()) {
+                    early.push(receipt);
+                }
+            }
+        }
+        Ok(early)
+    }
+
+    /// Forgets the parts a carrier took on earlier tries (the message moves
+    /// to another connector, which gets every part): their ids no longer
+    /// lead to it, and their receipts no longer count.
+    fn unlink_partial(&mut self, m: &mut Message) -> Result<(), StoreError> {
+        if let Some(p) = m.partial.take() {
+            for smsc_id in p.smsc_ids.iter().flatten() {
+                self.smsc_ids
+                    .remove((p.connector.as_str(), smsc_id.as_str()))
+                    .map_err(io)?;
+            }
+            m.parts_delivered = 0;
+            m.parts_failed = 0;
+        }
+        Ok(())
+    }
+
     fn receipts(
         &mut self,
         receipts: &[Receipt],
@@ -1270,7 +1339,15 @@ impl<'t> Writer<'t> {
             let Some(mut m) = self.load(id)? else {
                 continue;
             };
-            if m.status != Status::Submitted {
+            // A receipt for a part taken on an earlier try of a long message
+            // that still waits for its other parts: counted, not final yet.
+            let waiting_part = m.status == Status::Queued
+                && m.partial
+                    .as_ref()
+                    .is_some_and(|p| p.connector == r.connector);
+            let submitted_here =
+                m.status == Status::Submitted && m.connector.as_deref() == Some(&r.connector);
+            if !waiting_part && !submitted_here {
                 continue;
             }
             if r.state.is_delivered() {
@@ -1280,7 +1357,7 @@ impl<'t> Writer<'t> {
                 m.error = Some(r.error_text());
             }
             let parts = u32::try_from(m.smsc_message_ids.len().max(1)).unwrap_or(u32::MAX);
-            if m.parts_delivered + m.parts_failed >= parts {
+            if submitted_here && m.parts_delivered + m.parts_failed >= parts {
                 m.status = if m.parts_failed == 0 {
                     Status::Delivered
                 } else {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::LimitPolicy;
-use crate::model::{Message, MessageId, Micros};
+use crate::model::{Message, MessageId, Micros, PartialSubmit};
 
 pub use self::redis::{RedisSettings, RedisStore, Role};
 pub use embedded::EmbeddedStore;
@@ -179,8 +179,16 @@ pub enum Outcome {
         id: MessageId,
         not_before: Micros,
         error: String,
+        /// Whether this try counts toward `dispatch.max_attempts`. A throttled
+        /// submit never reached the carrier, so it does not.
+        counts_attempt: bool,
+        /// Parts of a long message the carrier took on this try or before
+        /// (see [`PartialSubmit`]); `None` keeps what was recorded. Their
+        /// receipts are matched while the message waits for the rest.
+        partial: Option<PartialSubmit>,
     },
-    /// Move it to the next connector of its route and queue it there.
+    /// Move it to the next connector of its route and queue it there (any
+    /// [`PartialSubmit`] is forgotten: the next carrier gets every part).
     Failover { id: MessageId, error: String },
     /// A permanent failure: final.
     Failed { id: MessageId, error: String },

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald::connector::{Connector, SubmitAck, SubmitError};
+use herald::connector::{Connector, SubmitAck, SubmitError, SubmitFailure};
 use herald::dispatch::{DispatchSettings, spawn_dispatcher};
 use herald::metrics::Metrics;
 use herald::model::{Class, Message, MessageId, Status};
@@ -58,10 +58,10 @@ impl Connector for ScriptedCarrier {
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
-    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError> {
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitFailure> {
         let next = self.script.lock().expect("lock").pop_front();
         if let Some(err) = next {
-            return Err(err);
+            return Err(err.into());
         }
         self.submitted.lock().expect("lock").push(msg.id);
         Ok(SubmitAck {
@@ -169,8 +169,21 @@ async fn temporary_failures_are_retried_until_the_carrier_takes_it() {
     let rig = rig(vec![carrier.clone()], 5).await;
     let id = rig.admit(message("a", Class::Otp, 1)).await;
     let m = rig.wait_status(id, Status::Submitted).await;
-    assert_eq!(m.attempts, 3);
+    // The failure and the submit count; the throttled try does not.
+    assert_eq!(m.attempts, 2);
     assert_eq!(m.connector.as_deref(), Some("a"));
+    assert_eq!(carrier.submitted.lock().expect("lock").as_slice(), &[id]);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn throttled_submits_do_not_use_up_attempts() {
+    // Three times max_attempts throttles in a row: the message still goes.
+    let carrier = ScriptedCarrier::new("a", vec![SubmitError::Throttled; 6]);
+    let rig = rig(vec![carrier.clone()], 2).await;
+    let id = rig.admit(message("a", Class::Transactional, 1)).await;
+    let m = rig.wait_status(id, Status::Submitted).await;
+    assert_eq!(m.attempts, 1);
     assert_eq!(carrier.submitted.lock().expect("lock").as_slice(), &[id]);
     rig.stop().await;
 }

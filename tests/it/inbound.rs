@@ -3,23 +3,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::connector::{ConnectorEvent, InboundMessage};
+use herald::connector::{Ack, ConnectorEvent, InboundMessage};
 use herald::dispatch::record_receipts;
 use herald::inbound::{InboundHandler, InboundSettings};
 use herald::metrics::Metrics;
-use herald::store::{EmbeddedStore, Store};
+use herald::model::{Class, Status, now_micros};
+use herald::store::{EmbeddedStore, NewMessage, Outcome, Receipt, ReceiptState, Store};
 use serde_json::Value;
 
 use crate::helpers::TestApp;
 use crate::webhooks::Capture;
 
 fn mo(from: &str, body: &str) -> ConnectorEvent {
-    ConnectorEvent::Inbound(InboundMessage {
-        connector: "sim".into(),
-        from: from.into(),
-        to: "12345".into(),
-        body: body.into(),
-    })
+    ConnectorEvent::Inbound(
+        InboundMessage {
+            connector: "sim".into(),
+            from: from.into(),
+            to: "12345".into(),
+            body: body.into(),
+        },
+        Ack::none(),
+    )
 }
 
 /// Feeds inbound events through the receipt recorder into the store at `db`.
@@ -31,6 +35,8 @@ async fn deliver_inbound(
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(db, 8 << 20).expect("open"));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let settings = InboundSettings {
+        // The gateway that delivers them holds the inbound secret.
+        signing: webhook.is_some(),
         webhook_url: webhook,
         stop_keywords: vec!["STOP".into(), "UNSUBSCRIBE".into()],
         start_keywords: vec!["START".into()],
@@ -123,4 +129,85 @@ async fn inbound_webhooks_are_delivered_signed() {
     assert!(herald::webhook::verify("whsec_in", body, sig));
     let v: Value = serde_json::from_slice(body).expect("json");
     assert_eq!(v["body"], "hello");
+}
+
+#[tokio::test]
+async fn receipts_and_inbound_messages_are_acked_after_their_store_write_and_refused_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("herald.db"), 8 << 20).expect("open"));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let recorder = tokio::spawn(record_receipts(
+        store.clone(),
+        rx,
+        Arc::new(Metrics::new()),
+        None,
+        InboundHandler::new(InboundSettings {
+            stop_keywords: vec!["STOP".into()],
+            ..InboundSettings::default()
+        }),
+    ));
+    // A message submitted as carrier id "s1", waiting for its receipt.
+    let m = crate::store_conformance::message("sim", Class::Transactional, 1);
+    store
+        .admit(vec![NewMessage::plain(m.clone())])
+        .await
+        .expect("admit");
+    store.claim("sim", 1).await.expect("claim");
+    store
+        .record(vec![Outcome::Submitted {
+            id: m.id,
+            connector: "sim".into(),
+            smsc_ids: vec!["s1".into()],
+            at: now_micros(),
+        }])
+        .await
+        .expect("record");
+    let receipt = |smsc_id: &str| Receipt {
+        connector: "sim".into(),
+        smsc_id: smsc_id.into(),
+        state: ReceiptState::Delivered,
+        error_code: None,
+        at: now_micros(),
+    };
+    let inbound = |body: &str| InboundMessage {
+        connector: "sim".into(),
+        from: crate::helpers::number(7),
+        to: "12345".into(),
+        body: body.into(),
+    };
+
+    let (ack, receipt_stored) = Ack::channel();
+    tx.send(ConnectorEvent::Receipt(receipt("s1"), ack))
+        .await
+        .expect("send");
+    let (ack, mo_stored) = Ack::channel();
+    tx.send(ConnectorEvent::Inbound(inbound("STOP"), ack))
+        .await
+        .expect("send");
+    // Each ack comes only once its write is durable: what it acknowledges is
+    // already in the store when it arrives.
+    assert_eq!(mo_stored.await, Ok(true));
+    let listed = store.inbound(None, 10).await.expect("inbound");
+    assert_eq!(listed.len(), 1);
+    assert!(store.is_opted_out(&listed[0].from).await.expect("opt-out"));
+    assert_eq!(receipt_stored.await, Ok(true));
+    let m = store.message(m.id).await.expect("read").expect("found");
+    assert_eq!(m.status, Status::Delivered);
+
+    // With the store gone nothing is acked as stored: the connector answers
+    // ESME_RX_T_APPN and the carrier sends them again.
+    store.close().await;
+    let (ack, receipt_stored) = Ack::channel();
+    tx.send(ConnectorEvent::Receipt(receipt("s2"), ack))
+        .await
+        .expect("send");
+    let (ack, mo_stored) = Ack::channel();
+    tx.send(ConnectorEvent::Inbound(inbound("hello"), ack))
+        .await
+        .expect("send");
+    assert_eq!(mo_stored.await, Ok(false));
+    assert_eq!(receipt_stored.await, Ok(false));
+    drop(tx);
+    recorder.await.expect("recorder");
 }

@@ -168,7 +168,9 @@ async fn ready(connector: &SmppConnector) {
 async fn next_receipt(events: &mut mpsc::Receiver<ConnectorEvent>) -> Receipt {
     within("receipt", async {
         loop {
-            if let Some(ConnectorEvent::Receipt(r)) = events.recv().await {
+            if let Some(ConnectorEvent::Receipt(r, ack)) = events.recv().await {
+                // Stand in for the gateway's store: "committed".
+                ack.finish(true);
                 return r;
             }
         }
@@ -179,7 +181,8 @@ async fn next_receipt(events: &mut mpsc::Receiver<ConnectorEvent>) -> Receipt {
 async fn next_inbound(events: &mut mpsc::Receiver<ConnectorEvent>) -> InboundMessage {
     within("inbound", async {
         loop {
-            if let Some(ConnectorEvent::Inbound(mo)) = events.recv().await {
+            if let Some(ConnectorEvent::Inbound(mo, ack)) = events.recv().await {
+                ack.finish(true);
                 return mo;
             }
         }

@@ -106,6 +106,90 @@ async fn an_inbound_stop_over_smpp_is_listed_and_opts_the_number_out() {
 }
 
 #[tokio::test]
+async fn an_inbound_start_over_smpp_removes_the_opt_out() {
+    let sim = start_sim(SimConfig::default()).await;
+    let app = TestApp::spawn_with(&gateway_config(sim.local_addr().port(), "")).await;
+    let from = number(4);
+    until("the bind is up", async || {
+        (app.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    let marketing = json!({"to": from, "body": "sale", "class": "marketing"});
+    sim.inject_mo(&from, "12345", "STOP").await.expect("inject");
+    until("the STOP opts the number out", async || {
+        (app.post("/v1/messages", &marketing).await.status() == 422).then_some(())
+    })
+    .await;
+    sim.inject_mo(&from, "12345", "start")
+        .await
+        .expect("inject");
+    let item = until("the START is stored", async || {
+        let page: Value = app.get("/v1/inbound").await.json().await.ok()?;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["body"] == "start")
+            .cloned()
+    })
+    .await;
+    assert_eq!(item["action"], "opt_in");
+    assert_eq!(item["from"], from.as_str());
+    // Stored and applied in one write: marketing reaches the number again.
+    let r = app.post("/v1/messages", &marketing).await;
+    assert_eq!(r.status(), 202, "START lifted the opt-out");
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_on_inbound_webhook_is_never_posted_unsigned() {
+    let (capture, url) = crate::webhooks::Capture::start(0).await;
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("scripts")).expect("scripts dir");
+    std::fs::write(
+        dir.path().join("scripts/hooks.rhai"),
+        format!("fn on_inbound(mo) {{ \"{url}\" }}"),
+    )
+    .expect("write hooks");
+    // Scripts, but no [inbound] webhook_secret.
+    let extra = format!(
+        "[scripts]\nenabled = true\ndir = \"{}\"\ntemplates_dir = \"{}\"\n",
+        dir.path().join("scripts").display(),
+        dir.path().join("templates").display()
+    );
+    let app = TestApp::spawn_in(dir, &gateway_config(sim.local_addr().port(), &extra)).await;
+    until("the bind is up", async || {
+        (app.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    sim.inject_mo(&number(42), "12345", "ORDER 7")
+        .await
+        .expect("inject");
+    until("the webhook is refused", async || {
+        app.metrics()
+            .await
+            .contains("herald_webhook_deliveries_total{code=\"refused_unsigned\"} 1")
+            .then_some(())
+    })
+    .await;
+    let page: Value = app.get("/v1/inbound").await.json().await.expect("json");
+    assert_eq!(
+        page["items"][0]["body"], "ORDER 7",
+        "the message itself is kept"
+    );
+    // The webhook worker polls every 100 ms: give it ample time to misbehave.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *capture.attempts.lock().expect("lock"),
+        0,
+        "nothing was POSTed"
+    );
+    app.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn readiness_follows_the_smpp_bind() {
     let sim = start_sim(SimConfig::default()).await;
     sim.set_refuse_binds(true);

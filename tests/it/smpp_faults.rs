@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use herald::smsc_sim::{SimConfig, SmscSim};
+use herald::smsc_sim::{SimConfig, SmscSim, SubmittedMessage};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -59,15 +59,33 @@ fn smpp_connector(name: &str, port: u16, extra: &str) -> String {
     )
 }
 
-/// Quick retries so faults heal within the test's bounds.
-const DISPATCH: &str =
-    "[dispatch]\nretry_base = \"50ms\"\nretry_max = \"500ms\"\nmax_attempts = 100\n";
+/// Quick retries so faults heal within the test's bounds (`max_attempts`
+/// stays at its default).
+const DISPATCH: &str = "[dispatch]\nretry_base = \"50ms\"\nretry_max = \"500ms\"\n";
 
 /// Sends `count` messages to numbers `first..first+count` in one batch;
 /// returns (id, to) of each.
 async fn send(app: &TestApp, first: u32, count: u32) -> Vec<(String, String)> {
+    send_bodies(app, first, count, |n| format!("fault test {n}")).await
+}
+
+/// Like [`send`], with long messages: three GSM parts each (406 characters,
+/// 153 a part), concatenated with a UDH.
+async fn send_long(app: &TestApp, first: u32, count: u32) -> Vec<(String, String)> {
+    send_bodies(app, first, count, |n| {
+        format!("{n:05} {}", "long fault test ".repeat(25))
+    })
+    .await
+}
+
+async fn send_bodies(
+    app: &TestApp,
+    first: u32,
+    count: u32,
+    body: impl Fn(u32) -> String,
+) -> Vec<(String, String)> {
     let messages: Vec<Value> = (first..first + count)
-        .map(|n| json!({"to": number(n), "body": format!("fault test {n}")}))
+        .map(|n| json!({"to": number(n), "body": body(n)}))
         .collect();
     let r = app
         .post("/v1/messages/batch", &json!({ "messages": messages }))
@@ -119,29 +137,68 @@ async fn settle(app: &TestApp, sent: &[(String, String)], want: &[&str]) -> Vec<
     }
 }
 
-/// The contract: every accepted message reached an SMSC at least once, and
-/// the resubmissions (duplicates) stay within `max_duplicates`.
-fn assert_reached_once(sent: &[(String, String)], sims: &[&SmscSim], max_duplicates: usize) {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for sim in sims {
-        for sm in sim.submitted() {
-            *seen.entry(format!("+{}", sm.destination_addr)).or_default() += 1;
+/// Per destination: (concatenation reference, total parts) -> part number ->
+/// times the SMSC took it.
+type PartsSeen = HashMap<(u8, u8), HashMap<u8, usize>>;
+
+/// The contract: every part of every accepted message reached an SMSC at
+/// least once, and the resubmissions (duplicate parts) stay within
+/// `max_duplicates`. Parts are told apart by their UDH (`05 00 03 ref total
+/// seq`); all parts of one message must carry one reference, so the handset
+/// can join them whichever try each came from.
+fn assert_reached_once(
+    sent: &[(String, String)],
+    submitted: Vec<SubmittedMessage>,
+    max_duplicates: usize,
+) {
+    let mut seen: HashMap<String, PartsSeen> = HashMap::new();
+    for sm in submitted {
+        let (reference, total, seq) = match sm.short_message.as_slice() {
+            [0x05, 0x00, 0x03, reference, total, seq, ..] if sm.esm_class & 0x40 != 0 => {
+                (*reference, *total, *seq)
+            }
+            _ => (0, 1, 1),
+        };
+        *seen
+            .entry(format!("+{}", sm.destination_addr))
+            .or_default()
+            .entry((reference, total))
+            .or_default()
+            .entry(seq)
+            .or_default() += 1;
+    }
+    let mut duplicates = 0;
+    for (id, to) in sent {
+        let Some(messages) = seen.get(to) else {
+            panic!("{id} to {to} never reached an SMSC");
+        };
+        assert_eq!(
+            messages.len(),
+            1,
+            "{id} to {to}: parts under more than one concatenation reference: {messages:?}"
+        );
+        for (&(_, total), parts) in messages {
+            for seq in 1..=total {
+                assert!(
+                    parts.contains_key(&seq),
+                    "{id} to {to}: part {seq} of {total} never reached an SMSC"
+                );
+            }
+            duplicates += parts.values().map(|n| n - 1).sum::<usize>();
         }
     }
-    let missing: Vec<&String> = sent
-        .iter()
-        .map(|(_, to)| to)
-        .filter(|to| !seen.contains_key(*to))
-        .collect();
-    assert!(missing.is_empty(), "never reached an SMSC: {missing:?}");
-    let duplicates: usize = sent
-        .iter()
-        .map(|(_, to)| seen.get(to).copied().unwrap_or(0).saturating_sub(1))
-        .sum();
     assert!(
         duplicates <= max_duplicates,
         "{duplicates} duplicate submits, more than {max_duplicates}"
     );
+}
+
+/// How many of the SMSC's accepted submits were parts of long messages.
+fn long_parts(sim: &SmscSim) -> usize {
+    sim.submitted()
+        .iter()
+        .filter(|sm| sm.esm_class & 0x40 != 0)
+        .count()
 }
 
 async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
@@ -158,22 +215,35 @@ async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> 
 #[tokio::test]
 async fn a_throttling_storm_delays_messages_but_loses_none() {
     let sim = start_sim(sim_config(10)).await;
-    sim.set_throttle_tps(100);
-    let app = TestApp::spawn_with(&format!(
-        "{DISPATCH}{}",
-        smpp_connector("carrier", sim.local_addr().port(), "")
-    ))
-    .await;
-    let sent = send(&app, 0, 300).await;
+    // 300 submit_sm (240 short messages, 20 of three parts) against an SMSC
+    // taking 12 a second: the storm lasts about 25 s, and with the shipped
+    // dispatch settings (retry after ~1 s, max_attempts 10) many messages are
+    // throttled more often than max_attempts before the SMSC takes them.
+    sim.set_throttle_tps(12);
+    let app = TestApp::spawn_with(&smpp_connector("carrier", sim.local_addr().port(), "")).await;
+    assert_eq!(app.config.dispatch.max_attempts, 10, "the shipped default");
+    let mut sent = send(&app, 0, 240).await;
+    sent.extend(send_long(&app, 1_000, 20).await);
     let done = settle(&app, &sent, &["delivered"]).await;
     assert!(done.iter().all(|m| m["connector"] == "carrier"));
+    for m in done.iter().filter(|m| m["segments"] == 3) {
+        assert_eq!(
+            m["smsc_message_ids"].as_array().map(Vec::len),
+            Some(3),
+            "{m}"
+        );
+    }
+    // Before throttled submits stopped counting as attempts, this storm
+    // left messages queued behind ever longer backoffs, then failed them.
     assert!(
-        sim.stats().throttled > 0,
-        "the storm never happened: {:?}",
+        sim.stats().throttled >= 1_000,
+        "the storm was too mild: {:?}",
         sim.stats()
     );
-    // Throttled submits were refused by the SMSC, so nothing was sent twice.
-    assert_reached_once(&sent, &[&sim], 0);
+    assert_eq!(long_parts(&sim), 60);
+    // Throttled submits were refused by the SMSC and parts it took are never
+    // sent again, so nothing was sent twice.
+    assert_reached_once(&sent, sim.submitted(), 0);
     app.stop().await;
     sim.shutdown().await;
 }
@@ -188,7 +258,8 @@ async fn connections_reset_mid_window_lose_nothing() {
     .await;
     // Slow the SMSC so resets land while submits are in flight.
     sim.set_throttle_tps(150);
-    let sent = send(&app, 0, 400).await;
+    let mut sent = send(&app, 0, 400).await;
+    sent.extend(send_long(&app, 1_000, 30).await);
     let mut resets = 0;
     for target in [50, 170, 290] {
         wait_until("submits progress", Duration::from_secs(20), || {
@@ -204,8 +275,9 @@ async fn connections_reset_mid_window_lose_nothing() {
         .await;
     }
     let done = settle(&app, &sent, &["delivered"]).await;
-    assert_eq!(done.len(), 400);
-    assert_reached_once(&sent, &[&sim], WINDOW * resets as usize);
+    assert_eq!(done.len(), 430);
+    assert!(long_parts(&sim) >= 90);
+    assert_reached_once(&sent, sim.submitted(), WINDOW * resets as usize);
     app.stop().await;
     sim.shutdown().await;
 }
@@ -219,34 +291,34 @@ async fn an_smsc_restart_loses_nothing() {
         smpp_connector("carrier", addr.port(), "")
     ))
     .await;
-    first.set_throttle_tps(300);
+    // Slow enough that a busy test machine still stops it part way.
+    first.set_throttle_tps(100);
     let sent = send(&app, 0, 300).await;
     wait_until("the first SMSC takes some", Duration::from_secs(20), || {
         first.stats().submits >= 100
     })
     .await;
-    let before = first.submitted();
+    // Stop the first SMSC before reading its log: submits it accepts while
+    // shutting down would otherwise be missing from `before`.
+    let first_log = first.handle();
     first.shutdown().await;
+    let before = first_log.submitted();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = start_sim_on(addr, sim_config(5)).await;
     // Receipts the first SMSC still held died with it: those messages stay
     // "submitted", as with a real carrier that loses its receipt queue.
     settle(&app, &sent, &["submitted", "delivered"]).await;
-    wait_until(
-        "the new SMSC takes the rest",
-        Duration::from_secs(20),
-        || second.stats().submits > 0,
-    )
-    .await;
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for sm in before.iter().chain(second.submitted().iter()) {
-        *seen.entry(format!("+{}", sm.destination_addr)).or_default() += 1;
+    if before.len() < sent.len() {
+        wait_until(
+            "the new SMSC takes the rest",
+            Duration::from_secs(20),
+            || second.stats().submits > 0,
+        )
+        .await;
     }
-    for (id, to) in &sent {
-        assert!(seen.contains_key(to), "{id} to {to} never reached an SMSC");
-    }
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    assert!(duplicates <= WINDOW, "{duplicates} duplicates");
+    let mut both = before;
+    both.extend(second.submitted());
+    assert_reached_once(&sent, both, WINDOW);
     app.stop().await;
     second.shutdown().await;
 }
@@ -267,7 +339,7 @@ async fn slow_receipts_are_matched_when_they_come() {
     for m in &done {
         assert_eq!(m["smsc_message_ids"].as_array().map(Vec::len), Some(1));
     }
-    assert_reached_once(&sent, &[&sim], 0);
+    assert_reached_once(&sent, sim.submitted(), 0);
     app.stop().await;
     sim.shutdown().await;
 }
@@ -284,7 +356,7 @@ async fn receipts_faster_than_the_submit_record_are_still_matched() {
     .await;
     let sent = send(&app, 0, 200).await;
     settle(&app, &sent, &["delivered"]).await;
-    assert_reached_once(&sent, &[&sim], 0);
+    assert_reached_once(&sent, sim.submitted(), 0);
     app.stop().await;
     sim.shutdown().await;
 }
@@ -311,7 +383,7 @@ async fn refused_binds_hold_messages_until_the_smsc_accepts_the_bind() {
     sim.set_refuse_binds(false);
     settle(&app, &sent, &["delivered"]).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
-    assert_reached_once(&sent, &[&sim], 0);
+    assert_reached_once(&sent, sim.submitted(), 0);
     app.stop().await;
     sim.shutdown().await;
 }
@@ -335,7 +407,7 @@ async fn a_carrier_that_stays_down_hands_its_messages_to_the_next_on_the_route()
         done.iter().map(|m| &m["connector"]).collect::<Vec<_>>()
     );
     assert!(down.submitted().is_empty());
-    assert_reached_once(&sent, &[&backup], 0);
+    assert_reached_once(&sent, backup.submitted(), 0);
     app.stop().await;
     down.shutdown().await;
     backup.shutdown().await;

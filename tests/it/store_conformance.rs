@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald::limits::LimitPolicy;
 use herald::model::Micros;
-use herald::model::{Class, Encoding, Message, MessageId, Status, now_micros};
+use herald::model::{Class, Encoding, Message, MessageId, PartialSubmit, Status, now_micros};
 use herald::store::{
     Admission, ApiKeyRecord, EmbeddedStore, InboundRecord, NewMessage, Outcome, Receipt,
     ReceiptState, RedisSettings, RedisStore, Role, Store, WebhookEvent, WebhookResult,
@@ -94,6 +94,7 @@ pub fn message(connector: &str, class: Class, n: u32) -> Message {
         idempotency_key: None,
         tags: Vec::new(),
         not_before: None,
+        partial: None,
     }
 }
 
@@ -142,6 +143,9 @@ macro_rules! conformance {
             #[tokio::test] async fn receipts_finish_submitted_messages() { super::receipts_finish_submitted_messages(&super::$factory()).await }
             #[tokio::test] async fn a_receipt_before_the_submit_is_recorded_is_kept() { super::a_receipt_before_the_submit_is_recorded_is_kept(&super::$factory()).await }
             #[tokio::test] async fn multipart_messages_finish_when_every_part_has_a_receipt() { super::multipart_messages_finish_when_every_part_has_a_receipt(&super::$factory()).await }
+            #[tokio::test] async fn a_long_message_partly_taken_keeps_its_parts_and_their_receipts() { super::a_long_message_partly_taken_keeps_its_parts_and_their_receipts(&super::$factory()).await }
+            #[tokio::test] async fn a_failover_forgets_the_parts_the_first_carrier_took() { super::a_failover_forgets_the_parts_the_first_carrier_took(&super::$factory()).await }
+            #[tokio::test] async fn throttled_retries_do_not_count_as_attempts() { super::throttled_retries_do_not_count_as_attempts(&super::$factory()).await }
             #[tokio::test] async fn retries_wait_for_their_time_then_return_to_the_queue() { super::retries_wait_for_their_time_then_return_to_the_queue(&super::$factory()).await }
             #[tokio::test] async fn failover_moves_to_the_next_connector_then_fails() { super::failover_moves_to_the_next_connector_then_fails(&super::$factory()).await }
             #[tokio::test] async fn overdue_messages_expire_and_are_never_claimed() { super::overdue_messages_expire_and_are_never_claimed(&super::$factory()).await }
@@ -342,6 +346,177 @@ async fn multipart_messages_finish_when_every_part_has_a_receipt(f: &dyn StoreFa
     store.close().await;
 }
 
+fn retry(m: &Message, partial: Option<PartialSubmit>) -> Outcome {
+    Outcome::Retry {
+        id: m.id,
+        not_before: now_micros(),
+        error: "throttled".into(),
+        counts_attempt: true,
+        partial,
+    }
+}
+
+fn partial(connector: &str, ids: &[Option<&str>]) -> PartialSubmit {
+    PartialSubmit {
+        connector: connector.into(),
+        reference: 7,
+        smsc_ids: ids.iter().map(|id| id.map(str::to_string)).collect(),
+    }
+}
+
+/// Promotes due retries and claims the message again.
+async fn reclaim(store: &dyn Store, connector: &str) -> Message {
+    store
+        .maintain(now_micros() + 1, Duration::from_secs(86_400))
+        .await
+        .expect("maintain");
+    let mut again = store.claim(connector, 1).await.expect("claim");
+    assert_eq!(again.len(), 1, "claimable again on {connector}");
+    again.remove(0)
+}
+
+async fn a_long_message_partly_taken_keeps_its_parts_and_their_receipts(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let mut m = message("a", Class::Transactional, 1);
+    m.segments = 3;
+    let ms = admit(&*store, vec![m]).await;
+    store.claim("a", 1).await.expect("claim");
+    // Parts 1 and 3 were taken, part 2 was throttled.
+    let first = partial("a", &[Some("p1"), None, Some("p3")]);
+    store
+        .record(vec![retry(&ms[0], Some(first.clone()))])
+        .await
+        .expect("record");
+    // Part 1's receipt comes while the message waits for its retry.
+    let finals = store
+        .apply_receipts(vec![receipt("p1", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    assert!(finals.is_empty());
+    let again = reclaim(&*store, "a").await;
+    assert_eq!(
+        again.partial.as_ref(),
+        Some(&first),
+        "the retry knows what was taken"
+    );
+    assert_eq!(again.status, Status::Queued);
+    // Part 2's receipt races ahead of the submit being recorded.
+    store
+        .apply_receipts(vec![receipt("p2", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    let finals = store
+        .record(vec![Outcome::Submitted {
+            id: ms[0].id,
+            connector: "a".into(),
+            smsc_ids: vec!["p1".into(), "p2".into(), "p3".into()],
+            at: now_micros(),
+        }])
+        .await
+        .expect("record");
+    assert!(finals.is_empty(), "part 3 has no receipt yet");
+    let m = store.message(ms[0].id).await.expect("read").expect("found");
+    assert_eq!(m.status, Status::Submitted);
+    assert_eq!(m.partial, None);
+    assert_eq!(m.parts_delivered, 2, "each receipt counted once");
+    let finals = store
+        .apply_receipts(vec![receipt("p3", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].status, Status::Delivered);
+    // A carrier resending part 1's receipt changes nothing.
+    let finals = store
+        .apply_receipts(vec![receipt("p1", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    assert!(finals.is_empty());
+    store.close().await;
+}
+
+async fn a_failover_forgets_the_parts_the_first_carrier_took(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let mut m = message("a", Class::Transactional, 1);
+    m.segments = 2;
+    let ms = admit(&*store, vec![m]).await;
+    store.claim("a", 1).await.expect("claim");
+    store
+        .record(vec![retry(&ms[0], Some(partial("a", &[Some("x1"), None])))])
+        .await
+        .expect("record");
+    store
+        .apply_receipts(vec![receipt("x1", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    reclaim(&*store, "a").await;
+    store
+        .record(vec![Outcome::Failover {
+            id: ms[0].id,
+            error: "rejected".into(),
+        }])
+        .await
+        .expect("record");
+    let moved = store.claim("backup", 1).await.expect("claim");
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].partial, None);
+    assert_eq!(moved[0].parts_delivered, 0);
+    store
+        .record(vec![Outcome::Submitted {
+            id: ms[0].id,
+            connector: "backup".into(),
+            smsc_ids: vec!["b1".into(), "b2".into()],
+            at: now_micros(),
+        }])
+        .await
+        .expect("record");
+    let on_backup = |smsc: &str| Receipt {
+        connector: "backup".into(),
+        ..receipt(smsc, ReceiptState::Delivered)
+    };
+    // A late receipt from the first carrier does not count for the second.
+    let finals = store
+        .apply_receipts(vec![
+            receipt("x1", ReceiptState::Delivered),
+            on_backup("b1"),
+        ])
+        .await
+        .expect("receipts");
+    assert!(finals.is_empty());
+    let finals = store
+        .apply_receipts(vec![on_backup("b2")])
+        .await
+        .expect("receipts");
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].status, Status::Delivered);
+    store.close().await;
+}
+
+async fn throttled_retries_do_not_count_as_attempts(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let ms = admit(&*store, vec![message("a", Class::Otp, 1)]).await;
+    store.claim("a", 1).await.expect("claim");
+    for _ in 0..3 {
+        store
+            .record(vec![Outcome::Retry {
+                id: ms[0].id,
+                not_before: now_micros(),
+                error: "throttled".into(),
+                counts_attempt: false,
+                partial: None,
+            }])
+            .await
+            .expect("record");
+        let again = reclaim(&*store, "a").await;
+        assert_eq!(again.attempts, 0);
+    }
+    store
+        .record(vec![retry(&ms[0], None)])
+        .await
+        .expect("record");
+    assert_eq!(reclaim(&*store, "a").await.attempts, 1);
+    store.close().await;
+}
+
 async fn retries_wait_for_their_time_then_return_to_the_queue(f: &dyn StoreFactory) {
     let store = f.open().await;
     let ms = admit(&*store, vec![message("a", Class::Otp, 1)]).await;
@@ -352,6 +527,8 @@ async fn retries_wait_for_their_time_then_return_to_the_queue(f: &dyn StoreFacto
             id: ms[0].id,
             not_before: due,
             error: "link down".into(),
+            counts_attempt: true,
+            partial: None,
         }])
         .await
         .expect("record");

@@ -133,3 +133,34 @@ async fn pending_webhooks_survive_a_restart() {
     let v: Value = serde_json::from_slice(&got[0].1).expect("json");
     assert_eq!(v["status"], "delivered");
 }
+
+#[tokio::test]
+async fn a_webhook_still_failing_after_max_age_is_given_up() {
+    let app = TestApp::spawn_with(
+        "[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\nmax_age = \"1s\"\n",
+    )
+    .await;
+    // A receiver that never succeeds.
+    let (capture, url) = Capture::start(u32::MAX).await;
+    app.send(json!({"to": number(4), "body": "hi", "callback_url": url}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app
+        .metrics()
+        .await
+        .contains("herald_webhook_deliveries_total{code=\"given_up\"} 1")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never given up: {}",
+            app.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attempts = *capture.attempts.lock().expect("lock");
+    assert!(attempts >= 2, "retried until max_age: {attempts} attempts");
+    // Given up means no further attempts.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(*capture.attempts.lock().expect("lock"), attempts);
+    assert!(capture.received.lock().expect("lock").is_empty());
+}

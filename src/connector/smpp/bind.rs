@@ -1,6 +1,6 @@
 //! One bind's shared state: the live client (when bound), its window of
-//! outstanding `submit_sm`, and a throttle pause. The session task writes
-//! it; submits read it. Locks guard plain fields only and are never held
+//! outstanding `submit_sm`, a throttle pause, and a way for submits to ask
+//! the session to rebind. The session task writes it; submits read it. Locks guard plain fields only and are never held
 //! across an await.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,10 @@ impl Role {
 #[derive(Debug, Default)]
 struct State {
     client: Option<Client>,
+    /// Counts sessions, so a late answer from an old session cannot end a new one.
+    generation: u64,
+    /// Cancelled to make the current session drop and rebind.
+    rebind: CancellationToken,
     paused_until: Option<Instant>,
 }
 
@@ -77,16 +81,40 @@ impl BindSlot {
         self.bound.load(Ordering::Acquire)
     }
 
-    /// The client, while bound.
-    pub fn client(&self) -> Option<Client> {
-        self.state().client.clone()
+    /// The client while bound, with the session's generation (for
+    /// [`BindSlot::request_rebind`]).
+    pub fn client(&self) -> Option<(Client, u64)> {
+        let state = self.state();
+        state.client.clone().map(|c| (c, state.generation))
     }
 
-    /// Called by the session task when the bind comes up or goes down.
-    pub fn set_client(&self, client: Option<Client>) {
+    /// Called by the session task when the bind comes up or goes down. For a
+    /// new session, returns the token that [`BindSlot::request_rebind`]
+    /// cancels.
+    pub fn set_client(&self, client: Option<Client>) -> CancellationToken {
         let up = client.is_some();
-        self.state().client = client;
+        let mut state = self.state();
+        if up {
+            state.generation += 1;
+            state.rebind = CancellationToken::new();
+        }
+        state.client = client;
         self.bound.store(up, Ordering::Release);
+        state.rebind.clone()
+    }
+
+    /// Asks session `generation` to drop its bind and bind again (the SMSC
+    /// says the bind state is wrong: `ESME_RINVBNDSTS`, `ESME_RALYBND`). No
+    /// more submits go to it meanwhile. Ignored if that session is gone.
+    /// Returns whether it was still the current session.
+    pub fn request_rebind(&self, generation: u64) -> bool {
+        let state = self.state();
+        if state.generation != generation || state.client.is_none() {
+            return false;
+        }
+        self.bound.store(false, Ordering::Release);
+        state.rebind.cancel();
+        true
     }
 
     /// Stops submits on this bind for `pause` (the carrier throttled us).
@@ -135,6 +163,25 @@ mod tests {
         slot.wait_out_pause(&CancellationToken::new()).await;
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert!(!slot.is_paused());
+    }
+
+    #[tokio::test]
+    async fn a_rebind_request_ends_only_the_session_it_names() {
+        let slot = BindSlot::new(0, Role::Transceiver, 4);
+        assert!(!slot.request_rebind(0), "nothing bound yet");
+        let (near, _far) = tokio::io::duplex(1024);
+        let (client, _events) = rusmppc::ConnectionBuilder::new().connected(near);
+        let first = slot.set_client(Some(client.clone()));
+        let (_, generation) = slot.client().expect("bound");
+        assert!(slot.request_rebind(generation));
+        assert!(first.is_cancelled());
+        assert!(!slot.is_bound(), "no submits go to a bind being dropped");
+        slot.set_client(None);
+        let second = slot.set_client(Some(client));
+        // A late answer from the first session must not end the second.
+        assert!(!slot.request_rebind(generation));
+        assert!(!second.is_cancelled());
+        assert!(slot.is_bound());
     }
 
     #[test]

@@ -277,6 +277,22 @@ struct Pending {
     first_seen: Instant,
 }
 
+/// What adding one part produced.
+#[derive(Debug, Default)]
+pub struct Added {
+    /// The message this part completed (a single-part message at once).
+    pub done: Option<Joined>,
+    /// Unfinished messages given up on to make room or for their age.
+    pub evicted: Vec<Joined>,
+}
+
+impl Added {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.done.is_none() && self.evicted.is_empty()
+    }
+}
+
 /// Joins concatenated inbound parts; see the module docs.
 #[derive(Debug, Default)]
 pub struct Reassembler {
@@ -285,17 +301,23 @@ pub struct Reassembler {
 
 impl Reassembler {
     /// Adds one part. Returns the message when it is whole (a single-part
-    /// message at once), plus anything evicted to make room.
-    pub fn add(&mut self, part: MoPart, now: Instant) -> Vec<Joined> {
+    /// message at once), plus anything evicted to make room or expired.
+    pub fn add(&mut self, part: MoPart, now: Instant) -> Added {
         let Some(concat) = part.concat else {
-            return vec![Joined {
-                from: part.from,
-                to: part.to,
-                text: part.text,
-                complete: true,
-            }];
+            return Added {
+                done: Some(Joined {
+                    from: part.from,
+                    to: part.to,
+                    text: part.text,
+                    complete: true,
+                }),
+                evicted: Vec::new(),
+            };
         };
-        let mut out = self.expire(now);
+        let mut out = Added {
+            done: None,
+            evicted: self.expire(now),
+        };
         let key = Key {
             from: part.from,
             to: part.to,
@@ -303,7 +325,7 @@ impl Reassembler {
             total: concat.total,
         };
         if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING {
-            out.extend(self.evict_oldest());
+            out.evicted.extend(self.evict_oldest());
         }
         let entry = self.pending.entry(key.clone()).or_insert_with(|| Pending {
             parts: vec![None; usize::from(concat.total)],
@@ -319,7 +341,7 @@ impl Reassembler {
         if entry.received == entry.parts.len()
             && let Some(done) = self.pending.remove(&key)
         {
-            out.push(join(key, done));
+            out.done = Some(join(key, done));
         }
         out
     }
@@ -409,9 +431,10 @@ mod tests {
         let now = Instant::now();
         assert!(r.add(part("world", 9, 2, 2), now).is_empty());
         let out = r.add(part("hello ", 9, 2, 1), now);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text, "hello world");
-        assert!(out[0].complete);
+        assert!(out.evicted.is_empty());
+        let done = out.done.expect("joined");
+        assert_eq!(done.text, "hello world");
+        assert!(done.complete);
         assert!(r.is_empty());
     }
 
@@ -421,7 +444,8 @@ mod tests {
         let now = Instant::now();
         assert!(r.add(part("a", 1, 2, 1), now).is_empty());
         assert!(r.add(part("a", 1, 2, 1), now).is_empty());
-        assert_eq!(r.add(part("b", 1, 2, 2), now)[0].text, "ab");
+        let done = r.add(part("b", 1, 2, 2), now).done.expect("joined");
+        assert_eq!(done.text, "ab");
     }
 
     #[test]
@@ -444,7 +468,9 @@ mod tests {
             assert!(r.add(part("x", i, 2, 1), now).is_empty());
         }
         let out = r.add(part("y", 60_000, 2, 1), now);
-        assert_eq!(out.len(), 1);
+        assert!(out.done.is_none());
+        assert_eq!(out.evicted.len(), 1);
+        assert!(!out.evicted[0].complete);
         assert_eq!(r.len(), MAX_PENDING);
     }
 

@@ -3,10 +3,11 @@
 //! A connector keeps `binds` sessions to one SMSC, each owned by its own task
 //! that connects, binds, keeps the link alive and reconnects with jittered
 //! exponential backoff. [`SmppConnector::submit`] picks a bound session
-//! round-robin, takes window permits on it (rusmppc pipelines any number of
-//! requests on a session, so the window is ours to enforce), and sends the
-//! message's parts. Receipts and inbound messages come back as
-//! [`ConnectorEvent`]s on the gateway's channel.
+//! round-robin and sends the message's parts on it, each `submit_sm` holding
+//! one window permit until its response (rusmppc pipelines any number of
+//! requests on a session, so the window is ours to enforce: a long message
+//! never puts more than the window outstanding). Receipts and inbound
+//! messages come back as [`ConnectorEvent`]s on the gateway's channel.
 //!
 //! Fault behaviour, in one place:
 //! - throttling (ESME_RTHROTTLED, ESME_RMSGQFUL): the submit returns
@@ -14,10 +15,16 @@
 //!   `throttle_pause`, so a storm turns into back-pressure instead of a flood;
 //! - a lost link: in-flight submits fail as temporary (the dispatcher retries
 //!   them: duplicates at most one window), the session reconnects;
+//! - a long message whose parts partly failed: the parts the carrier took are
+//!   returned in [`SubmitFailure::partial`] and kept with the message, so the
+//!   retry sends only the missing parts, under the same concatenation
+//!   reference (see [`crate::model::PartialSubmit`]);
 //! - bind refused: retried forever with backoff; the connector is not ready
 //!   meanwhile, and after `dispatch.failover_after` the dispatcher moves its
 //!   queue to the next connector of each message's route;
-//! - permanent statuses ([`status`]) fail the message over at once.
+//! - permanent statuses ([`status`]) fail the message over at once;
+//! - bind state errors (ESME_RINVBNDSTS, ESME_RALYBND): the message is
+//!   retried and the session drops the bind and binds again.
 //!
 //! Layout, one job per file:
 //! - `settings`: config → [`SmppSettings`] with defaults applied.
@@ -44,13 +51,16 @@ mod transport;
 mod tests;
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rusmpp::pdus::{SubmitSm, SubmitSmResp};
 use rusmppc::Client;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -63,9 +73,9 @@ use self::bind::{BindSlot, Role};
 use self::session::Session;
 use self::status::Verdict;
 use self::transport::Transport;
-use super::{Connector, EventSender, SubmitAck, SubmitError};
+use super::{Connector, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::config::BindMode;
-use crate::model::Message;
+use crate::model::{Message, PartialSubmit};
 
 /// Longest wait for the bind tasks to unbind on shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,8 +93,6 @@ pub struct SmppConnector {
     /// Binds that submit, in round-robin order.
     submitters: Vec<Arc<BindSlot>>,
     next_bind: AtomicUsize,
-    /// Concatenation reference of the next long message.
-    next_reference: AtomicU16,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -143,12 +151,10 @@ impl SmppConnector {
             tasks.spawn(session.run().instrument(span));
         }
         tasks.close();
-        let first_reference = getrandom::u32().map_or(0, |r| r as u16);
         Ok(Arc::new(SmppConnector {
             submitters: slots.into_iter().filter(|s| s.role.submits()).collect(),
             settings,
             next_bind: AtomicUsize::new(0),
-            next_reference: AtomicU16::new(first_reference),
             stop,
             tasks,
         }))
@@ -183,8 +189,14 @@ impl SmppConnector {
         fallback.cloned()
     }
 
-    /// What a failed `submit_sm` means for the message (and for the bind).
-    fn failure(&self, slot: &BindSlot, error: rusmppc::error::Error) -> SubmitError {
+    /// What a failed `submit_sm` on session `generation` of `slot` means for
+    /// the message (and for the bind).
+    fn failure(
+        &self,
+        slot: &BindSlot,
+        generation: u64,
+        error: rusmppc::error::Error,
+    ) -> SubmitError {
         use rusmppc::error::Error as E;
         match error {
             E::UnexpectedResponse { response } => {
@@ -199,6 +211,12 @@ impl SmppConnector {
                     Verdict::Temporary => {
                         SubmitError::Temporary(format!("carrier answered {text}"))
                     }
+                    Verdict::Rebind => {
+                        if slot.request_rebind(generation) {
+                            tracing::warn!(bind = slot.index, status = %text, "the SMSC reports a bind state error; dropping the bind to bind again");
+                        }
+                        SubmitError::Temporary(format!("carrier answered {text}; rebinding"))
+                    }
                     Verdict::Permanent => {
                         SubmitError::Permanent(format!("carrier answered {text}"))
                     }
@@ -211,38 +229,133 @@ impl SmppConnector {
         }
     }
 
-    async fn send(
+    /// Sends the parts of a long message still without a carrier id, in
+    /// order on one bind, each holding its own window slot: never more
+    /// `submit_sm` outstanding than the window, however long the message.
+    /// After the first failure no further part is sent (the carrier is
+    /// throttling, refusing or gone); parts already in flight are awaited.
+    /// Fills `ids` with what the carrier took; returns the worst failure.
+    async fn send_parts(
         &self,
-        client: &Client,
+        (client, generation): (&Client, u64),
         slot: &BindSlot,
-        pdus: Vec<rusmpp::pdus::SubmitSm>,
-    ) -> Result<SubmitAck, SubmitError> {
-        let results = match <[_; 1]>::try_from(pdus) {
-            Ok([pdu]) => vec![client.submit_sm(pdu).await],
-            // Parts go out back to back on one bind: rusmppc queues them in
-            // order, and SMSCs reassemble best when they arrive together.
-            Err(parts) => join_all(parts.into_iter().map(|p| client.submit_sm(p))).await,
-        };
-        let mut smsc_ids = Vec::with_capacity(results.len());
+        parts: Vec<(usize, SubmitSm)>,
+        ids: &mut [Option<String>],
+    ) -> Option<SubmitError> {
+        let mut queue = parts.into_iter().peekable();
+        let mut inflight = FuturesUnordered::new();
         let mut worst: Option<SubmitError> = None;
-        for result in results {
-            match result {
-                Ok(resp) => smsc_ids.push(resp.message_id().as_str().to_string()),
-                Err(error) => {
-                    let error = self.failure(slot, error);
-                    worst = Some(match worst {
-                        None => error,
-                        Some(previous) => worse(previous, error),
+        loop {
+            let more = worst.is_none() && queue.peek().is_some();
+            if !more && inflight.is_empty() {
+                return worst;
+            }
+            tokio::select! {
+                biased;
+                Some((i, result)) = inflight.next(), if !inflight.is_empty() => match part_result(result) {
+                    Ok(resp) => {
+                        if let Some(id) = ids.get_mut(i) {
+                            *id = Some(resp.message_id().as_str().to_string());
+                        }
+                    }
+                    Err(error) => {
+                        let error = self.failure(slot, generation, error);
+                        worst = Some(match worst.take() {
+                            None => error,
+                            Some(previous) => worse(previous, error),
+                        });
+                    }
+                },
+                permit = free_slot(slot, &self.stop), if more => {
+                    let (Some(permit), Some((i, pdu))) = (permit, queue.next()) else {
+                        worst = Some(SubmitError::Temporary("connector stopped".into()));
+                        continue;
+                    };
+                    inflight.push(async move {
+                        let result = client.submit_sm(pdu).await;
+                        drop(permit);
+                        (i, result)
                     });
                 }
             }
         }
-        match worst {
-            None => Ok(SubmitAck { smsc_ids }),
-            Some(error) => Err(error),
+    }
+
+    /// What to keep of a failed try: the parts the carrier took, if any.
+    fn partial(&self, reference: u16, ids: Vec<Option<String>>) -> Option<PartialSubmit> {
+        ids.iter().any(Option::is_some).then(|| PartialSubmit {
+            connector: self.settings.name.clone(),
+            reference,
+            smsc_ids: ids,
+        })
+    }
+
+    /// The PDUs of `msg`, its concatenation reference and the carrier ids of
+    /// parts an earlier try on this connector got through (same reference,
+    /// so the handset joins old and new parts).
+    fn prepare(&self, msg: &Message) -> Result<Prepared, SubmitError> {
+        let permanent = |e: PrepareError| SubmitError::Permanent(e.to_string());
+        if let Some(p) = msg
+            .partial
+            .as_ref()
+            .filter(|p| p.connector == self.settings.name)
+        {
+            let pdus = submit::submit_pdus(msg, &self.settings, p.reference).map_err(permanent)?;
+            if pdus.len() == p.smsc_ids.len() {
+                return Ok((pdus, p.reference, p.smsc_ids.clone()));
+            }
+            // Split differently now (e.g. the config changed): start over.
+        }
+        let reference = concat_reference(msg);
+        let pdus = submit::submit_pdus(msg, &self.settings, reference).map_err(permanent)?;
+        let ids = vec![None; pdus.len()];
+        Ok((pdus, reference, ids))
+    }
+
+    /// A one-part message: one window slot, one `submit_sm`.
+    async fn submit_one(&self, slot: &BindSlot, pdu: SubmitSm) -> Result<SubmitAck, SubmitError> {
+        let Some(_permit) = free_slot(slot, &self.stop).await else {
+            return Err(SubmitError::Temporary("connector stopped".into()));
+        };
+        let (client, generation) = slot
+            .client()
+            .ok_or_else(|| SubmitError::Temporary("SMPP bind went down".into()))?;
+        match client.submit_sm(pdu).await {
+            Ok(resp) => Ok(SubmitAck {
+                smsc_ids: vec![resp.message_id().as_str().to_string()],
+            }),
+            Err(error) => Err(self.failure(slot, generation, error)),
         }
     }
 }
+
+/// The concatenation reference of `msg`: from the random low bits of its id,
+/// so every try of the message (after a lost link, a timeout, a restart)
+/// sends its parts under the same reference and the handset can join or drop
+/// repeated parts instead of showing two broken messages.
+fn concat_reference(msg: &Message) -> u16 {
+    // Truncation intended: the low 16 bits of a ULID are random.
+    msg.id.0 as u16
+}
+
+/// Names the type of a part's answer (the in-flight set's item type is only
+/// known further down).
+fn part_result(
+    result: Result<SubmitSmResp, rusmppc::error::Error>,
+) -> Result<SubmitSmResp, rusmppc::error::Error> {
+    result
+}
+
+/// A window slot on `slot` once no throttle pause runs; `None` if stopped.
+async fn free_slot(slot: &BindSlot, stop: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+    let permit = slot.window.clone().acquire_owned().await.ok()?;
+    slot.wait_out_pause(stop).await;
+    (!stop.is_cancelled()).then_some(permit)
+}
+
+/// A message's PDUs, its concatenation reference, and the carrier id of each
+/// part already taken (`None`: still to send).
+type Prepared = (Vec<SubmitSm>, u16, Vec<Option<String>>);
 
 /// The failure that decides a multi-part message: permanent beats
 /// throttled beats temporary.
@@ -273,31 +386,52 @@ impl Connector for SmppConnector {
         !self.stop.is_cancelled() && self.submitters.iter().any(|s| s.is_bound())
     }
 
-    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitError> {
-        let reference = self.next_reference.fetch_add(1, Ordering::Relaxed);
-        let pdus = submit::submit_pdus(msg, &self.settings, reference)
-            .map_err(|e| SubmitError::Permanent(e.to_string()))?;
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitFailure> {
+        let (mut pdus, reference, mut ids) = self.prepare(msg)?;
         let slot = self
             .pick()
             .ok_or_else(|| SubmitError::Temporary("no SMPP bind is up".into()))?;
-        // A long message holds one window slot per part (up to the window).
-        let needed = u32::try_from(pdus.len().min(self.settings.window)).unwrap_or(1);
-        let _permits = slot
-            .window
-            .acquire_many(needed)
-            .await
-            .map_err(|_| SubmitError::Temporary("connector stopped".into()))?;
-        slot.wait_out_pause(&self.stop).await;
-        let client = slot
-            .client()
-            .ok_or_else(|| SubmitError::Temporary("SMPP bind went down".into()))?;
-        let result = self.send(&client, &slot, pdus).await;
+        let result = if pdus.len() == 1
+            && let Some(pdu) = pdus.pop()
+        {
+            self.submit_one(&slot, pdu)
+                .await
+                .map_err(SubmitFailure::from)
+        } else {
+            let (client, generation) = slot
+                .client()
+                .ok_or_else(|| SubmitError::Temporary("SMPP bind went down".into()))?;
+            let todo: Vec<(usize, SubmitSm)> = pdus
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| ids.get(*i).is_some_and(Option::is_none))
+                .collect();
+            let worst = self
+                .send_parts((&client, generation), &slot, todo, &mut ids)
+                .await;
+            match worst {
+                None if ids.iter().all(Option::is_some) => Ok(SubmitAck {
+                    smsc_ids: ids.into_iter().flatten().collect(),
+                }),
+                worst => Err(SubmitFailure {
+                    error: worst
+                        .unwrap_or_else(|| SubmitError::Temporary("parts left unsent".into())),
+                    partial: self.partial(reference, ids),
+                }),
+            }
+        };
         match &result {
             Ok(ack) => {
                 tracing::debug!(message_id = %msg.id, bind = slot.index, smsc_ids = ?ack.smsc_ids, "submitted")
             }
-            Err(error) => {
-                tracing::debug!(message_id = %msg.id, bind = slot.index, %error, "submit failed")
+            Err(failure) => {
+                tracing::debug!(
+                    message_id = %msg.id,
+                    bind = slot.index,
+                    error = %failure.error,
+                    parts_taken = ?failure.partial.as_ref().map(|p| p.smsc_ids.len() - p.missing()),
+                    "submit failed"
+                )
             }
         }
         result

@@ -4,15 +4,25 @@
 //! when it unbinds politely.
 //!
 //! Inbound `deliver_sm` become [`ConnectorEvent`]s; each is answered with
-//! `deliver_sm_resp` only after its event was handed to the gateway, so a
-//! receipt the gateway never saw is resent by the SMSC rather than lost.
+//! `deliver_sm_resp` only once the gateway reports (through the event's
+//! [`Ack`]) that the receipt or inbound message is committed to the store,
+//! or with `ESME_RX_T_APPN` when it could not be stored, so the SMSC resends
+//! it rather than it being lost. Acks are awaited concurrently, so the
+//! gateway's batched store writes answer many `deliver_sm` at once. A part
+//! of a concatenated inbound message that does not complete it is answered
+//! at once (its parts are joined in memory; holding the answer could stall
+//! SMSCs that wait for it before sending the next part).
 //! Keep-alive `enquire_link` (both ways) is rusmppc's job, configured by
 //! the transport.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rusmpp::{
     Command, CommandId, CommandStatus, Pdu,
@@ -21,6 +31,7 @@ use rusmpp::{
     values::{InterfaceVersion, Npi, Ton},
 };
 use rusmppc::{Client, Event};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -31,7 +42,7 @@ use super::inbound::{Joined, Reassembler};
 use super::settings::SmppSettings;
 use super::status;
 use super::transport::{ConnectError, Events, Transport};
-use crate::connector::{ConnectorEvent, EventSender, InboundMessage};
+use crate::connector::{Ack, ConnectorEvent, EventSender, InboundMessage};
 use crate::model::now_micros;
 use crate::store::Receipt;
 
@@ -62,6 +73,8 @@ enum End {
     Stopped,
     /// The link failed or the SMSC unbound.
     Lost(String),
+    /// A submit was answered with a bind state error.
+    Rebind,
 }
 
 /// Everything one bind task needs.
@@ -87,8 +100,8 @@ impl Session {
                 Ok((client, events)) => {
                     let since = Instant::now();
                     info!(failures = backoff.failures(), "bound");
-                    self.slot.set_client(Some(client.clone()));
-                    let end = self.serve(&client, events).await;
+                    let rebind = self.slot.set_client(Some(client.clone()));
+                    let end = self.serve(&client, events, &rebind).await;
                     self.slot.set_client(None);
                     match end {
                         End::Stopped => {
@@ -98,6 +111,12 @@ impl Session {
                         End::Lost(reason) => {
                             warn!(reason = %reason, up_for = ?since.elapsed(), "bind lost; reconnecting");
                             let _ = client.close().await;
+                        }
+                        End::Rebind => {
+                            // The SMSC no longer sees us as bound: start afresh
+                            // (unbind may well be refused; the connection goes
+                            // either way).
+                            unbind(&client).await;
                         }
                     }
                     if since.elapsed() >= STABLE {
@@ -200,21 +219,32 @@ impl Session {
     }
 
     /// Handles inbound PDUs until the link ends or the connector stops.
-    async fn serve(&self, client: &Client, mut events: Events) -> End {
+    /// `deliver_sm` still waiting for the store when it ends stay
+    /// unanswered: the SMSC sends them again.
+    async fn serve(&self, client: &Client, mut events: Events, rebind: &CancellationToken) -> End {
         let mut sweep = tokio::time::interval(INBOUND_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_error = None;
+        let mut storing = FuturesUnordered::new();
         loop {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return End::Stopped,
+                () = rebind.cancelled() => return End::Rebind,
+                Some((sequence_number, stored)) = storing.next(), if !storing.is_empty() => {
+                    if stored {
+                        respond(client, sequence_number);
+                    } else {
+                        refuse(client, sequence_number);
+                    }
+                }
                 event = events.next() => match event {
                     None => {
                         return End::Lost(last_error.unwrap_or_else(|| "connection closed".into()));
                     }
                     Some(Event::Error(error)) => last_error = Some(error.to_string()),
                     Some(Event::Incoming(command)) => {
-                        if let Some(end) = self.on_command(client, command).await {
+                        if let Some(end) = self.on_command(client, command, &mut storing).await {
                             return end;
                         }
                     }
@@ -222,16 +252,23 @@ impl Session {
                 _ = sweep.tick() => {
                     let expired = lock(&self.inbound).expire(Instant::now());
                     for joined in expired {
-                        // The handover only fails when the gateway is stopping.
-                        let _ = self.emit_inbound(joined).await;
+                        // Its parts were answered already; the handover only
+                        // fails when the gateway is stopping.
+                        let _ = self.emit_inbound(joined, Ack::none()).await;
                     }
                 }
             }
         }
     }
 
-    /// One inbound command; `Some` ends the session.
-    async fn on_command(&self, client: &Client, command: Command) -> Option<End> {
+    /// One inbound command; `Some` ends the session. A `deliver_sm` whose
+    /// answer waits for the store joins `storing`.
+    async fn on_command(
+        &self,
+        client: &Client,
+        command: Command,
+        storing: &mut FuturesUnordered<Storing>,
+    ) -> Option<End> {
         let sequence_number = command.sequence_number();
         match command.id() {
             CommandId::DeliverSm => {
@@ -240,7 +277,7 @@ impl Session {
                     nack(client, sequence_number, CommandStatus::EsmeRinvcmdlen);
                     return None;
                 };
-                let handed_over = match deliver::read(pdu) {
+                let answer = match deliver::read(pdu) {
                     Delivery::Receipt(r) => {
                         debug!(smsc_id = %r.smsc_id, state = ?r.state, "receipt");
                         let receipt = Receipt {
@@ -250,29 +287,54 @@ impl Session {
                             error_code: r.error_code,
                             at: now_micros(),
                         };
-                        self.events
-                            .send(ConnectorEvent::Receipt(receipt))
+                        let (ack, stored) = Ack::channel();
+                        match self
+                            .events
+                            .send(ConnectorEvent::Receipt(receipt, ack))
                             .await
-                            .is_ok()
+                        {
+                            Ok(()) => Answer::WhenStored(stored),
+                            Err(_) => Answer::Never,
+                        }
                     }
-                    Delivery::NotFinal => true,
+                    Delivery::NotFinal => Answer::Now,
                     Delivery::Unreadable(why) => {
                         warn!(why, "unreadable receipt acknowledged and dropped");
-                        true
+                        Answer::Now
                     }
                     Delivery::Inbound(part) => {
-                        let joined = lock(&self.inbound).add(part, Instant::now());
-                        let mut ok = true;
-                        for j in joined {
-                            ok &= self.emit_inbound(j).await;
+                        let added = lock(&self.inbound).add(part, Instant::now());
+                        let mut open = true;
+                        for evicted in added.evicted {
+                            open &= self.emit_inbound(evicted, Ack::none()).await;
                         }
-                        ok
+                        match added.done {
+                            Some(joined) if open => {
+                                let (ack, stored) = Ack::channel();
+                                if self.emit_inbound(joined, ack).await {
+                                    Answer::WhenStored(stored)
+                                } else {
+                                    Answer::Never
+                                }
+                            }
+                            Some(_) => Answer::Never,
+                            // A part still waiting for the others.
+                            None if open => Answer::Now,
+                            None => Answer::Never,
+                        }
                     }
                 };
-                if handed_over {
-                    respond(client, sequence_number);
-                } else {
-                    debug!("gateway stopping; deliver_sm left unanswered for the SMSC to resend");
+                match answer {
+                    Answer::Now => respond(client, sequence_number),
+                    Answer::WhenStored(stored) => storing.push(Storing {
+                        sequence_number,
+                        stored,
+                    }),
+                    Answer::Never => {
+                        debug!(
+                            "gateway stopping; deliver_sm left unanswered for the SMSC to resend"
+                        );
+                    }
                 }
                 None
             }
@@ -294,20 +356,51 @@ impl Session {
     }
 
     /// Hands a joined inbound message to the gateway; false if it is stopping.
-    async fn emit_inbound(&self, joined: Joined) -> bool {
+    async fn emit_inbound(&self, joined: Joined, ack: Ack) -> bool {
         if !joined.complete {
             warn!(from = %joined.from, "inbound message incomplete after waiting for its parts; delivering what arrived");
         }
         debug!(from = %joined.from, to = %joined.to, "inbound message");
         self.events
-            .send(ConnectorEvent::Inbound(InboundMessage {
-                connector: self.settings.name.clone(),
-                from: joined.from,
-                to: joined.to,
-                body: joined.text,
-            }))
+            .send(ConnectorEvent::Inbound(
+                InboundMessage {
+                    connector: self.settings.name.clone(),
+                    from: joined.from,
+                    to: joined.to,
+                    body: joined.text,
+                },
+                ack,
+            ))
             .await
             .is_ok()
+    }
+}
+
+/// When a `deliver_sm` gets its `deliver_sm_resp`.
+enum Answer {
+    /// Nothing to store: at once.
+    Now,
+    /// Once the gateway has stored its event.
+    WhenStored(oneshot::Receiver<bool>),
+    /// Not at all: the gateway is stopping, the SMSC will resend it.
+    Never,
+}
+
+/// A `deliver_sm` waiting for the store: resolves to its sequence number
+/// and whether its event was stored (a dropped ack means not).
+pub struct Storing {
+    sequence_number: u32,
+    stored: oneshot::Receiver<bool>,
+}
+
+impl Future for Storing {
+    type Output = (u32, bool);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let sequence_number = self.sequence_number;
+        Pin::new(&mut self.stored)
+            .poll(cx)
+            .map(|stored| (sequence_number, stored.unwrap_or(false)))
     }
 }
 
@@ -322,6 +415,23 @@ fn lock(r: &Mutex<Reassembler>) -> std::sync::MutexGuard<'_, Reassembler> {
 /// behind one another's socket writes.
 fn respond(client: &Client, sequence_number: u32) {
     if let Some(Err(error)) = client
+        .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+        .now_or_never()
+    {
+        debug!(%error, "deliver_sm_resp not sent");
+    }
+}
+
+/// Answers a `deliver_sm` whose receipt or message could not be stored with
+/// `ESME_RX_T_APPN` ("temporary application error"): the SMSC sends it again
+/// later (same queuing as [`respond`]).
+fn refuse(client: &Client, sequence_number: u32) {
+    warn!(
+        sequence_number,
+        "receipt or inbound message not stored; deliver_sm refused with ESME_RX_T_APPN for the SMSC to resend"
+    );
+    if let Some(Err(error)) = client
+        .status(CommandStatus::EsmeRxTAppn)
         .deliver_sm_resp(sequence_number, DeliverSmResp::default())
         .now_or_never()
     {

@@ -6,7 +6,7 @@
 //! | ESME_RTHROTTLED | 0x58 | throttled | the SMSC's rate limit: slow down, retry soon |
 //! | ESME_RMSGQFUL | 0x14 | throttled | the SMSC's queue for us is full: same remedy |
 //! | ESME_RSYSERR | 0x08 | temporary | SMSC-side fault |
-//! | ESME_RINVBNDSTS, ESME_RALYBND | 0x04, 0x05 | temporary | session state confusion; a rebind fixes it |
+//! | ESME_RINVBNDSTS, ESME_RALYBND | 0x04, 0x05 | rebind | session state confusion: the bind is dropped and bound again, the message retried |
 //! | ESME_RSUBMITFAIL | 0x45 | temporary | generic "try again" |
 //! | ESME_RX_T_APPN | 0x64 | temporary | the SMSC's own "temporary application error" |
 //! | ESME_RDELIVERYFAILURE | 0xFE | temporary | transient delivery failure |
@@ -19,7 +19,9 @@
 //!
 //! Permanent moves the message to the next connector of its route (or fails
 //! it); temporary retries on the same connector with backoff; throttled also
-//! pauses the bind for `throttle_pause`.
+//! pauses the bind for `throttle_pause`; rebind retries like temporary and
+//! makes the session unbind, drop the connection and bind again (the SMSC no
+//! longer sees us as bound, so nothing sent on this session can succeed).
 
 use rusmpp::CommandStatus;
 
@@ -30,6 +32,8 @@ pub enum Verdict {
     Throttled,
     /// Worth retrying on this connector.
     Temporary,
+    /// Worth retrying, after this bind is dropped and bound again.
+    Rebind,
     /// This connector will never take this message.
     Permanent,
 }
@@ -39,6 +43,7 @@ pub fn classify(status: CommandStatus) -> Verdict {
     use CommandStatus as S;
     match status {
         S::EsmeRthrottled | S::EsmeRmsgqful => Verdict::Throttled,
+        S::EsmeRinvbndsts | S::EsmeRalybnd => Verdict::Rebind,
         S::EsmeRinvmsglen
         | S::EsmeRinvcmdlen
         | S::EsmeRinvcmdid
@@ -85,6 +90,12 @@ mod tests {
     fn throttling_statuses_are_throttled() {
         assert_eq!(classify(CommandStatus::EsmeRthrottled), Verdict::Throttled);
         assert_eq!(classify(CommandStatus::EsmeRmsgqful), Verdict::Throttled);
+    }
+
+    #[test]
+    fn bind_state_errors_call_for_a_rebind() {
+        assert_eq!(classify(CommandStatus::EsmeRinvbndsts), Verdict::Rebind);
+        assert_eq!(classify(CommandStatus::EsmeRalybnd), Verdict::Rebind);
     }
 
     #[test]

@@ -114,9 +114,11 @@ impl Rig {
             .expect("event channel open")
     }
 
+    /// The next receipt, acknowledged as stored.
     async fn next_receipt(&mut self) -> crate::store::Receipt {
         loop {
-            if let ConnectorEvent::Receipt(r) = self.next_event().await {
+            if let ConnectorEvent::Receipt(r, ack) = self.next_event().await {
+                ack.finish(true);
                 return r;
             }
         }
@@ -155,6 +157,70 @@ async fn a_message_is_submitted_and_its_receipt_reported_with_the_carrier_id() {
         smsc.stats().deliver_sm_resps == 1
     })
     .await;
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receipt_is_answered_only_once_the_gateway_has_stored_it() {
+    let smsc = sim(quick()).await;
+    let mut rig = connect(smsc.local_addr().port(), "").await;
+    let ack = within("submit", rig.connector.submit(&message("hi")))
+        .await
+        .expect("accepted");
+    let ConnectorEvent::Receipt(receipt, stored) = rig.next_event().await else {
+        panic!("receipt expected");
+    };
+    assert_eq!(receipt.smsc_id, ack.smsc_ids[0]);
+    // Not stored yet: the SMSC has no answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(smsc.stats().deliver_sm_resps, 0);
+    // The store failed: the SMSC is told to try again later, and does.
+    stored.finish(false);
+    eventually("ESME_RX_T_APPN reaches the SMSC", || {
+        smsc.stats().deliver_sm_refused == 1
+    })
+    .await;
+    let again = rig.next_receipt().await;
+    assert_eq!(again.smsc_id, ack.smsc_ids[0]);
+    eventually("the second delivery is acknowledged", || {
+        smsc.stats().deliver_sm_resps == 2
+    })
+    .await;
+    assert_eq!(smsc.stats().deliver_sm_refused, 1);
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_inbound_message_is_answered_only_once_the_gateway_has_stored_it() {
+    let smsc = sim(quick()).await;
+    let mut rig = connect(smsc.local_addr().port(), "").await;
+    for (n, stored) in [(1, false), (2, true)] {
+        within("inject", smsc.inject_mo("+447700900555", "12345", "STOP"))
+            .await
+            .expect("injected");
+        let ConnectorEvent::Inbound(mo, ack) = rig.next_event().await else {
+            panic!("inbound expected");
+        };
+        assert_eq!(mo.body, "STOP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            smsc.stats().deliver_sm_resps,
+            n - 1,
+            "answered before it was stored"
+        );
+        ack.finish(stored);
+        eventually("the answer reaches the SMSC", || {
+            smsc.stats().deliver_sm_resps == n
+        })
+        .await;
+    }
+    assert_eq!(
+        smsc.stats().deliver_sm_refused,
+        1,
+        "only the unstored one is refused"
+    );
     rig.connector.shutdown().await;
     smsc.shutdown().await;
 }
@@ -199,6 +265,50 @@ async fn a_long_message_goes_out_as_udh_parts_sharing_one_reference() {
     }
     assert_eq!(text, body.as_bytes());
     assert_eq!(smsc.stats().parts, 3);
+    for _ in 0..3 {
+        assert!(ack.smsc_ids.contains(&rig.next_receipt().await.smsc_id));
+    }
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partly_throttled_long_message_resends_only_its_missing_parts_under_one_reference() {
+    let smsc = sim(quick()).await;
+    let mut rig = connect(smsc.local_addr().port(), "").await;
+    // Part 1 is taken, part 2 throttled; part 3 may be in flight already.
+    smsc.script_submits([CommandStatus::EsmeRok, CommandStatus::EsmeRthrottled]);
+    let mut msg = message(&"0123456789".repeat(40));
+    let failure = within("first try", rig.connector.submit(&msg))
+        .await
+        .expect_err("part 2 was throttled");
+    assert_eq!(failure.error, SubmitError::Throttled);
+    let partial = failure.partial.expect("part 1 was taken");
+    assert_eq!(partial.connector, "carrier");
+    assert_eq!(partial.smsc_ids.len(), 3);
+    assert!(partial.smsc_ids[0].is_some() && partial.smsc_ids[1].is_none());
+    msg.partial = Some(partial.clone());
+    let ack = within("retry", rig.connector.submit(&msg))
+        .await
+        .expect("the rest is taken");
+    assert_eq!(ack.smsc_ids.len(), 3);
+    for (taken, id) in partial.smsc_ids.iter().zip(&ack.smsc_ids) {
+        if let Some(taken) = taken {
+            assert_eq!(taken, id, "a part taken on the first try keeps its id");
+        }
+    }
+    // Each part reached the SMSC exactly once, all under one reference.
+    let seen = smsc.submitted();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let reference = seen[0].short_message[3];
+    let mut seqs: Vec<u8> = seen.iter().map(|sm| sm.short_message[5]).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    for sm in &seen {
+        assert_eq!(&sm.short_message[..5], &[0x05, 0x00, 0x03, reference, 3]);
+        let part = usize::from(sm.short_message[5]) - 1;
+        assert_eq!(sm.message_id, ack.smsc_ids[part]);
+    }
     for _ in 0..3 {
         assert!(ack.smsc_ids.contains(&rig.next_receipt().await.smsc_id));
     }
@@ -272,9 +382,10 @@ async fn inbound_messages_are_reported_with_sender_and_text() {
     )
     .await
     .expect("injected");
-    let ConnectorEvent::Inbound(mo) = rig.next_event().await else {
+    let ConnectorEvent::Inbound(mo, ack) = rig.next_event().await else {
         panic!("inbound expected");
     };
+    ack.finish(true);
     assert_eq!(mo.connector, "carrier");
     assert_eq!(mo.from, "+447700900555");
     assert_eq!(mo.to, "12345");
@@ -340,7 +451,10 @@ async fn a_refused_bind_is_retried_until_the_smsc_accepts_it() {
     assert!(!connector.is_ready());
     let refused = within("submit while down", connector.submit(&message("x"))).await;
     assert!(
-        matches!(refused, Err(SubmitError::Temporary(_))),
+        matches!(
+            refused.as_ref().map_err(|f| &f.error),
+            Err(SubmitError::Temporary(_))
+        ),
         "{refused:?}"
     );
     smsc.set_refuse_binds(false);
@@ -357,7 +471,10 @@ async fn a_throttled_submit_is_reported_and_pauses_the_bind() {
     smsc.set_throttle_tps(1);
     let mut throttled = 0;
     for _ in 0..4 {
-        match within("submit", rig.connector.submit(&message("x"))).await {
+        match within("submit", rig.connector.submit(&message("x")))
+            .await
+            .map_err(|f| f.error)
+        {
             Err(SubmitError::Throttled) => throttled += 1,
             Ok(_) => {}
             Err(other) => panic!("unexpected {other:?}"),
@@ -400,6 +517,41 @@ async fn a_dropped_link_is_rebound_and_the_connector_submits_again() {
 }
 
 #[tokio::test]
+async fn a_bind_state_error_drops_the_bind_and_binds_again() {
+    let smsc = sim(quick()).await;
+    let rig = connect(smsc.local_addr().port(), "").await;
+    for (round, status) in [CommandStatus::EsmeRinvbndsts, CommandStatus::EsmeRalybnd]
+        .into_iter()
+        .enumerate()
+    {
+        smsc.script_submits([status]);
+        let failure = within("submit", rig.connector.submit(&message("x")))
+            .await
+            .expect_err("scripted to fail");
+        match &failure.error {
+            SubmitError::Temporary(text) => assert!(text.contains("rebinding"), "{text}"),
+            other => panic!("expected a temporary failure, got {other:?}"),
+        }
+        let binds = round as u64 + 2;
+        eventually("a new connection and bind", || {
+            let stats = smsc.stats();
+            stats.connections_total == binds && stats.binds == binds && stats.connections == 1
+        })
+        .await;
+        let c = rig.connector.clone();
+        eventually("ready again", || c.is_ready()).await;
+        within(
+            "submit on the new bind",
+            rig.connector.submit(&message("y")),
+        )
+        .await
+        .expect("accepted");
+    }
+    rig.connector.shutdown().await;
+    smsc.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_unbinds_and_closes_every_session() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "binds = 2\n").await;
@@ -419,7 +571,10 @@ async fn a_malformed_destination_fails_permanently_without_a_pdu() {
     m.to = "+".into();
     let result = within("submit", rig.connector.submit(&m)).await;
     assert!(
-        matches!(result, Err(SubmitError::Permanent(_))),
+        matches!(
+            result.as_ref().map_err(|f| &f.error),
+            Err(SubmitError::Permanent(_))
+        ),
         "{result:?}"
     );
     assert!(smsc.submitted().is_empty());
@@ -524,12 +679,47 @@ async fn no_more_than_the_window_is_outstanding_on_a_bind() {
 }
 
 #[tokio::test]
+async fn a_long_message_never_has_more_parts_outstanding_than_the_window() {
+    let smsc = scripted(None).await;
+    let rig = connect(smsc.port, "window = 2\nresponse_timeout = \"1s\"\n").await;
+    let c = rig.connector.clone();
+    let pending = tokio::spawn(async move { c.submit(&message(&"x".repeat(400))).await });
+    let submits = smsc.submits.clone();
+    eventually("the window fills", || submits.load(Ordering::Relaxed) == 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        smsc.submits.load(Ordering::Relaxed),
+        2,
+        "3 parts, window 2: the third waits"
+    );
+    let result = within("the unanswered parts time out", pending)
+        .await
+        .expect("task");
+    let failure = result.expect_err("nothing was answered");
+    assert!(
+        matches!(failure.error, SubmitError::Temporary(_)),
+        "{failure:?}"
+    );
+    assert_eq!(failure.partial, None, "no part was taken");
+    assert_eq!(
+        smsc.submits.load(Ordering::Relaxed),
+        2,
+        "after a failure the rest is not sent"
+    );
+    rig.connector.shutdown().await;
+    smsc.task.abort();
+}
+
+#[tokio::test]
 async fn an_unanswered_submit_times_out_as_temporary() {
     let smsc = scripted(None).await;
     let rig = connect(smsc.port, "response_timeout = \"300ms\"\n").await;
     let result = within("submit", rig.connector.submit(&message("x"))).await;
     assert!(
-        matches!(result, Err(SubmitError::Temporary(_))),
+        matches!(
+            result.as_ref().map_err(|f| &f.error),
+            Err(SubmitError::Temporary(_))
+        ),
         "{result:?}"
     );
     rig.connector.shutdown().await;
@@ -541,7 +731,7 @@ async fn permanent_statuses_fail_permanently() {
     let smsc = scripted(Some(CommandStatus::EsmeRinvdstadr)).await;
     let rig = connect(smsc.port, "").await;
     let result = within("submit", rig.connector.submit(&message("x"))).await;
-    match result {
+    match result.map_err(|f| f.error) {
         Err(SubmitError::Permanent(text)) => assert!(text.contains("0x0000000B"), "{text}"),
         other => panic!("expected permanent, got {other:?}"),
     }

@@ -247,3 +247,39 @@ async fn a_receipt_left_unanswered_is_delivered_again_after_the_session_ends() {
     assert_eq!(sim.stats().receipts_pending, 0);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_receipt_refused_with_an_error_status_is_delivered_again() {
+    let sim = start(quick()).await;
+    let mut esme = bound_transceiver(&sim, "acme").await;
+    let id = submit_ok(&esme, submit("4915", "store me", 1)).await;
+    let sequence_number = within("receipt", async {
+        loop {
+            match esme.events.next().await {
+                Some(Event::Incoming(command))
+                    if matches!(command.pdu(), Some(Pdu::DeliverSm(_))) =>
+                {
+                    return command.sequence_number();
+                }
+                Some(_) => {}
+                None => panic!("closed before the receipt"),
+            }
+        }
+    })
+    .await;
+    // "Cannot store it now": ESME_RX_T_APPN.
+    within(
+        "refuse",
+        esme.client
+            .status(rusmpp::CommandStatus::EsmeRxTAppn)
+            .deliver_sm_resp(sequence_number, DeliverSmResp::default()),
+    )
+    .await
+    .expect("deliver_sm_resp sent");
+    eventually("refusal counted", || sim.stats().deliver_sm_refused == 1).await;
+    let again = next_deliver_sm(&mut esme).await;
+    assert_eq!(receipted_message_id(&again).as_deref(), Some(id.as_str()));
+    eventually("both answers counted", || sim.stats().deliver_sm_resps == 2).await;
+    assert_eq!(sim.stats().receipts_sent, 2);
+    sim.shutdown().await;
+}

@@ -159,3 +159,29 @@ async fn throttle_tps_can_be_changed_at_run_time() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn scripted_statuses_answer_the_next_submits_in_order() {
+    let sim = start(quick()).await;
+    let esme = bound_transceiver(&sim, "acme").await;
+    sim.script_submits([
+        CommandStatus::EsmeRok,
+        CommandStatus::EsmeRinvbndsts,
+        CommandStatus::EsmeRthrottled,
+    ]);
+    submit_ok(&esme, submit("4915", "one", 1)).await;
+    let second = esme.client.submit_sm(submit("4915", "two", 1)).await;
+    assert_eq!(error_status(second), CommandStatus::EsmeRinvbndsts);
+    let third = esme.client.submit_sm(submit("4915", "three", 1)).await;
+    assert_eq!(error_status(third), CommandStatus::EsmeRthrottled);
+    submit_ok(&esme, submit("4915", "four", 1)).await;
+    let stats = sim.stats();
+    assert_eq!((stats.submits, stats.scripted), (2, 2));
+    let texts: Vec<Vec<u8>> = sim
+        .submitted()
+        .into_iter()
+        .map(|s| s.short_message)
+        .collect();
+    assert_eq!(texts, vec![b"one".to_vec(), b"four".to_vec()]);
+    sim.shutdown().await;
+}

@@ -2,8 +2,8 @@
 //!
 //! A message lives in Redis as a hash: `j` holds the JSON of the message as
 //! admitted, and short fields hold what changes afterwards (status, route
-//! position, carrier ids, receipts, timestamps), so scripts update a message
-//! without decoding JSON. [`message`] puts the two back together.
+//! position, carrier ids, receipts, timestamps, parts of a long message taken
+//! so far), so scripts update a message without decoding JSON. [`message`] puts the two back together.
 
 use std::collections::HashMap;
 
@@ -114,6 +114,10 @@ pub(super) fn message(h: &HashMap<String, String>) -> Result<Message, StoreError
     if let Some(at) = field::<u32>(h, "at") {
         m.attempts = at;
     }
+    m.partial = match h.get("pt") {
+        Some(pt) => Some(serde_json::from_str(pt).map_err(corrupt)?),
+        None => None,
+    };
     Ok(m)
 }
 

@@ -559,6 +559,7 @@ impl Store for RedisStore {
         let mut inv = s.invocation(&s.scripts.record, now_micros());
         inv.arg(&s.node).arg(outcomes.len());
         for o in &outcomes {
+            let none = String::new;
             let (kind, x, y, z) = match o {
                 Outcome::Submitted {
                     connector,
@@ -567,16 +568,46 @@ impl Store for RedisStore {
                     ..
                 } => ("S", connector.clone(), smsc_ids.join("\n"), at.to_string()),
                 Outcome::Retry {
-                    not_before, error, ..
-                } => ("R", not_before.to_string(), error.clone(), String::new()),
-                Outcome::Failover { error, .. } => {
-                    ("F", String::new(), error.clone(), String::new())
-                }
-                Outcome::Failed { error, .. } => ("X", String::new(), error.clone(), String::new()),
-                Outcome::Expired { .. } => ("E", String::new(), String::new(), String::new()),
-                Outcome::Released { .. } => ("L", String::new(), String::new(), String::new()),
+                    not_before,
+                    error,
+                    counts_attempt,
+                    ..
+                } => (
+                    "R",
+                    not_before.to_string(),
+                    error.clone(),
+                    if *counts_attempt { "1" } else { "0" }.to_string(),
+                ),
+                Outcome::Failover { error, .. } => ("F", none(), error.clone(), none()),
+                Outcome::Failed { error, .. } => ("X", none(), error.clone(), none()),
+                Outcome::Expired { .. } => ("E", none(), none(), none()),
+                Outcome::Released { .. } => ("L", none(), none(), none()),
             };
-            inv.arg(kind).arg(o.id().to_string()).arg(x).arg(y).arg(z);
+            // Parts of a long message the carrier took: kept whole for the
+            // record, connector and ids apart for the script.
+            let (partial, pconn, pids) = match o {
+                Outcome::Retry {
+                    partial: Some(p), ..
+                } => (
+                    json(p)?,
+                    p.connector.clone(),
+                    p.smsc_ids
+                        .iter()
+                        .flatten()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+                _ => (none(), none(), none()),
+            };
+            inv.arg(kind)
+                .arg(o.id().to_string())
+                .arg(x)
+                .arg(y)
+                .arg(z)
+                .arg(partial)
+                .arg(pconn)
+                .arg(pids);
         }
         let parts = s.with_gauges(s.invoke(&inv).await?)?;
         decode::messages(parts.into_iter().next().unwrap_or_default())

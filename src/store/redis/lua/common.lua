@@ -76,6 +76,9 @@ local function finish(id, mk, status, at, finals)
 end
 
 -- One delivery receipt; kept aside when its submit is not recorded yet.
+-- It counts for a message submitted through its connector, or for a long
+-- message still queued whose parts taken on an earlier try it belongs to
+-- (counted, not final until every part is in).
 local function apply_receipt(conn, sid, delivered, err, at, finals)
   local id = redis.call('HGET', smsc_key(conn), sid)
   if not id then
@@ -85,7 +88,10 @@ local function apply_receipt(conn, sid, delivered, err, at, finals)
   end
   redis.call('HDEL', smsc_key(conn), sid)
   local mk = mkey(id)
-  if redis.call('HGET', mk, 'st') ~= 'submitted' then return end
+  local f = redis.call('HMGET', mk, 'st', 'cn', 'ptc')
+  local waiting_part = f[1] == 'queued' and f[3] == conn
+  local submitted_here = f[1] == 'submitted' and f[2] == conn
+  if not waiting_part and not submitted_here then return end
   local pd, pf
   if delivered == '1' then
     pd = redis.call('HINCRBY', mk, 'pd', 1)
@@ -96,11 +102,53 @@ local function apply_receipt(conn, sid, delivered, err, at, finals)
     redis.call('HSET', mk, 'er', err)
   end
   local parts = tonumber(redis.call('HGET', mk, 'np')) or 1
-  if pd + pf >= parts then
+  if submitted_here and pd + pf >= parts then
     local status = 'failed'
     if pf == 0 then status = 'delivered' end
     finish(id, mk, status, at, finals)
   end
+end
+
+-- Maps carrier ids of a message's parts to it, so their receipts find it;
+-- receipts that came before are collected in `early` to apply afterwards.
+local function link_parts(conn, sids, id, early)
+  for _, sid in ipairs(sids) do
+    redis.call('HSET', smsc_key(conn), sid, id)
+    local kept = redis.call('HGET', early_key(conn), sid)
+    if kept then
+      redis.call('HDEL', early_key(conn), sid)
+      redis.call('ZREM', P .. ':early_age', conn .. '\n' .. sid)
+      local delivered, at, err = string.match(kept, '^(%d)\n([^\n]*)\n(.*)$')
+      if delivered then early[#early + 1] = { conn, sid, delivered, err, at } end
+    end
+  end
+end
+
+local function apply_early(early, finals)
+  for _, r in ipairs(early) do apply_receipt(r[1], r[2], r[3], r[4], r[5], finals) end
+end
+
+-- Forgets the parts a carrier took on earlier tries of a long message (it
+-- moves to a connector that gets every part): their ids no longer lead to
+-- it and their receipts no longer count.
+local function unlink_partial(mk)
+  local f = redis.call('HMGET', mk, 'ptc', 'pti')
+  if f[1] then
+    for _, sid in ipairs(split(f[2])) do redis.call('HDEL', smsc_key(f[1]), sid) end
+    redis.call('HDEL', mk, 'pt', 'ptc', 'pti')
+    redis.call('HSET', mk, 'pd', '0', 'pf', '0')
+  end
+end
+
+-- The members of `sids` not in `known` (both arrays of strings).
+local function without(sids, known)
+  local seen = {}
+  for _, k in ipairs(known) do seen[k] = true end
+  local out = {}
+  for _, s in ipairs(sids) do
+    if not seen[s] then out[#out + 1] = s end
+  end
+  return out
 end
 
 -- Puts the claims of `node` that are still queued back in their queues.

@@ -1,7 +1,9 @@
 -- Records outcomes of claimed messages for node ARGV[3]. ARGV[4] is the
--- count, then 5 fields per outcome: kind, id, x, y, z:
+-- count, then 8 fields per outcome: kind, id, x, y, z, a, b, c:
 --   S submitted: x connector, y smsc ids ("\n"-joined), z submitted at
---   R retry:     x not before, y error
+--   R retry:     x not before, y error, z "1" if it counts as an attempt,
+--                a parts taken so far (PartialSubmit json, or ""),
+--                b their connector, c their smsc ids ("\n"-joined)
 --   F failover:  y error
 --   X failed:    y error
 --   E expired
@@ -10,7 +12,7 @@
 local node = ARGV[3]
 local finals = {}
 for i = 0, tonumber(ARGV[4]) - 1 do
-  local b = 4 + i * 5
+  local b = 4 + i * 8
   local kind, id, x, y, z = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   redis.call('SREM', claimed_key(node), id)
   local mk = mkey(id)
@@ -19,27 +21,36 @@ for i = 0, tonumber(ARGV[4]) - 1 do
   if redis.call('HGET', mk, 'st') == 'queued' then
     if kind == 'S' then
       dequeue(id, mk)
+      if redis.call('HGET', mk, 'ptc') ~= x then unlink_partial(mk) end
+      -- Parts taken on an earlier try are linked (maybe receipted) already.
+      local linked = split(redis.call('HGET', mk, 'pti'))
+      redis.call('HDEL', mk, 'pt', 'ptc', 'pti')
       local ids = split(y)
       redis.call('HSET', mk, 'st', 'submitted', 'cn', x, 'sid', y, 'np', math.max(#ids, 1), 'sa', z)
       redis.call('HINCRBY', mk, 'at', 1)
-      redis.call('HDEL', mk, 'er')
-      for _, sid in ipairs(ids) do
-        redis.call('HSET', smsc_key(x), sid, id)
-        local early = redis.call('HGET', early_key(x), sid)
-        if early then
-          redis.call('HDEL', early_key(x), sid)
-          redis.call('ZREM', P .. ':early_age', x .. '\n' .. sid)
-          local delivered, at, err = string.match(early, '^(%d)\n([^\n]*)\n(.*)$')
-          if delivered then apply_receipt(x, sid, delivered, err, at, finals) end
-        end
-      end
+      -- Keep a failed part's carrier error; drop retry noise.
+      if (tonumber(redis.call('HGET', mk, 'pf')) or 0) == 0 then redis.call('HDEL', mk, 'er') end
+      local early = {}
+      link_parts(x, without(ids, linked), id, early)
+      apply_early(early, finals)
     elseif kind == 'R' then
       dequeue(id, mk)
-      redis.call('HINCRBY', mk, 'at', 1)
-      redis.call('HSET', mk, 'er', y)
+      if z == '1' then redis.call('HINCRBY', mk, 'at', 1) end
+      if (tonumber(redis.call('HGET', mk, 'pf')) or 0) == 0 then redis.call('HSET', mk, 'er', y) end
       redis.call('ZADD', DELAYED, x, id)
+      local partial, pconn, pids = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+      if partial ~= '' then
+        local old = redis.call('HGET', mk, 'ptc')
+        if old and old ~= pconn then unlink_partial(mk) end
+        local known = split(redis.call('HGET', mk, 'pti'))
+        redis.call('HSET', mk, 'pt', partial, 'ptc', pconn, 'pti', pids)
+        local early = {}
+        link_parts(pconn, without(split(pids), known), id, early)
+        apply_early(early, finals)
+      end
     elseif kind == 'F' then
       dequeue(id, mk)
+      unlink_partial(mk)
       redis.call('HSET', mk, 'er', y)
       local f = redis.call('HMGET', mk, 'rt', 'ri')
       local ri = tonumber(f[2]) or 0
