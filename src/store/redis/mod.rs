@@ -45,6 +45,9 @@ use crate::model::{MessageId, Micros, Status, now_micros};
 
 /// Receipts nobody claimed within this are dropped (as in the embedded store).
 const EARLY_RECEIPT_TTL: Micros = 3_600_000_000;
+/// Most items one admission script call takes (about a millisecond of
+/// Redis time); larger batches are split.
+const ADMIT_CHUNK: usize = 100;
 /// Most entries one maintenance pass handles per step.
 const MAINTAIN_MOST: usize = 10_000;
 /// How long a dispatcher sleeps at most while the work channel is down.
@@ -104,6 +107,9 @@ impl Gauges {
 /// State shared with the background tasks.
 struct Shared {
     conn: ConnectionManager,
+    /// Claims only: a claim is what a dispatcher waits on, so it never
+    /// queues behind admissions and records pipelined on `conn`.
+    claims: ConnectionManager,
     /// `{prefix}`, the first argument of every script.
     prefix: String,
     /// A key of the deployment's slot, passed as KEYS[1] so a cluster-aware
@@ -152,10 +158,18 @@ impl Shared {
     }
 
     async fn invoke(&self, inv: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        self.invoke_on(&self.conn, inv).await
+    }
+
+    async fn invoke_on(
+        &self,
+        conn: &ConnectionManager,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = conn.clone();
         inv.invoke_async(&mut conn).await.map_err(unavailable)
     }
 
@@ -232,12 +246,16 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_pipeline_buffer_size(1024);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(|e| StoreError::Open(format!("redis at {shown}: {e}")))?;
+        let claims = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| StoreError::Open(format!("redis at {shown}: {e}")))?;
         let prefix = format!("{{{}}}", settings.prefix);
         let shared = Arc::new(Shared {
             conn,
+            claims,
             slot_key: format!("{prefix}:seq"),
             prefix,
             node: settings.node_id.clone(),
@@ -391,52 +409,8 @@ fn micros_of(d: Duration) -> Micros {
 }
 
 impl RedisStore {
-    /// A claimed webhook job back from its stored parts; `None` when what it
-    /// reports is gone.
-    fn webhook_job(
-        member: &str,
-        fields: &HashMap<String, String>,
-        message: Option<String>,
-        next_at: Micros,
-    ) -> Result<Option<WebhookJob>, StoreError> {
-        let attempts = fields.get("a").and_then(|a| a.parse().ok()).unwrap_or(0);
-        let last_error = fields.get("e").cloned();
-        if let Some(id) = member.strip_prefix("m:") {
-            let Some(message) = message else {
-                return Ok(None);
-            };
-            let m: crate::model::Message = serde_json::from_str(&message).map_err(corrupt)?;
-            let Some(url) = m.callback_url else {
-                return Ok(None);
-            };
-            let message_id: MessageId = id.parse().map_err(|()| corrupt("webhook member"))?;
-            return Ok(Some(WebhookJob {
-                id: message_id,
-                url,
-                event: WebhookEvent::MessageStatus {
-                    message_id,
-                    owner: m.owner,
-                },
-                attempts,
-                created_at: fields.get("c").and_then(|c| c.parse().ok()).unwrap_or(0),
-                next_at,
-                last_error,
-            }));
-        }
-        let Some(j) = fields.get("j") else {
-            return Ok(None);
-        };
-        let mut job: WebhookJob = serde_json::from_str(j).map_err(corrupt)?;
-        job.attempts = attempts;
-        job.last_error = last_error;
-        job.next_at = next_at;
-        Ok(Some(job))
-    }
-}
-
-#[async_trait]
-impl Store for RedisStore {
-    async fn admit(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
+    /// Admits up to [`ADMIT_CHUNK`] items in one script call.
+    async fn admit_chunk(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -511,6 +485,71 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+
+    /// A claimed webhook job back from its stored parts; `None` when what it
+    /// reports is gone.
+    fn webhook_job(
+        member: &str,
+        fields: &HashMap<String, String>,
+        message: Option<String>,
+        next_at: Micros,
+    ) -> Result<Option<WebhookJob>, StoreError> {
+        let attempts = fields.get("a").and_then(|a| a.parse().ok()).unwrap_or(0);
+        let last_error = fields.get("e").cloned();
+        if let Some(id) = member.strip_prefix("m:") {
+            let Some(message) = message else {
+                return Ok(None);
+            };
+            let m: crate::model::Message = serde_json::from_str(&message).map_err(corrupt)?;
+            let Some(url) = m.callback_url else {
+                return Ok(None);
+            };
+            let message_id: MessageId = id.parse().map_err(|()| corrupt("webhook member"))?;
+            return Ok(Some(WebhookJob {
+                id: message_id,
+                url,
+                event: WebhookEvent::MessageStatus {
+                    message_id,
+                    owner: m.owner,
+                },
+                attempts,
+                created_at: fields.get("c").and_then(|c| c.parse().ok()).unwrap_or(0),
+                next_at,
+                last_error,
+            }));
+        }
+        let Some(j) = fields.get("j") else {
+            return Ok(None);
+        };
+        let mut job: WebhookJob = serde_json::from_str(j).map_err(corrupt)?;
+        job.attempts = attempts;
+        job.last_error = last_error;
+        job.next_at = next_at;
+        Ok(Some(job))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn admit(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
+        if items.len() <= ADMIT_CHUNK {
+            return self.admit_chunk(items).await;
+        }
+        // Large batches go as several script calls, pipelined in order on
+        // one connection: each item is still atomic, and no single call
+        // holds Redis (and every other node's claims) for long.
+        let mut chunks = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            chunks.push(self.admit_chunk(items.by_ref().take(ADMIT_CHUNK).collect()));
+        }
+        let mut out = Vec::new();
+        for chunk in futures_util::future::join_all(chunks).await {
+            out.extend(chunk?);
+        }
+        Ok(out)
+    }
+
     async fn message(&self, id: MessageId) -> Result<Option<crate::model::Message>, StoreError> {
         let mut conn = self.shared.conn()?;
         let fields: HashMap<String, String> = conn
@@ -534,7 +573,7 @@ impl Store for RedisStore {
         let s = &self.shared;
         let mut inv = s.invocation(&s.scripts.claim, now_micros());
         inv.arg(connector).arg(max).arg(&s.node);
-        let parts = s.with_gauges(s.invoke(&inv).await?)?;
+        let parts = s.with_gauges(s.invoke_on(&s.claims, &inv).await?)?;
         decode::messages(parts.into_iter().next().unwrap_or_default())
     }
 
@@ -683,11 +722,15 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // Both connections: a failed PING also makes a dropped one reconnect.
         let mut conn = self.shared.conn()?;
-        ::redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+        let mut claims = self.shared.claims.clone();
+        let ping = ::redis::cmd("PING");
+        let (a, b) = tokio::join!(
+            ping.query_async::<()>(&mut conn),
+            ping.query_async::<()>(&mut claims)
+        );
+        a.and(b).map_err(unavailable)
     }
 
     async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError> {

@@ -41,8 +41,11 @@ local function check_limit(key, now_s, per_hour, per_day, min_interval)
 end
 
 local FIELDS = 15
+local count = tonumber(ARGV[3])
+-- One sequence block for the call; refused items leave gaps, which only order.
+local next_seq = redis.call('INCRBY', P .. ':seq', count) - count
 local results = {}
-for i = 0, tonumber(ARGV[3]) - 1 do
+for i = 0, count - 1 do
   local b = 3 + i * FIELDS
   local id, json, to, class, route, ex, cb, not_before, scope, check_optout, per_hour, per_day, min_interval, created, status =
     ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7],
@@ -69,18 +72,18 @@ for i = 0, tonumber(ARGV[3]) - 1 do
       redis.call('HSET', P .. ':idem', scope, id)
       redis.call('ZADD', P .. ':idem_age', created, scope)
     end
-    local seq = redis.call('INCR', P .. ':seq')
-    local mk = mkey(id)
-    redis.call('HSET', mk, 'j', json, 'sq', seq, 'st', status, 'ri', '0', 'rt', route,
+    next_seq = next_seq + 1
+    local seq = tostring(next_seq)
+    redis.call('HSET', mkey(id), 'j', json, 'sq', seq, 'st', status, 'ri', '0', 'rt', route,
       'cl', class, 'ex', ex, 'cb', cb)
     if status ~= 'queued' then
       -- Stored for the record only (e.g. already final): nothing to send.
     elseif not_before ~= '' and tonumber(not_before) > tonumber(created) then
       redis.call('ZADD', DELAYED, not_before, id)
     else
-      enqueue(id, mk)
+      enqueue_at(id, connector_at(route, 0), class, seq, ex)
     end
-    result = { 0, seq }
+    result = { 0, next_seq }
   end
   results[#results + 1] = result
 end

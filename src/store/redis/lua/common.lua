@@ -20,12 +20,19 @@ local SEC, HOUR, DAY = 1000000, 3600000000, 86400000000
 
 -- Connectors whose queues got work during this call; wake() publishes them.
 local woken = {}
+-- Ready-count changes per class, written once by gauges().
+local depth_delta = {}
 
 local function mkey(id) return P .. ':m:' .. id end
 local function qkey(conn, class) return P .. ':q:' .. conn .. ':' .. class end
 local function smsc_key(conn) return P .. ':smsc:' .. conn end
 local function early_key(conn) return P .. ':early:' .. conn end
 local function claimed_key(node) return P .. ':claimed:' .. node end
+
+local function count_depth(class, delta)
+  local key = tostring(class)
+  depth_delta[key] = (depth_delta[key] or 0) + delta
+end
 
 -- "a\nb\nc" -> {"a", "b", "c"}
 local function split(s)
@@ -36,38 +43,49 @@ local function split(s)
   return out
 end
 
--- Where a message queues now: its connector, class, sequence, expiry, status.
-local function place(mk)
-  local f = redis.call('HMGET', mk, 'rt', 'ri', 'cl', 'sq', 'ex', 'st')
-  local route = split(f[1])
-  return route[(tonumber(f[2]) or 0) + 1], f[3], f[4], f[5], f[6]
+-- The connector at route position `ri` ("\n"-joined route).
+local function connector_at(route, ri)
+  return split(route)[(tonumber(ri) or 0) + 1]
+end
+
+-- Puts a message in the ready queue of `conn` (its current connector).
+local function enqueue_at(id, conn, class, seq, ex)
+  if redis.call('ZADD', qkey(conn, class), seq, id) == 1 then
+    count_depth(class, 1)
+    redis.call('ZADD', EXPIRY, ex, id)
+  end
+  woken[conn] = true
 end
 
 -- Puts a message in the ready queue of its current connector.
 local function enqueue(id, mk)
-  local conn, class, seq, ex = place(mk)
+  local f = redis.call('HMGET', mk, 'rt', 'ri', 'cl', 'sq', 'ex')
+  local conn = connector_at(f[1], f[2])
   if not conn then return false end
-  if redis.call('ZADD', qkey(conn, class), seq, id) == 1 then
-    redis.call('HINCRBY', DEPTH, class, 1)
-  end
-  redis.call('ZADD', EXPIRY, ex, id)
-  woken[conn] = true
+  enqueue_at(id, conn, f[3], f[4], f[5])
   return true
 end
 
--- Takes a message out of its ready queue if it is (still) there.
-local function dequeue(id, mk)
-  local conn, class = place(mk)
+-- Takes a message out of the ready queue of `conn` if it is (still) there:
+-- a claim took it out already, unless a takeover put it back meanwhile.
+local function dequeue_at(id, conn, class)
   if conn and redis.call('ZREM', qkey(conn, class), id) == 1 then
-    redis.call('HINCRBY', DEPTH, class, -1)
+    count_depth(class, -1)
+    redis.call('ZREM', EXPIRY, id)
   end
-  redis.call('ZREM', EXPIRY, id)
 end
 
--- A final status: recorded, its status webhook queued, the record returned.
-local function finish(id, mk, status, at, finals)
+local function dequeue(id, mk)
+  local f = redis.call('HMGET', mk, 'rt', 'ri', 'cl')
+  dequeue_at(id, connector_at(f[1], f[2]), f[3])
+end
+
+-- A final status: recorded, its status webhook queued (`cb`: whether it has
+-- a callback URL; nil to look it up), the record returned.
+local function finish(id, mk, status, at, finals, cb)
   redis.call('HSET', mk, 'st', status, 'da', at)
-  if redis.call('HGET', mk, 'cb') == '1' then
+  if cb == nil then cb = redis.call('HGET', mk, 'cb') end
+  if cb == '1' then
     local member = 'm:' .. id
     redis.call('ZADD', WEBHOOKS, NOW, member)
     redis.call('HSET', P .. ':wh:' .. member, 'c', NOW, 'a', '0')
@@ -88,24 +106,23 @@ local function apply_receipt(conn, sid, delivered, err, at, finals)
   end
   redis.call('HDEL', smsc_key(conn), sid)
   local mk = mkey(id)
-  local f = redis.call('HMGET', mk, 'st', 'cn', 'ptc')
+  local f = redis.call('HMGET', mk, 'st', 'cn', 'ptc', 'pd', 'pf', 'np', 'cb')
   local waiting_part = f[1] == 'queued' and f[3] == conn
   local submitted_here = f[1] == 'submitted' and f[2] == conn
   if not waiting_part and not submitted_here then return end
-  local pd, pf
+  local pd, pf = tonumber(f[4]) or 0, tonumber(f[5]) or 0
   if delivered == '1' then
-    pd = redis.call('HINCRBY', mk, 'pd', 1)
-    pf = tonumber(redis.call('HGET', mk, 'pf')) or 0
+    pd = pd + 1
+    redis.call('HINCRBY', mk, 'pd', 1)
   else
-    pf = redis.call('HINCRBY', mk, 'pf', 1)
-    pd = tonumber(redis.call('HGET', mk, 'pd')) or 0
+    pf = pf + 1
+    redis.call('HINCRBY', mk, 'pf', 1)
     redis.call('HSET', mk, 'er', err)
   end
-  local parts = tonumber(redis.call('HGET', mk, 'np')) or 1
-  if submitted_here and pd + pf >= parts then
+  if submitted_here and pd + pf >= (tonumber(f[6]) or 1) then
     local status = 'failed'
     if pf == 0 then status = 'delivered' end
-    finish(id, mk, status, at, finals)
+    finish(id, mk, status, at, finals, f[7] or '0')
   end
 end
 
@@ -167,8 +184,13 @@ local function wake()
   for conn in pairs(woken) do redis.call('PUBLISH', WORK, conn) end
 end
 
--- Ready depth per class, retries waiting, webhooks waiting.
+-- Ready depth per class, retries waiting, webhooks waiting (after writing
+-- this call's ready-count changes).
 local function gauges()
+  for class, delta in pairs(depth_delta) do
+    if delta ~= 0 then redis.call('HINCRBY', DEPTH, class, delta) end
+  end
+  depth_delta = {}
   local d = redis.call('HMGET', DEPTH, '0', '1', '2', '3')
   return {
     tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0, tonumber(d[4]) or 0,

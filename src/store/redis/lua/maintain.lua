@@ -10,10 +10,11 @@ local expired, promoted, purged, reclaimed = {}, 0, 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', NOW, 'LIMIT', 0, most)) do
   redis.call('ZREM', EXPIRY, id)
   local mk = mkey(id)
-  local conn, class, _, _, st = place(mk)
-  if conn and redis.call('ZREM', qkey(conn, class), id) == 1 then
-    redis.call('HINCRBY', DEPTH, class, -1)
-    if st == 'queued' then finish(id, mk, 'expired', NOW, expired) end
+  local f = redis.call('HMGET', mk, 'rt', 'ri', 'cl', 'st')
+  local conn = connector_at(f[1], f[2])
+  if conn and redis.call('ZREM', qkey(conn, f[3]), id) == 1 then
+    count_depth(f[3], -1)
+    if f[4] == 'queued' then finish(id, mk, 'expired', NOW, expired) end
   end
 end
 

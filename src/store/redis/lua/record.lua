@@ -16,27 +16,37 @@ for i = 0, tonumber(ARGV[4]) - 1 do
   local kind, id, x, y, z = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   redis.call('SREM', claimed_key(node), id)
   local mk = mkey(id)
+  local f = redis.call('HMGET', mk, 'st', 'rt', 'ri', 'cl', 'ptc', 'pti', 'pf')
   -- Only a queued message takes an outcome: the first word wins (e.g. an
   -- expiry by maintenance, or a submit recorded by a node that took over).
-  if redis.call('HGET', mk, 'st') == 'queued' then
+  if f[1] == 'queued' then
+    local current = connector_at(f[2], f[3])
     if kind == 'S' then
-      dequeue(id, mk)
-      if redis.call('HGET', mk, 'ptc') ~= x then unlink_partial(mk) end
-      -- Parts taken on an earlier try are linked (maybe receipted) already.
-      local linked = split(redis.call('HGET', mk, 'pti'))
-      redis.call('HDEL', mk, 'pt', 'ptc', 'pti')
+      dequeue_at(id, current, f[4])
+      -- Parts taken on an earlier try are linked (maybe receipted) already;
+      -- taken by another connector's carrier, they no longer count.
+      local linked = {}
+      if f[5] then
+        if f[5] == x then
+          linked = split(f[6])
+          redis.call('HDEL', mk, 'pt', 'ptc', 'pti')
+        else
+          unlink_partial(mk)
+          f[7] = '0'
+        end
+      end
       local ids = split(y)
       redis.call('HSET', mk, 'st', 'submitted', 'cn', x, 'sid', y, 'np', math.max(#ids, 1), 'sa', z)
       redis.call('HINCRBY', mk, 'at', 1)
       -- Keep a failed part's carrier error; drop retry noise.
-      if (tonumber(redis.call('HGET', mk, 'pf')) or 0) == 0 then redis.call('HDEL', mk, 'er') end
+      if (tonumber(f[7]) or 0) == 0 then redis.call('HDEL', mk, 'er') end
       local early = {}
       link_parts(x, without(ids, linked), id, early)
       apply_early(early, finals)
     elseif kind == 'R' then
-      dequeue(id, mk)
+      dequeue_at(id, current, f[4])
       if z == '1' then redis.call('HINCRBY', mk, 'at', 1) end
-      if (tonumber(redis.call('HGET', mk, 'pf')) or 0) == 0 then redis.call('HSET', mk, 'er', y) end
+      if (tonumber(f[7]) or 0) == 0 then redis.call('HSET', mk, 'er', y) end
       redis.call('ZADD', DELAYED, x, id)
       local partial, pconn, pids = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
       if partial ~= '' then
@@ -49,23 +59,22 @@ for i = 0, tonumber(ARGV[4]) - 1 do
         apply_early(early, finals)
       end
     elseif kind == 'F' then
-      dequeue(id, mk)
+      dequeue_at(id, current, f[4])
       unlink_partial(mk)
       redis.call('HSET', mk, 'er', y)
-      local f = redis.call('HMGET', mk, 'rt', 'ri')
-      local ri = tonumber(f[2]) or 0
-      if ri + 1 < #split(f[1]) then
+      local ri = tonumber(f[3]) or 0
+      if ri + 1 < #split(f[2]) then
         redis.call('HSET', mk, 'ri', ri + 1)
         enqueue(id, mk)
       else
         finish(id, mk, 'failed', NOW, finals)
       end
     elseif kind == 'X' then
-      dequeue(id, mk)
+      dequeue_at(id, current, f[4])
       redis.call('HSET', mk, 'er', y)
       finish(id, mk, 'failed', NOW, finals)
     elseif kind == 'E' then
-      dequeue(id, mk)
+      dequeue_at(id, current, f[4])
       finish(id, mk, 'expired', NOW, finals)
     elseif kind == 'L' then
       enqueue(id, mk)
