@@ -31,7 +31,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Client, RedisError, Script, ScriptInvocation, Value};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -195,6 +195,82 @@ impl Shared {
         self.gauges.set(reply)
     }
 
+    /// Admits up to [`ADMIT_CHUNK`] items in one script call.
+    async fn admit_chunk(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self;
+        let mut inv = s.invocation(&s.scripts.admit, now_micros());
+        inv.arg(items.len());
+        for item in &items {
+            let m = &item.message;
+            if m.status == Status::Queued && m.current_connector().is_none() {
+                return Err(corrupt(format_args!("message {} has no route", m.id)));
+            }
+            let scope = item
+                .idempotency
+                .as_ref()
+                .map(|(owner, key)| format!("{owner}\n{key}"))
+                .unwrap_or_default();
+            let policy = item.limit.filter(|p| p.is_active()).unwrap_or_default();
+            inv.arg(m.id.to_string())
+                .arg(json(m)?)
+                .arg(&m.to)
+                .arg(m.class.index())
+                .arg(m.route.join("\n"))
+                .arg(m.expires_at)
+                .arg(if m.callback_url.is_some() { "1" } else { "0" })
+                .arg(item.not_before.map(|t| t.to_string()).unwrap_or_default())
+                .arg(scope)
+                .arg(if item.refuse_if_opted_out { "1" } else { "0" })
+                .arg(policy.per_hour)
+                .arg(policy.per_day)
+                .arg(policy.min_interval_seconds)
+                .arg(m.created_at)
+                .arg(m.status.as_str());
+        }
+        let parts = s.with_gauges(s.invoke(&inv).await?)?;
+        let results = array(parts.into_iter().next().unwrap_or_default())?;
+        if results.len() != items.len() {
+            return Err(corrupt("admit reply has the wrong length"));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (item, result) in items.into_iter().zip(results) {
+            let mut fields = array(result)?.into_iter();
+            let code = fields.next().as_ref().map(int).transpose()?;
+            let admission = match code {
+                Some(0) => {
+                    let mut m = item.message;
+                    m.seq = fields
+                        .next()
+                        .as_ref()
+                        .map(int)
+                        .transpose()?
+                        .and_then(|v| u64::try_from(v).ok())
+                        .ok_or_else(|| corrupt("admit reply without sequence"))?;
+                    if m.status == Status::Queued
+                        && item.not_before.is_none_or(|t| t <= m.created_at)
+                        && let Some(c) = m.current_connector()
+                    {
+                        s.notifier(c).notify_one();
+                    }
+                    Admission::Created(m)
+                }
+                Some(1) => Admission::Existing(decode::message(&decode::hash(
+                    fields.next().unwrap_or_default(),
+                )?)?),
+                Some(2) => Admission::RateLimited {
+                    retry_after: fields.next().as_ref().map(int).transpose()?.unwrap_or(1),
+                },
+                Some(3) => Admission::OptedOut,
+                _ => return Err(corrupt("admit reply code")),
+            };
+            out.push(admission);
+        }
+        Ok(out)
+    }
+
     /// Puts this node's claims back in their queues; `leave` also removes
     /// the node from the node list.
     async fn release(&self, leave: bool) -> Result<i64, StoreError> {
@@ -223,6 +299,8 @@ fn redacted(url: &str) -> String {
 /// The Redis store. See the module docs.
 pub struct RedisStore {
     shared: Arc<Shared>,
+    /// Small admissions on their way to [`group_admissions`].
+    admissions: mpsc::Sender<AdmitRequest>,
     role: Role,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -265,12 +343,19 @@ impl RedisStore {
             subscribed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
+        let (admissions, pending) = mpsc::channel(4096);
         let store = RedisStore {
             shared: shared.clone(),
+            admissions,
             role,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
+        store.tasks.spawn(group_admissions(
+            shared.clone(),
+            pending,
+            store.stop.clone(),
+        ));
         shared
             .refresh_gauges()
             .await
@@ -294,6 +379,79 @@ impl RedisStore {
         }
         store.tasks.close();
         Ok(store)
+    }
+}
+
+/// A small admission and where its answer goes.
+type AdmitRequest = (
+    Vec<NewMessage>,
+    oneshot::Sender<Result<Vec<Admission>, StoreError>>,
+);
+
+/// Script calls of grouped admissions in flight at once; while they run,
+/// new admissions gather into the next groups (group commit).
+const ADMIT_GROUPS_IN_FLIGHT: usize = 4;
+
+/// Gathers concurrent small admissions into shared script calls of up to
+/// [`ADMIT_CHUNK`] items: one call, one reply and one fsync for many
+/// requests instead of one each. Each item stays atomic on its own.
+async fn group_admissions(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<AdmitRequest>,
+    stop: CancellationToken,
+) {
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    let mut pending = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = inflight.next(), if !inflight.is_empty() => {}
+            n = requests.recv_many(&mut pending, 1024), if inflight.len() < ADMIT_GROUPS_IN_FLIGHT => {
+                if n == 0 {
+                    break;
+                }
+                let mut group: Vec<AdmitRequest> = Vec::new();
+                let mut size = 0;
+                for request in pending.drain(..) {
+                    if size + request.0.len() > ADMIT_CHUNK && !group.is_empty() {
+                        inflight.push(admit_group(shared.clone(), std::mem::take(&mut group)));
+                        size = 0;
+                    }
+                    size += request.0.len();
+                    group.push(request);
+                }
+                if !group.is_empty() {
+                    inflight.push(admit_group(shared.clone(), group));
+                }
+            }
+            () = stop.cancelled(), if inflight.is_empty() => break,
+        }
+    }
+    while inflight.next().await.is_some() {}
+}
+
+/// One script call for a group of admissions; each gets its own answer.
+async fn admit_group(shared: Arc<Shared>, group: Vec<AdmitRequest>) {
+    let lens: Vec<usize> = group.iter().map(|(items, _)| items.len()).collect();
+    let (items, replies): (Vec<Vec<NewMessage>>, Vec<_>) = group.into_iter().unzip();
+    match shared
+        .admit_chunk(items.into_iter().flatten().collect())
+        .await
+    {
+        Ok(results) => {
+            let mut results = results.into_iter();
+            for (len, reply) in lens.into_iter().zip(replies) {
+                let _ = reply.send(Ok(results.by_ref().take(len).collect()));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(match &e {
+                    StoreError::Closed => StoreError::Closed,
+                    other => StoreError::Io(other.to_string()),
+                }));
+            }
+        }
     }
 }
 
@@ -409,83 +567,6 @@ fn micros_of(d: Duration) -> Micros {
 }
 
 impl RedisStore {
-    /// Admits up to [`ADMIT_CHUNK`] items in one script call.
-    async fn admit_chunk(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let s = &self.shared;
-        let mut inv = s.invocation(&s.scripts.admit, now_micros());
-        inv.arg(items.len());
-        for item in &items {
-            let m = &item.message;
-            if m.status == Status::Queued && m.current_connector().is_none() {
-                return Err(corrupt(format_args!("message {} has no route", m.id)));
-            }
-            let scope = item
-                .idempotency
-                .as_ref()
-                .map(|(owner, key)| format!("{owner}\n{key}"))
-                .unwrap_or_default();
-            let policy = item.limit.filter(|p| p.is_active()).unwrap_or_default();
-            inv.arg(m.id.to_string())
-                .arg(json(m)?)
-                .arg(&m.to)
-                .arg(m.class.index())
-                .arg(m.route.join("\n"))
-                .arg(m.expires_at)
-                .arg(if m.callback_url.is_some() { "1" } else { "0" })
-                .arg(item.not_before.map(|t| t.to_string()).unwrap_or_default())
-                .arg(scope)
-                .arg(if item.refuse_if_opted_out { "1" } else { "0" })
-                .arg(policy.per_hour)
-                .arg(policy.per_day)
-                .arg(policy.min_interval_seconds)
-                .arg(m.created_at)
-                .arg(m.status.as_str());
-        }
-        let parts = s.with_gauges(s.invoke(&inv).await?)?;
-        let results = array(parts.into_iter().next().unwrap_or_default())?;
-        if results.len() != items.len() {
-            return Err(corrupt("admit reply has the wrong length"));
-        }
-        let mut out = Vec::with_capacity(items.len());
-        for (item, result) in items.into_iter().zip(results) {
-            let mut fields = array(result)?.into_iter();
-            let code = fields.next().as_ref().map(int).transpose()?;
-            let admission = match code {
-                Some(0) => {
-                    let mut m = item.message;
-                    m.seq = fields
-                        .next()
-                        .as_ref()
-                        .map(int)
-                        .transpose()?
-                        .and_then(|v| u64::try_from(v).ok())
-                        .ok_or_else(|| corrupt("admit reply without sequence"))?;
-                    if m.status == Status::Queued
-                        && item.not_before.is_none_or(|t| t <= m.created_at)
-                        && let Some(c) = m.current_connector()
-                    {
-                        s.notifier(c).notify_one();
-                    }
-                    Admission::Created(m)
-                }
-                Some(1) => Admission::Existing(decode::message(&decode::hash(
-                    fields.next().unwrap_or_default(),
-                )?)?),
-                Some(2) => Admission::RateLimited {
-                    retry_after: fields.next().as_ref().map(int).transpose()?.unwrap_or(1),
-                },
-                Some(3) => Admission::OptedOut,
-                _ => return Err(corrupt("admit reply code")),
-            };
-            out.push(admission);
-        }
-        Ok(out)
-    }
-
-
     /// A claimed webhook job back from its stored parts; `None` when what it
     /// reports is gone.
     fn webhook_job(
@@ -532,8 +613,17 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn admit(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
-        if items.len() <= ADMIT_CHUNK {
-            return self.admit_chunk(items).await;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if items.len() < ADMIT_CHUNK / 2 {
+            // Small admissions (single POSTs) share script calls.
+            let (reply, answer) = oneshot::channel();
+            self.admissions
+                .send((items, reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            return answer.await.map_err(|_| StoreError::Closed)?;
         }
         // Large batches go as several script calls, pipelined in order on
         // one connection: each item is still atomic, and no single call
@@ -541,7 +631,10 @@ impl Store for RedisStore {
         let mut chunks = Vec::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            chunks.push(self.admit_chunk(items.by_ref().take(ADMIT_CHUNK).collect()));
+            chunks.push(
+                self.shared
+                    .admit_chunk(items.by_ref().take(ADMIT_CHUNK).collect()),
+            );
         }
         let mut out = Vec::new();
         for chunk in futures_util::future::join_all(chunks).await {

@@ -22,6 +22,9 @@ local SEC, HOUR, DAY = 1000000, 3600000000, 86400000000
 local woken = {}
 -- Ready-count changes per class, written once by gauges().
 local depth_delta = {}
+-- Kept early receipts per connector, counted once per call (most calls
+-- have none, which saves a lookup per part).
+local early_count = {}
 
 local function mkey(id) return P .. ':m:' .. id end
 local function qkey(conn, class) return P .. ':q:' .. conn .. ':' .. class end
@@ -80,10 +83,13 @@ local function dequeue(id, mk)
   dequeue_at(id, connector_at(f[1], f[2]), f[3])
 end
 
--- A final status: recorded, its status webhook queued (`cb`: whether it has
--- a callback URL; nil to look it up), the record returned.
-local function finish(id, mk, status, at, finals, cb)
-  redis.call('HSET', mk, 'st', status, 'da', at)
+-- A final status: recorded (with `extra` field/value pairs in the same
+-- write), its status webhook queued (`cb`: whether it has a callback URL;
+-- nil to look it up), the record returned.
+local function finish(id, mk, status, at, finals, cb, extra)
+  local args = { mk, 'st', status, 'da', at }
+  for _, v in ipairs(extra or {}) do args[#args + 1] = v end
+  redis.call('HSET', unpack(args))
   if cb == nil then cb = redis.call('HGET', mk, 'cb') end
   if cb == '1' then
     local member = 'm:' .. id
@@ -100,6 +106,7 @@ end
 local function apply_receipt(conn, sid, delivered, err, at, finals)
   local id = redis.call('HGET', smsc_key(conn), sid)
   if not id then
+    early_count[conn] = nil
     redis.call('HSET', early_key(conn), sid, delivered .. '\n' .. at .. '\n' .. err)
     redis.call('ZADD', P .. ':early_age', at, conn .. '\n' .. sid)
     return
@@ -111,32 +118,39 @@ local function apply_receipt(conn, sid, delivered, err, at, finals)
   local submitted_here = f[1] == 'submitted' and f[2] == conn
   if not waiting_part and not submitted_here then return end
   local pd, pf = tonumber(f[4]) or 0, tonumber(f[5]) or 0
+  local counted
   if delivered == '1' then
     pd = pd + 1
-    redis.call('HINCRBY', mk, 'pd', 1)
+    counted = { 'pd', tostring(pd) }
   else
     pf = pf + 1
-    redis.call('HINCRBY', mk, 'pf', 1)
-    redis.call('HSET', mk, 'er', err)
+    counted = { 'pf', tostring(pf), 'er', err }
   end
   if submitted_here and pd + pf >= (tonumber(f[6]) or 1) then
     local status = 'failed'
     if pf == 0 then status = 'delivered' end
-    finish(id, mk, status, at, finals, f[7] or '0')
+    finish(id, mk, status, at, finals, f[7] or '0', counted)
+  else
+    redis.call('HSET', mk, unpack(counted))
   end
 end
 
 -- Maps carrier ids of a message's parts to it, so their receipts find it;
 -- receipts that came before are collected in `early` to apply afterwards.
 local function link_parts(conn, sids, id, early)
+  if early_count[conn] == nil then
+    early_count[conn] = redis.call('HLEN', early_key(conn))
+  end
   for _, sid in ipairs(sids) do
     redis.call('HSET', smsc_key(conn), sid, id)
-    local kept = redis.call('HGET', early_key(conn), sid)
-    if kept then
-      redis.call('HDEL', early_key(conn), sid)
-      redis.call('ZREM', P .. ':early_age', conn .. '\n' .. sid)
-      local delivered, at, err = string.match(kept, '^(%d)\n([^\n]*)\n(.*)$')
-      if delivered then early[#early + 1] = { conn, sid, delivered, err, at } end
+    if early_count[conn] > 0 then
+      local kept = redis.call('HGET', early_key(conn), sid)
+      if kept then
+        redis.call('HDEL', early_key(conn), sid)
+        redis.call('ZREM', P .. ':early_age', conn .. '\n' .. sid)
+        local delivered, at, err = string.match(kept, '^(%d)\n([^\n]*)\n(.*)$')
+        if delivered then early[#early + 1] = { conn, sid, delivered, err, at } end
+      end
     end
   end
 end

@@ -14,13 +14,17 @@ local finals = {}
 for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 4 + i * 8
   local kind, id, x, y, z = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  redis.call('SREM', claimed_key(node), id)
+  -- Still in our claimed set: a claim took it out of its queue and no
+  -- takeover put it back, so there is nothing to take out.
+  local claimed = redis.call('SREM', claimed_key(node), id) == 1
   local mk = mkey(id)
-  local f = redis.call('HMGET', mk, 'st', 'rt', 'ri', 'cl', 'ptc', 'pti', 'pf')
+  local f = redis.call('HMGET', mk, 'st', 'rt', 'ri', 'cl', 'ptc', 'pti', 'pf', 'at', 'er')
   -- Only a queued message takes an outcome: the first word wins (e.g. an
   -- expiry by maintenance, or a submit recorded by a node that took over).
   if f[1] == 'queued' then
     local current = connector_at(f[2], f[3])
+    if claimed then current = nil end
+    local attempts = tonumber(f[8]) or 0
     if kind == 'S' then
       dequeue_at(id, current, f[4])
       -- Parts taken on an earlier try are linked (maybe receipted) already;
@@ -36,16 +40,16 @@ for i = 0, tonumber(ARGV[4]) - 1 do
         end
       end
       local ids = split(y)
-      redis.call('HSET', mk, 'st', 'submitted', 'cn', x, 'sid', y, 'np', math.max(#ids, 1), 'sa', z)
-      redis.call('HINCRBY', mk, 'at', 1)
+      redis.call('HSET', mk, 'st', 'submitted', 'cn', x, 'sid', y, 'np', math.max(#ids, 1), 'sa', z,
+        'at', tostring(attempts + 1))
       -- Keep a failed part's carrier error; drop retry noise.
-      if (tonumber(f[7]) or 0) == 0 then redis.call('HDEL', mk, 'er') end
+      if f[9] and (tonumber(f[7]) or 0) == 0 then redis.call('HDEL', mk, 'er') end
       local early = {}
       link_parts(x, without(ids, linked), id, early)
       apply_early(early, finals)
     elseif kind == 'R' then
       dequeue_at(id, current, f[4])
-      if z == '1' then redis.call('HINCRBY', mk, 'at', 1) end
+      if z == '1' then redis.call('HSET', mk, 'at', tostring(attempts + 1)) end
       if (tonumber(f[7]) or 0) == 0 then redis.call('HSET', mk, 'er', y) end
       redis.call('ZADD', DELAYED, x, id)
       local partial, pconn, pids = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
