@@ -393,10 +393,13 @@ fn assert_stopped_by(
     assert!(err.location.contains("route.rhai"), "{err}");
     assert_eq!(s.route(&uk()), RouteDecision::Default);
     assert_eq!(s.cap_area("x"), vec!["ok"], "other hooks keep working");
+    // The counted run is the second one (`route`), which on a busy machine
+    // may meet another of the bounds first.
+    let page = metrics.render([0; 4], 0);
     assert!(
-        metrics
-            .render([0; 4], 0)
-            .contains(&format!("kind=\"{}\"", err.kind.as_str())),
+        kinds
+            .iter()
+            .any(|k| page.contains(&format!("kind=\"{}\"", k.as_str()))),
         "counted"
     );
 }
