@@ -42,8 +42,10 @@ end
 
 local FIELDS = 15
 local count = tonumber(ARGV[3])
--- One sequence block for the call; refused items leave gaps, which only order.
-local next_seq = redis.call('INCRBY', P .. ':seq', count) - count
+-- One sequence block for the call, taken at the first item stored (so a
+-- call that only refuses writes nothing); refused items after it leave
+-- gaps, which only order.
+local next_seq = nil
 local results = {}
 for i = 0, count - 1 do
   local b = 3 + i * FIELDS
@@ -71,6 +73,10 @@ for i = 0, count - 1 do
     if scope ~= '' then
       redis.call('HSET', P .. ':idem', scope, id)
       redis.call('ZADD', P .. ':idem_age', created, scope)
+    end
+    if next_seq == nil then
+      local left = count - i
+      next_seq = redis.call('INCRBY', P .. ':seq', left) - left
     end
     next_seq = next_seq + 1
     local seq = tostring(next_seq)
