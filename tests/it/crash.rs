@@ -1,27 +1,13 @@
 //! Crash safety with the real binary: SIGKILL while a slow carrier holds a
 //! backlog, restart, and every accepted message still reaches a final status.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{herald_bin, number};
-
-/// A `herald serve` child process and the address it listens on.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{herald_bin, number, serve};
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("herald.toml");
@@ -52,28 +38,6 @@ fn create_key(config: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
-}
-
-fn serve(config: &Path) -> Served {
-    let mut child = Command::new(herald_bin())
-        .arg("serve")
-        .env("HERALD_CONFIG", config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let addr = line
-        .trim()
-        .strip_prefix("herald listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Served {
-        child,
-        base: format!("http://{addr}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

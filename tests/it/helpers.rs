@@ -417,3 +417,42 @@ impl RawRequest {
             .expect("response in time")
     }
 }
+
+/// A `herald serve` child process and the address it listens on.
+pub struct Served {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `herald serve` (the built binary) on `config` and waits for it to
+/// listen.
+pub fn serve(config: &std::path::Path) -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    let addr = line
+        .trim()
+        .strip_prefix("herald listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    Served {
+        child,
+        base: format!("http://{addr}"),
+    }
+}

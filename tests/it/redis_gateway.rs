@@ -3,14 +3,13 @@
 //! answered with 503 and recovered from, and a node killed with SIGKILL
 //! whose claimed messages another node delivers.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herald::bench::redis_server::Persistence;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestRedis, herald_bin, number};
+use crate::helpers::{TestApp, TestRedis, herald_bin, number, serve};
 
 /// Sum of every sample of `metric` in a Prometheus text page.
 fn metric_sum(page: &str, metric: &str) -> f64 {
@@ -237,19 +236,6 @@ async fn a_redis_outage_answers_503_and_nothing_accepted_is_lost() {
     app.stop().await;
 }
 
-/// A `herald serve` child process on the Redis store.
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn node_config(
     dir: &std::path::Path,
     redis: &TestRedis,
@@ -264,28 +250,6 @@ fn node_config(
     );
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-fn spawn_node(config: &std::path::Path) -> Node {
-    let mut child = Command::new(herald_bin())
-        .arg("serve")
-        .env("HERALD_CONFIG", config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let addr = line
-        .trim()
-        .strip_prefix("herald listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Node {
-        child,
-        base: format!("http://{addr}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +281,7 @@ async fn a_node_killed_mid_dispatch_has_its_claims_delivered_by_another() {
         .unwrap_or_default()
         .to_string();
     let client = reqwest::Client::new();
-    let mut a = spawn_node(&slow);
+    let mut a = serve(&slow);
     let batch: Vec<Value> = (0..40u32)
         .map(|i| json!({"to": number(i), "body": "take me over", "class": "otp"}))
         .collect();
@@ -359,7 +323,7 @@ async fn a_node_killed_mid_dispatch_has_its_claims_delivered_by_another() {
     let _ = a.child.wait();
     let killed = Instant::now();
 
-    let b = spawn_node(&fast);
+    let b = serve(&fast);
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
