@@ -2,12 +2,11 @@
 //! backlog, restart, and every accepted message still reaches a final status.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{herald_bin, number, serve};
+use crate::helpers::{cli_api_key, number, serve};
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("herald.toml");
@@ -21,30 +20,11 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn create_key(config: &Path) -> String {
-    let out = Command::new(herald_bin())
-        .args(["apikey", "create", "--name", "crash", "--scopes", "all"])
-        .env("HERALD_CONFIG", config)
-        .output()
-        .expect("run apikey");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_messages_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let key = create_key(&config);
+    let key = cli_api_key(&config, "crash");
     let client = reqwest::Client::new();
     let mut served = serve(&config);
 

@@ -456,3 +456,24 @@ pub fn serve(config: &std::path::Path) -> Served {
         base: format!("http://{addr}"),
     }
 }
+
+/// Creates an API key with every scope through `herald apikey create` on
+/// `config` (the real CLI) and returns the token.
+pub fn cli_api_key(config: &std::path::Path, name: &str) -> String {
+    let out = std::process::Command::new(herald_bin())
+        .args(["apikey", "create", "--name", name, "--scopes", "all"])
+        .env("HERALD_CONFIG", config)
+        .output()
+        .expect("run apikey");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -3,13 +3,24 @@
 //! answered with 503 and recovered from, and a node killed with SIGKILL
 //! whose claimed messages another node delivers.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herald::bench::redis_server::Persistence;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestRedis, herald_bin, number, serve};
+use crate::helpers::{TestApp, TestRedis, cli_api_key, number, serve};
+
+/// The metrics page of the server at `base`.
+async fn metrics_of(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
 
 /// Sum of every sample of `metric` in a Prometheus text page.
 fn metric_sum(page: &str, metric: &str) -> f64 {
@@ -265,21 +276,7 @@ async fn a_node_killed_mid_dispatch_has_its_claims_delivered_by_another() {
         "window = 16\nsubmit_delay_ms = 60000",
     );
     let fast = node_config(dir.path(), &redis, "b", "window = 16\ndelay_ms = 5");
-    let out = Command::new(herald_bin())
-        .args(["apikey", "create", "--name", "takeover", "--scopes", "all"])
-        .env("HERALD_CONFIG", &slow)
-        .output()
-        .expect("apikey create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let key = cli_api_key(&slow, "takeover");
     let client = reqwest::Client::new();
     let mut a = serve(&slow);
     let batch: Vec<Value> = (0..40u32)
@@ -305,15 +302,7 @@ async fn a_node_killed_mid_dispatch_has_its_claims_delivered_by_another() {
     // Wait until node a holds a full window of claims.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let page = client
-            .get(format!("{}/metrics", a.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        if metric_sum(&page, "herald_queue_depth") <= 24.0 {
+        if metric_sum(&metrics_of(&client, &a.base).await, "herald_queue_depth") <= 24.0 {
             break;
         }
         assert!(Instant::now() < deadline, "node a never claimed");
@@ -353,14 +342,7 @@ async fn a_node_killed_mid_dispatch_has_its_claims_delivered_by_another() {
         "{:?}",
         killed.elapsed()
     );
-    let page = client
-        .get(format!("{}/metrics", b.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let page = metrics_of(&client, &b.base).await;
     assert_eq!(metric_sum(&page, "herald_messages_submitted_total"), 40.0);
     drop(b);
 }
