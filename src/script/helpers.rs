@@ -154,13 +154,10 @@ pub(crate) fn register(engine: &mut Engine, env: ScriptEnv) {
     engine.register_fn("sleep", |_: rhai::FLOAT| blocked_sleep());
 
     engine.register_fn("country_code", |number: ImmutableString| -> INT {
-        crate::text::e164_parts(&number).map_or(0, |(code, _)| INT::from(code))
+        crate::text::e164_country_code(&number).map_or(0, INT::from)
     });
     engine.register_fn("region", |number: ImmutableString| -> ImmutableString {
-        crate::text::e164_parts(&number)
-            .and_then(|(_, region)| region)
-            .unwrap_or_default()
-            .into()
+        crate::text::e164_region(&number).unwrap_or_default().into()
     });
 
     let e = env.clone();

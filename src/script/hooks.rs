@@ -40,13 +40,6 @@ pub enum SubmitDecision {
 /// The fields `on_submit` may change.
 const WRITABLE: [&str; 4] = ["body", "from", "tags", "not_before"];
 
-/// The map `on_submit` receives: the message plus `not_before: ()`.
-pub(crate) fn submit_map(msg: &ScriptMessage) -> Map {
-    let mut m = msg.to_map();
-    m.insert("not_before".into(), Dynamic::UNIT);
-    m
-}
-
 /// Applies what `on_submit` returned to `msg`; nothing changes on error.
 pub(crate) fn apply_submit(
     value: &Dynamic,
@@ -257,7 +250,7 @@ mod tests {
     #[test]
     fn on_submit_may_rewrite_body_from_tags_and_defer() {
         let mut m = msg();
-        let mut map = submit_map(&m);
+        let mut map = m.submit_map();
         map.insert("body".into(), str_value("héllo €"));
         map.insert("from".into(), str_value("Shop"));
         map.insert("tags".into(), Dynamic::from_array(vec![str_value("x")]));
@@ -272,7 +265,7 @@ mod tests {
     #[test]
     fn on_submit_may_not_change_the_recipient() {
         let mut m = msg();
-        let mut map = submit_map(&m);
+        let mut map = m.submit_map();
         map.insert("to".into(), str_value("+15550100"));
         let err = apply_submit(&Dynamic::from_map(map), &mut m, 0).unwrap_err();
         assert!(err.contains("msg.to"), "{err}");
@@ -282,7 +275,7 @@ mod tests {
     #[test]
     fn a_past_not_before_is_no_deferral() {
         let mut m = msg();
-        let mut map = submit_map(&m);
+        let mut map = m.submit_map();
         map.insert("not_before".into(), Dynamic::from_int(1));
         assert_eq!(
             apply_submit(&Dynamic::from_map(map), &mut m, 5_000_000),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rhai::{AST, Engine};
 
 use super::error::{Problem, Source};
+use super::template::Plain;
 
 /// Largest script or template file read.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -61,6 +62,9 @@ pub(crate) struct Loaded {
     hash: u64,
     pub source: Arc<Source>,
     pub ast: Arc<AST>,
+    /// For a template that is plain text and variables: the shortcut
+    /// [`Plain`] renders it with.
+    pub plain: Option<Arc<Plain>>,
 }
 
 /// A file's state: what serves, and whether its current content is broken.
@@ -298,11 +302,16 @@ fn load_file(
     match compiled {
         Ok(mut ast) => {
             ast.set_source(source.path.as_str());
+            let plain = match kind {
+                Kind::Template => Plain::recognise(engine, &text, &ast).map(Arc::new),
+                Kind::Script => None,
+            };
             FileState {
                 loaded: Some(Loaded {
                     hash,
                     source: Arc::new(source),
                     ast: Arc::new(ast),
+                    plain,
                 }),
                 broken: None,
             }

@@ -371,8 +371,7 @@ impl Current<'_> {
         msg: &mut ScriptMessage,
         check: &dyn Fn(&ScriptMessage) -> Result<(), String>,
     ) -> Result<SubmitDecision, ScriptError> {
-        let Some((loaded, result)) =
-            self.call(Hook::OnSubmit, Dynamic::from_map(hooks::submit_map(msg)))
+        let Some((loaded, result)) = self.call(Hook::OnSubmit, Dynamic::from_map(msg.submit_map()))
         else {
             return Ok(SubmitDecision::Accept { not_before: None });
         };

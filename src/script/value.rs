@@ -1,6 +1,8 @@
 //! Plain data in and out of scripts: the message a hook sees, JSON template
 //! variables as Rhai values, and reading the maps hooks return.
 
+use std::sync::LazyLock;
+
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use crate::model::{Class, Encoding};
@@ -51,21 +53,77 @@ impl ScriptMessage {
     /// The Rhai object map: `to, class, body, encoding, segments, from, tags`
     /// (`from` is `()` when unset).
     pub(crate) fn to_map(&self) -> Map {
-        let mut m = Map::new();
-        m.insert("to".into(), str_value(&self.to));
-        m.insert("class".into(), str_value(self.class.as_str()));
-        m.insert("body".into(), str_value(&self.body));
-        m.insert("encoding".into(), str_value(self.encoding.as_str()));
-        m.insert("segments".into(), Dynamic::from_int(self.segments.into()));
-        m.insert(
-            "from".into(),
+        self.map_with(false)
+    }
+
+    /// [`ScriptMessage::to_map`] with `not_before: ()` too (what `on_submit`
+    /// gets).
+    pub(crate) fn submit_map(&self) -> Map {
+        self.map_with(true)
+    }
+
+    /// Every message pays for this map on every hook call, so it is a clone
+    /// of a map with the keys already in place whose values are then filled
+    /// in key order: no key is searched for or allocated.
+    fn map_with(&self, not_before: bool) -> Map {
+        let mut map = if not_before {
+            SUBMIT_PROTOTYPE.clone()
+        } else {
+            PROTOTYPE.clone()
+        };
+        let values = [
+            str_value(&self.body),
+            Dynamic::from(class_name(self.class)),
+            Dynamic::from(encoding_name(self.encoding)),
             self.from.as_deref().map_or(Dynamic::UNIT, str_value),
-        );
-        m.insert(
-            "tags".into(),
+        ]
+        .into_iter()
+        .chain(not_before.then_some(Dynamic::UNIT))
+        .chain([
+            Dynamic::from_int(self.segments.into()),
             Dynamic::from_array(self.tags.iter().map(|t| str_value(t)).collect()),
-        );
-        m
+            str_value(&self.to),
+        ]);
+        for (slot, value) in map.values_mut().zip(values) {
+            *slot = value;
+        }
+        map
+    }
+}
+
+/// The keys of a message map, in the map's (sorted) order.
+const KEYS: [&str; 7] = [
+    "body", "class", "encoding", "from", "segments", "tags", "to",
+];
+
+static PROTOTYPE: LazyLock<Map> = LazyLock::new(|| prototype(&KEYS));
+static SUBMIT_PROTOTYPE: LazyLock<Map> = LazyLock::new(|| {
+    let mut keys = KEYS.to_vec();
+    keys.push("not_before");
+    keys.sort_unstable();
+    prototype(&keys)
+});
+
+fn prototype(keys: &[&str]) -> Map {
+    keys.iter().map(|k| ((*k).into(), Dynamic::UNIT)).collect()
+}
+
+/// Class names as shared Rhai strings: no allocation per message.
+fn class_name(class: Class) -> ImmutableString {
+    static NAMES: LazyLock<[ImmutableString; 4]> =
+        LazyLock::new(|| Class::ALL.map(|c| ImmutableString::from(c.as_str())));
+    NAMES[class as usize].clone()
+}
+
+/// Encoding names as shared Rhai strings.
+fn encoding_name(encoding: Encoding) -> ImmutableString {
+    static GSM7: LazyLock<ImmutableString> =
+        LazyLock::new(|| ImmutableString::from(Encoding::Gsm7.as_str()));
+    static UCS2: LazyLock<ImmutableString> =
+        LazyLock::new(|| ImmutableString::from(Encoding::Ucs2.as_str()));
+    match encoding {
+        Encoding::Gsm7 => GSM7.clone(),
+        Encoding::Ucs2 => UCS2.clone(),
     }
 }
 
@@ -171,5 +229,28 @@ mod tests {
         }
         assert!(m["from"].is_unit());
         assert_eq!(m["segments"].as_int(), Ok(1));
+    }
+
+    #[test]
+    fn message_maps_hold_each_value_under_its_own_key() {
+        let msg = ScriptMessage::new(
+            "+447911123456",
+            Class::Marketing,
+            "✓ done",
+            Some("Herald".into()),
+            vec!["a".into(), "b".into()],
+        );
+        let s = |m: &Map, k: &str| m[k].to_string();
+        for (m, extra) in [(msg.to_map(), false), (msg.submit_map(), true)] {
+            assert_eq!(m.len(), KEYS.len() + usize::from(extra));
+            assert_eq!(s(&m, "to"), "+447911123456");
+            assert_eq!(s(&m, "class"), "marketing");
+            assert_eq!(s(&m, "body"), "✓ done");
+            assert_eq!(s(&m, "encoding"), "ucs2");
+            assert_eq!(m["segments"].as_int(), Ok(1));
+            assert_eq!(s(&m, "from"), "Herald");
+            assert_eq!(s(&m, "tags"), r#"["a", "b"]"#);
+            assert_eq!(m.get("not_before").is_some_and(Dynamic::is_unit), extra);
+        }
     }
 }

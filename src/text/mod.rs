@@ -6,4 +6,6 @@ mod encoding;
 mod phone;
 
 pub use encoding::{EncodedText, Encoding, SplitText, TextError, analyse, split};
-pub use phone::{Msisdn, PhoneError, Region, e164_parts, parse_msisdn, test_number};
+pub use phone::{
+    Msisdn, PhoneError, Region, e164_country_code, e164_region, parse_msisdn, test_number,
+};

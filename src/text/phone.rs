@@ -5,6 +5,8 @@
 //! pattern's text, so a valid number costs 10-30 µs and calls from all threads serialise on that
 //! lock. Malformed input is turned away by cheap checks before phonenumber sees it.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Once;
 
@@ -71,16 +73,53 @@ pub fn parse_msisdn(input: &str, default_region: Option<Region>) -> Result<Msisd
     Ok(Msisdn(e164))
 }
 
-/// Calling code and ISO region of a number already in E.164 form (as stored
-/// on a message), without validating it again: for routing scripts, which
-/// see numbers admission already parsed. `None` when `e164` is not `+` and
-/// 8 to 15 digits; the region is `None` for non-geographic codes (+800).
-pub fn e164_parts(e164: &str) -> Option<(u16, Option<&'static str>)> {
+/// Calling code of a number already in E.164 form (as stored on a
+/// message), without validating it again: for routing scripts, which see
+/// numbers admission already parsed. `None` when `e164` is not `+` and 8 to
+/// 15 digits.
+pub fn e164_country_code(e164: &str) -> Option<u16> {
+    is_e164(e164).then(|| split_code(e164).0)
+}
+
+/// Numbers whose region each thread remembers (see [`e164_region`]).
+const REGION_MEMO: usize = 8;
+
+thread_local! {
+    static RECENT_REGIONS: RefCell<VecDeque<(String, Option<&'static str>)>> =
+        const { RefCell::new(VecDeque::new()) };
+}
+
+/// ISO region of a number already in E.164 form, like [`Msisdn::region`];
+/// `None` when `e164` is not E.164 or its code is non-geographic (+800).
+///
+/// Remembers the last few numbers asked about on this thread: a script
+/// usually asks twice per message (quiet hours in `on_submit`, then
+/// `route`), and a calling code shared by several regions (+1, +44) is
+/// resolved with phonenumber's regexes.
+pub fn e164_region(e164: &str) -> Option<&'static str> {
     if !is_e164(e164) {
         return None;
     }
-    let number = Msisdn(e164.to_string());
-    Some((number.country_code(), number.region()))
+    let known = RECENT_REGIONS.with(|memo| {
+        memo.borrow()
+            .iter()
+            .find(|(number, _)| number == e164)
+            .map(|(_, region)| *region)
+    });
+    if let Some(region) = known {
+        return region;
+    }
+    size_regex_cache();
+    let (code, national) = split_code(e164);
+    let region = region_of(code, national);
+    RECENT_REGIONS.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= REGION_MEMO {
+            memo.pop_front();
+        }
+        memo.push_back((e164.to_string(), region));
+    });
+    region
 }
 
 /// Grows phonenumber's shared regex cache so it holds every pattern.
@@ -125,36 +164,41 @@ impl Msisdn {
 
     /// ITU calling code (44 for `+447911123456`, 1 for all of NANP).
     pub fn country_code(&self) -> u16 {
-        self.split_code().0
+        split_code(&self.0).0
     }
 
     /// ISO 3166 alpha-2 region ("GB", "US", "CA"), or `None` for non-geographic codes such as
     /// +800. Codes shared by several regions (+1, +44, +7, +39) are resolved by number range.
     pub fn region(&self) -> Option<&'static str> {
-        let (code, national) = self.split_code();
-        let regions = DATABASE.region(&code)?;
-        let id = match regions.as_slice() {
-            [only] => only,
-            shared => shared.iter().find(|id| {
-                DATABASE
-                    .by_id(**id)
-                    .is_some_and(|meta| claims(meta, national))
-            })?,
-        };
-        // "001" is libphonenumber's pseudo-region for non-geographic entities.
-        (*id != "001").then_some(*id)
+        let (code, national) = split_code(&self.0);
+        region_of(code, national)
     }
+}
 
-    /// Calling code and national significant number.
-    fn split_code(&self) -> (u16, &str) {
-        let digits = &self.0[1..];
-        // Calling codes are prefix-free, so the first 1-3 digit prefix the metadata knows is it;
-        // construction proved one exists, so the fallback is never taken.
-        (1..=3)
-            .filter_map(|len| Some((digits.get(..len)?.parse().ok()?, digits.get(len..)?)))
-            .find(|(code, _)| DATABASE.region(code).is_some())
-            .unwrap_or((0, digits))
-    }
+/// Calling code and national significant number of an E.164 number.
+fn split_code(e164: &str) -> (u16, &str) {
+    let digits = e164.get(1..).unwrap_or_default();
+    // Calling codes are prefix-free, so the first 1-3 digit prefix the metadata knows is it;
+    // every Msisdn has one, so the fallback is only for unvalidated input.
+    (1..=3)
+        .filter_map(|len| Some((digits.get(..len)?.parse().ok()?, digits.get(len..)?)))
+        .find(|(code, _)| DATABASE.region(code).is_some())
+        .unwrap_or((0, digits))
+}
+
+/// The region of calling code `code` that `national` belongs to.
+fn region_of(code: u16, national: &str) -> Option<&'static str> {
+    let regions = DATABASE.region(&code)?;
+    let id = match regions.as_slice() {
+        [only] => only,
+        shared => shared.iter().find(|id| {
+            DATABASE
+                .by_id(**id)
+                .is_some_and(|meta| claims(meta, national))
+        })?,
+    };
+    // "001" is libphonenumber's pseudo-region for non-geographic entities.
+    (*id != "001").then_some(*id)
 }
 
 /// Whether `national` belongs to `meta`'s region, as phonenumber decides among regions sharing
@@ -400,6 +444,18 @@ mod tests {
                 (code, region),
                 "{input}"
             );
+        }
+        // The script helpers' forms agree, asked in any order and more
+        // times than the per-thread memo holds.
+        for round in 0..3 {
+            for (input, code, region) in cases.iter().cycle().skip(round).take(2 * cases.len()) {
+                assert_eq!(e164_country_code(input), Some(*code), "{input}");
+                assert_eq!(e164_region(input), *region, "{input}");
+            }
+        }
+        for not_e164 in ["447400123456", "+0447400123456", "+44", ""] {
+            assert_eq!(e164_country_code(not_e164), None, "{not_e164}");
+            assert_eq!(e164_region(not_e164), None, "{not_e164}");
         }
     }
 
