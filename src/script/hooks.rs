@@ -40,6 +40,22 @@ pub enum SubmitDecision {
 /// The fields `on_submit` may change.
 const WRITABLE: [&str; 4] = ["body", "from", "tags", "not_before"];
 
+/// Whether read-only field `key` of the returned map still holds `msg`'s
+/// value; `None` for a key the message map does not have.
+fn read_only_unchanged(msg: &ScriptMessage, key: &str, v: &Dynamic) -> Option<bool> {
+    let is = |s: &str| {
+        v.read_lock::<ImmutableString>()
+            .is_some_and(|x| x.as_str() == s)
+    };
+    Some(match key {
+        "to" => is(&msg.to),
+        "class" => is(msg.class.as_str()),
+        "encoding" => is(msg.encoding.as_str()),
+        "segments" => v.as_int().is_ok_and(|n| n == i64::from(msg.segments)),
+        _ => return None,
+    })
+}
+
 /// Applies what `on_submit` returned to `msg`; nothing changes on error.
 pub(crate) fn apply_submit(
     value: &Dynamic,
@@ -55,14 +71,13 @@ pub(crate) fn apply_submit(
             describe(value)
         ));
     };
-    let original = msg.to_map();
     for (key, v) in map.iter() {
         if WRITABLE.contains(&key.as_str()) {
             continue;
         }
-        match original.get(key.as_str()) {
-            Some(before) if before.to_string() == v.to_string() => {}
-            Some(_) => {
+        match read_only_unchanged(msg, key, v) {
+            Some(true) => {}
+            Some(false) => {
                 return Err(format!(
                     "on_submit changed `msg.{key}`, which is read-only (it may change {})",
                     WRITABLE.join(", ")
@@ -270,6 +285,28 @@ mod tests {
         let err = apply_submit(&Dynamic::from_map(map), &mut m, 0).unwrap_err();
         assert!(err.contains("msg.to"), "{err}");
         assert_eq!(m, msg(), "nothing applied on error");
+
+        // Every read-only field, changed (even to the same text as another
+        // type), and a key Herald does not know.
+        for (key, value, what) in [
+            ("class", str_value("emergency"), "read-only"),
+            ("encoding", str_value("ucs2"), "read-only"),
+            ("segments", Dynamic::from_int(2), "read-only"),
+            ("segments", str_value("1"), "read-only"),
+            ("colour", str_value("red"), "does not know"),
+        ] {
+            let mut map = m.submit_map();
+            map.insert(key.into(), value);
+            let err = apply_submit(&Dynamic::from_map(map), &mut m, 0).unwrap_err();
+            assert!(
+                err.contains(&format!("msg.{key}")) && err.contains(what),
+                "{err}"
+            );
+        }
+        // Returned unchanged: accepted as it is.
+        let unchanged = Dynamic::from_map(m.submit_map());
+        assert_eq!(apply_submit(&unchanged, &mut m, 0), Ok(None));
+        assert_eq!(m, msg());
     }
 
     #[test]
