@@ -246,6 +246,43 @@ pub struct Message {
     pub partial: Option<PartialSubmit>,
 }
 
+impl Message {
+    /// A fresh queued transactional message of one GSM segment to `to` on
+    /// the `sim` connector, created `at` and valid for an hour: where tests
+    /// and benchmarks start (admission builds real ones from a request).
+    pub fn sample(to: impl Into<String>, at: Micros) -> Message {
+        Message {
+            id: MessageId::generate(),
+            to: to.into(),
+            from: None,
+            body: "hello".into(),
+            class: Class::Transactional,
+            encoding: Encoding::Gsm7,
+            segments: 1,
+            status: Status::Queued,
+            route: vec!["sim".into()],
+            route_index: 0,
+            connector: None,
+            smsc_message_ids: Vec::new(),
+            parts_delivered: 0,
+            parts_failed: 0,
+            error: None,
+            created_at: at,
+            submitted_at: None,
+            done_at: None,
+            expires_at: at + 3_600_000_000,
+            attempts: 0,
+            seq: 0,
+            callback_url: None,
+            owner: "test".into(),
+            idempotency_key: None,
+            tags: Vec::new(),
+            not_before: None,
+            partial: None,
+        }
+    }
+}
+
 /// Parts of a long message that a connector's carrier accepted on a try
 /// where other parts failed.
 ///

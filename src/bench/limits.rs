@@ -16,7 +16,7 @@ use super::redis_server::{Persistence, RedisServer};
 use super::report::{Latency, StoreInfo, Summary};
 use super::server::StoreChoice;
 use crate::limits::LimitPolicy;
-use crate::model::{Class, Encoding, Message, MessageId, Status, now_micros};
+use crate::model::{Class, Message, now_micros};
 use crate::store::{Admission, EmbeddedStore, NewMessage, RedisSettings, RedisStore, Role, Store};
 use crate::text::test_number;
 
@@ -27,33 +27,9 @@ const RECIPIENTS: u32 = 100;
 
 fn message(to: String, at: i64) -> Message {
     Message {
-        id: MessageId::generate(),
-        to,
-        from: None,
         body: "Herald limit benchmark".into(),
-        class: Class::Transactional,
-        encoding: Encoding::Gsm7,
-        segments: 1,
-        status: Status::Queued,
-        route: vec!["sim".into()],
-        route_index: 0,
-        connector: None,
-        smsc_message_ids: Vec::new(),
-        parts_delivered: 0,
-        parts_failed: 0,
-        error: None,
-        created_at: at,
-        submitted_at: None,
-        done_at: None,
-        expires_at: at + 3_600_000_000,
-        attempts: 0,
-        seq: 0,
-        callback_url: None,
         owner: "bench".into(),
-        idempotency_key: None,
-        tags: Vec::new(),
-        not_before: None,
-        partial: None,
+        ..Message::sample(to, at)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald::limits::LimitPolicy;
 use herald::model::Micros;
-use herald::model::{Class, Encoding, Message, MessageId, PartialSubmit, Status, now_micros};
+use herald::model::{Class, Message, MessageId, PartialSubmit, Status, now_micros};
 use herald::store::{
     Admission, ApiKeyRecord, EmbeddedStore, InboundRecord, NewMessage, Outcome, Receipt,
     ReceiptState, RedisSettings, RedisStore, Role, Store, WebhookEvent, WebhookResult,
@@ -66,35 +66,12 @@ fn redis() -> Redis {
 }
 
 pub fn message(connector: &str, class: Class, n: u32) -> Message {
-    let now = now_micros();
     Message {
-        id: MessageId::generate(),
-        to: format!("+4479111{n:05}"),
-        from: None,
         body: format!("body {n}"),
         class,
-        encoding: Encoding::Gsm7,
-        segments: 1,
-        status: Status::Queued,
         route: vec![connector.to_string(), "backup".to_string()],
-        route_index: 0,
-        connector: None,
-        smsc_message_ids: Vec::new(),
-        parts_delivered: 0,
-        parts_failed: 0,
-        error: None,
-        created_at: now,
-        submitted_at: None,
-        done_at: None,
-        expires_at: now + 3_600_000_000,
-        attempts: 0,
-        seq: 0,
-        callback_url: None,
         owner: "owner".into(),
-        idempotency_key: None,
-        tags: Vec::new(),
-        not_before: None,
-        partial: None,
+        ..Message::sample(format!("+4479111{n:05}"), now_micros())
     }
 }
 
