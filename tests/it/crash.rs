@@ -36,19 +36,7 @@ async fn accepted_messages_survive_sigkill() {
                 |i| json!({"to": number(batch * 250 + i), "body": "survive", "class": "marketing"}),
             )
             .collect();
-        let v: Value = client
-            .post(format!("{}/v1/messages/batch", served.base))
-            .bearer_auth(&key)
-            .json(&json!({ "messages": messages }))
-            .send()
-            .await
-            .expect("batch")
-            .json()
-            .await
-            .expect("json");
-        for a in v["accepted"].as_array().expect("accepted") {
-            ids.push(a["id"].as_str().expect("id").to_string());
-        }
+        ids.extend(served.send_batch(&client, &key, messages).await);
     }
     // Single POSTs racing with the kill: only those answered 202 count.
     let mut singles = Vec::new();

@@ -424,6 +424,33 @@ pub struct Served {
     pub base: String,
 }
 
+impl Served {
+    /// POSTs `messages` as one batch with `key`; the accepted ids, in order.
+    pub async fn send_batch(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        messages: Vec<Value>,
+    ) -> Vec<String> {
+        let v: Value = client
+            .post(format!("{}/v1/messages/batch", self.base))
+            .bearer_auth(key)
+            .json(&json!({ "messages": messages }))
+            .send()
+            .await
+            .expect("batch")
+            .json()
+            .await
+            .expect("json");
+        v["accepted"]
+            .as_array()
+            .expect("accepted")
+            .iter()
+            .map(|a| a["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -282,22 +282,7 @@ async fn a_node_killed_mid_dispatch_has_its_claims_delivered_by_another() {
     let batch: Vec<Value> = (0..40u32)
         .map(|i| json!({"to": number(i), "body": "take me over", "class": "otp"}))
         .collect();
-    let v: Value = client
-        .post(format!("{}/v1/messages/batch", a.base))
-        .bearer_auth(&key)
-        .json(&json!({ "messages": batch }))
-        .send()
-        .await
-        .expect("batch")
-        .json()
-        .await
-        .expect("json");
-    let ids: Vec<String> = v["accepted"]
-        .as_array()
-        .expect("accepted")
-        .iter()
-        .map(|a| a["id"].as_str().expect("id").to_string())
-        .collect();
+    let ids = a.send_batch(&client, &key, batch).await;
     assert_eq!(ids.len(), 40);
     // Wait until node a holds a full window of claims.
     let deadline = Instant::now() + Duration::from_secs(10);
