@@ -16,7 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::App;
-use crate::api::auth;
+use crate::auth;
 use crate::model::{format_micros, now_micros};
 use crate::store::Store;
 

@@ -10,19 +10,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use utoipa::ToSchema;
-
-use crate::api::auth::{Principal, Scope};
-use crate::api::error::{ApiError, FieldError};
+use crate::auth::{Principal, Scope};
 use crate::config::{Config, ValidityConfig};
+use crate::connector::Health;
+use crate::error::FieldError;
 use crate::limits::{Limits, retry_after_seconds};
 use crate::metrics::Metrics;
 use crate::model::{Class, Message, MessageId, Micros, Status, format_micros, now_micros};
-use crate::script::{
-    self, Health, RouteDecision, ScriptMessage, Scripts, SubmitDecision, TemplateError,
-};
-use crate::store::{Admission, NewMessage, Store};
+use crate::script::{self, RouteDecision, ScriptMessage, Scripts, SubmitDecision, TemplateError};
+use crate::store::{Admission, NewMessage, Store, StoreError};
 use crate::text;
 
 /// Longest idempotency key.
@@ -33,44 +29,87 @@ const MAX_CALLBACK_URL: usize = 2048;
 const MAX_TAGS: usize = 10;
 const MAX_TAG_LEN: usize = 64;
 
-/// `POST /v1/messages` body (also one item of a batch).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    /// Recipient, E.164 (`+` and digits).
+/// A message to admit, as a domain value: what the API's send request
+/// becomes once parsed, and what internal senders (inbound auto-replies,
+/// OTP, CAP) build directly.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Recipient as given (E.164, or national with a default region).
     pub to: String,
-    /// Text to send; or use `template` + `vars`.
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Template name (`templates/NAME.rhai`).
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Template variables.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub vars: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Message class; default `transactional`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, example = "transactional")]
-    pub class: Option<Class>,
-    /// Sender id: up to 11 letters/digits, or a number of up to 15 digits.
-    #[serde(default)]
+    pub content: Content,
+    pub class: Class,
+    /// Sender id; the route's default when `None`.
     pub from: Option<String>,
-    /// Same key within 24 h returns the first message and creates nothing.
-    #[serde(default)]
+    /// Same key (per owner) within the idempotency TTL returns the first message.
     pub idempotency_key: Option<String>,
     /// Receives the message object on each final status.
-    #[serde(default)]
     pub callback_url: Option<String>,
-    /// Template locale, e.g. `es-MX`.
-    #[serde(default)]
-    pub locale: Option<String>,
-    /// How long Herald may keep trying; default per class.
-    #[serde(default)]
-    pub validity_seconds: Option<u64>,
+    /// How long Herald may keep trying; the class default when `None`.
+    pub validity: Option<Duration>,
     /// Free-form labels, visible to routing scripts.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
+    pub tags: Vec<String>,
+}
+
+impl Outgoing {
+    /// A plain text message of `class` with no options.
+    pub fn text(to: String, body: String, class: Class) -> Outgoing {
+        Outgoing {
+            to,
+            content: Content::Text(body),
+            class,
+            from: None,
+            idempotency_key: None,
+            callback_url: None,
+            validity: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// The text of a message: given, or rendered from a template.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Text(String),
+    Template {
+        name: String,
+        vars: serde_json::Map<String, serde_json::Value>,
+        /// e.g. `es-MX`; falls back to `es`, then the default.
+        locale: Option<String>,
+    },
+}
+
+/// Why a message was not admitted. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    /// A field is wrong (the message names it).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The principal may not send this (e.g. class `emergency` without the
+    /// `broadcast` scope).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The recipient's limit for the class is used up.
+    #[error("{message}")]
+    RateLimited {
+        /// Whole seconds until a send would be allowed.
+        retry_after: u64,
+        message: String,
+    },
+    /// The store could not take it; the caller may retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AdmissionError {
+    /// The stable code counted in `herald_rejected_total`.
+    fn code(&self) -> &'static str {
+        match self {
+            AdmissionError::Invalid(f) => f.code,
+            AdmissionError::Forbidden(_) => "forbidden",
+            AdmissionError::RateLimited { .. } => "rate_limited",
+            AdmissionError::Store(_) => "other",
+        }
+    }
 }
 
 /// Turns requests into stored messages.
@@ -114,10 +153,10 @@ impl Admitter {
     ///
     /// # Errors
     /// The first problem found, naming the field.
-    pub fn prepare(&self, who: &Principal, req: SendRequest) -> Result<NewMessage, ApiError> {
-        let class = req.class.unwrap_or(Class::Transactional);
-        if class == Class::Emergency && !who.scopes.allows(Scope::Broadcast) {
-            return Err(ApiError::Forbidden(
+    pub fn prepare(&self, who: &Principal, req: Outgoing) -> Result<NewMessage, AdmissionError> {
+        let class = req.class;
+        if class == Class::Emergency && !who.has(Scope::Broadcast) {
+            return Err(AdmissionError::Forbidden(
                 "emergency messages need an API key with the 'broadcast' scope".into(),
             ));
         }
@@ -126,7 +165,7 @@ impl Admitter {
         // One snapshot for the template and both hooks: a reload mid-request
         // never mixes versions.
         let scripts = self.scripts.current();
-        let body = self.body_of(&scripts, req.body, req.template, req.vars, req.locale)?;
+        let body = self.body_of(&scripts, req.content)?;
         let encoded = text::analyse(&body);
         self.check_length(&encoded, "`body`")?;
         let from = req.from.map(validate_sender).transpose()?;
@@ -135,12 +174,11 @@ impl Admitter {
             .map(validate_idempotency_key)
             .transpose()?;
         let callback_url = req.callback_url.map(validate_callback_url).transpose()?;
-        let tags = validate_tags(req.tags.unwrap_or_default())?;
-        let validity = match req.validity_seconds {
+        let tags = validate_tags(req.tags)?;
+        let validity = match req.validity {
             None => self.validity.for_class(class),
-            Some(s) => {
-                let v = Duration::from_secs(s);
-                if s == 0 || v > self.max_validity {
+            Some(v) => {
+                if v.is_zero() || v > self.max_validity {
                     return Err(FieldError::new(
                         "invalid_validity",
                         format!(
@@ -231,39 +269,20 @@ impl Admitter {
         })
     }
 
-    /// The text to send: `body`, or `template` rendered with `vars` in
-    /// `locale`.
+    /// The text to send: given, or the template rendered with its
+    /// variables in its locale.
     fn body_of(
         &self,
         scripts: &script::Current<'_>,
-        body: Option<String>,
-        template: Option<String>,
-        vars: Option<serde_json::Map<String, serde_json::Value>>,
-        locale: Option<String>,
+        content: Content,
     ) -> Result<String, FieldError> {
-        let Some(name) = template else {
-            if vars.is_some() || locale.is_some() {
-                let field = if vars.is_some() { "vars" } else { "locale" };
-                return Err(FieldError::new(
-                    "invalid_field",
-                    format!("`{field}` is only allowed with `template`"),
-                ));
+        let (name, vars, locale) = match content {
+            Content::Text(b) if b.is_empty() => {
+                return Err(FieldError::new("invalid_body", "`body` must not be empty"));
             }
-            return match body {
-                Some(b) if !b.is_empty() => Ok(b),
-                Some(_) => Err(FieldError::new("invalid_body", "`body` must not be empty")),
-                None => Err(FieldError::new(
-                    "invalid_body",
-                    "`body` is required (or `template` with `vars`)",
-                )),
-            };
+            Content::Text(b) => return Ok(b),
+            Content::Template { name, vars, locale } => (name, vars, locale),
         };
-        if body.is_some() {
-            return Err(FieldError::new(
-                "invalid_field",
-                "`body` and `template` are exclusive: send one",
-            ));
-        }
         if let Some(l) = &locale
             && !valid_locale(l)
         {
@@ -272,7 +291,6 @@ impl Admitter {
                 "`locale` must be a language tag such as \"es\" or \"es-MX\"",
             ));
         }
-        let vars = vars.unwrap_or_default();
         let text = scripts
             .render(&name, locale.as_deref(), &vars)
             .map_err(|e| template_error(&name, e))?;
@@ -326,20 +344,21 @@ impl Admitter {
         }
     }
 
-    /// Admits one request: 202 material, or the reason it is refused.
+    /// Admits one message: stored and queued (or an idempotent replay),
+    /// or the reason it is refused.
     ///
     /// # Errors
-    /// 4xx for the caller's mistakes, 503 when the store is down.
+    /// The caller's mistakes, a used-up limit, or the store being down.
     pub async fn admit_one(
         &self,
         who: &Principal,
-        req: SendRequest,
-    ) -> Result<Admission, ApiError> {
+        req: Outgoing,
+    ) -> Result<Admission, AdmissionError> {
         let started = Instant::now();
         let item = match self.prepare(who, req) {
             Ok(item) => item,
             Err(e) => {
-                self.count_rejection(&e);
+                self.metrics.rejected(e.code());
                 return Err(e);
             }
         };
@@ -349,7 +368,7 @@ impl Admitter {
             .admit(vec![item])
             .await?
             .pop()
-            .ok_or_else(|| ApiError::Internal("store returned no admission".into()))?;
+            .ok_or_else(|| StoreError::Io("the store answered no admission".into()))?;
         let result = self.settle(admitted, class);
         self.metrics
             .admission_latency(started.elapsed().as_secs_f64());
@@ -357,17 +376,17 @@ impl Admitter {
     }
 
     /// Admits a batch: every valid item is stored in one write; invalid
-    /// items are reported by index and do not affect the others.
+    /// items are answered in their place and do not affect the others.
     ///
     /// # Errors
-    /// 503 when the store is down (nothing of the batch is stored).
+    /// The store being down (nothing of the batch is stored).
     pub async fn admit_batch(
         &self,
         who: &Principal,
-        items: Vec<Result<SendRequest, ApiError>>,
-    ) -> Result<Vec<(usize, Result<Admission, ApiError>)>, ApiError> {
+        items: Vec<Outgoing>,
+    ) -> Result<Vec<Result<Admission, AdmissionError>>, AdmissionError> {
         let started = Instant::now();
-        let mut results: Vec<(usize, Result<Admission, ApiError>)> =
+        let mut results: Vec<Option<Result<Admission, AdmissionError>>> =
             Vec::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
         let mut valid_index = Vec::with_capacity(items.len());
@@ -378,14 +397,15 @@ impl Admitter {
             if index % PREPARE_BETWEEN_YIELDS == PREPARE_BETWEEN_YIELDS - 1 {
                 tokio::task::yield_now().await;
             }
-            match item.and_then(|req| self.prepare(who, req)) {
+            match self.prepare(who, item) {
                 Ok(m) => {
                     valid_index.push(index);
                     valid.push(m);
+                    results.push(None);
                 }
                 Err(e) => {
-                    self.count_rejection(&e);
-                    results.push((index, Err(e)));
+                    self.metrics.rejected(e.code());
+                    results.push(Some(Err(e)));
                 }
             }
         }
@@ -393,17 +413,26 @@ impl Admitter {
             let classes: Vec<Class> = valid.iter().map(|m| m.message.class).collect();
             let admitted = self.store.admit(valid).await?;
             for ((index, a), class) in valid_index.into_iter().zip(admitted).zip(classes) {
-                results.push((index, self.settle(a, class)));
+                results[index] = Some(self.settle(a, class));
             }
         }
-        results.sort_by_key(|(i, _)| *i);
         self.metrics
             .admission_latency(started.elapsed().as_secs_f64());
-        Ok(results)
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(
+                        StoreError::Io("the store answered fewer admissions than asked".into())
+                            .into(),
+                    )
+                })
+            })
+            .collect())
     }
 
-    /// Counts a store answer and turns refusals into their API errors.
-    fn settle(&self, admitted: Admission, class: Class) -> Result<Admission, ApiError> {
+    /// Counts a store answer and turns refusals into their errors.
+    fn settle(&self, admitted: Admission, class: Class) -> Result<Admission, AdmissionError> {
         match admitted {
             Admission::Created(_) => {
                 self.metrics.accepted(class, 1);
@@ -413,7 +442,7 @@ impl Admitter {
             Admission::RateLimited { retry_after } => {
                 self.metrics.rate_limited(class);
                 let secs = retry_after_seconds(retry_after);
-                Err(ApiError::RateLimited {
+                Err(AdmissionError::RateLimited {
                     retry_after: secs,
                     message: format!(
                         "`to` has reached its {} limit; retry in {secs} s",
@@ -430,16 +459,6 @@ impl Admitter {
                 .into())
             }
         }
-    }
-
-    fn count_rejection(&self, e: &ApiError) {
-        let code: &'static str = match e {
-            ApiError::Invalid(f) => f.code,
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::RateLimited { .. } => "rate_limited",
-            _ => "other",
-        };
-        self.metrics.rejected(code);
     }
 }
 

@@ -7,8 +7,8 @@
 //! moment later therefore never waits behind lower-class messages that were
 //! claimed early; at most one window of them is already in flight.
 //!
-//! Outcomes and receipts are recorded by their own tasks in batches, so the
-//! submit loop never waits on the store's commits.
+//! Outcomes are recorded by their own task in batches ([`crate::recorder`]),
+//! so the submit loop never waits on the store's commits.
 //!
 //! A connector that stays not ready (e.g. every SMPP bind down or refused)
 //! for longer than `failover_after` has its queue swept: messages whose route
@@ -28,16 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::connector::{Connector, ConnectorEvent, SubmitAck, SubmitError, SubmitFailure};
-use crate::inbound::InboundHandler;
+use crate::connector::{Connector, SubmitAck, SubmitError, SubmitFailure};
 use crate::metrics::Metrics;
 use crate::model::{Message, Micros, PartialSubmit, now_micros};
-use crate::store::{Outcome, Receipt, Store, StoreError};
+use crate::store::{Outcome, Store};
 
 /// Most messages claimed in one go.
 const MAX_CLAIM: usize = 512;
-/// Most outcomes or receipts recorded in one store call.
-const MAX_RECORD_BATCH: usize = 4096;
 /// Most messages one failover sweep holds aside because their route has no
 /// next connector (ids only, 16 bytes each). Messages queued behind more
 /// than this many such messages wait for a later sweep.
@@ -70,9 +67,6 @@ impl From<&crate::config::DispatchConfig> for DispatchSettings {
     }
 }
 
-/// Where final messages go (webhooks, broadcast progress).
-pub type FinalSender = mpsc::UnboundedSender<Message>;
-
 /// Runs the dispatcher of `connector` until `shutdown`, then drains its
 /// window for at most `drain_timeout`.
 pub fn spawn_dispatcher(
@@ -81,15 +75,13 @@ pub fn spawn_dispatcher(
     connector: Arc<dyn Connector>,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
-    finals: Option<FinalSender>,
     shutdown: CancellationToken,
 ) {
     let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(connector.window().max(64) * 4);
-    tracker.spawn(record_outcomes(
+    tracker.spawn(crate::recorder::record_outcomes(
         store.clone(),
         outcome_rx,
         metrics.clone(),
-        finals,
     ));
     let dispatcher = Dispatcher {
         limiter: connector
@@ -451,148 +443,6 @@ pub fn backoff(settings: &DispatchSettings, attempts: u32, salt: u128) -> Durati
     #[allow(clippy::cast_precision_loss)]
     let unit = ((salt ^ (salt >> 64)) as u64 % 1000) as f64 / 1000.0;
     capped.mul_f64(0.8 + 0.4 * unit)
-}
-
-/// Records outcomes in batches until every dispatcher sender is gone.
-async fn record_outcomes(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Outcome>,
-    metrics: Arc<Metrics>,
-    finals: Option<FinalSender>,
-) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        let done = persist(&*store, Batch::Outcomes(std::mem::take(&mut batch))).await;
-        publish(done.unwrap_or_default(), &metrics, finals.as_ref());
-    }
-}
-
-/// Applies receipts and hands inbound messages to `inbound`, in batches,
-/// until the event channel closes. Each event's [`Ack`] fires once the batch
-/// write that holds it has committed (or failed), so connectors acknowledge
-/// the carrier only for what is durable, at one store write per batch.
-///
-/// [`Ack`]: crate::connector::Ack
-pub async fn record_receipts(
-    store: Arc<dyn Store>,
-    mut events: mpsc::Receiver<ConnectorEvent>,
-    metrics: Arc<Metrics>,
-    finals: Option<FinalSender>,
-    inbound: InboundHandler,
-) {
-    let mut batch = Vec::with_capacity(256);
-    while events.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        let mut receipts = Vec::with_capacity(batch.len());
-        let mut receipt_acks = Vec::with_capacity(batch.len());
-        let mut mos = Vec::new();
-        let mut mo_acks = Vec::new();
-        for ev in batch.drain(..) {
-            match ev {
-                ConnectorEvent::Receipt(r, ack) => {
-                    receipts.push(r);
-                    receipt_acks.push(ack);
-                }
-                ConnectorEvent::Inbound(mo, ack) => {
-                    mos.push(mo);
-                    mo_acks.push(ack);
-                }
-            }
-        }
-        if !mos.is_empty() {
-            let stored = inbound.handle(&*store, &metrics, mos).await;
-            for (ack, stored) in mo_acks.into_iter().zip(stored) {
-                ack.finish(stored);
-            }
-        }
-        let done = persist(&*store, Batch::Receipts(receipts)).await;
-        let stored = done.is_some();
-        for ack in receipt_acks {
-            ack.finish(stored);
-        }
-        publish(done.unwrap_or_default(), &metrics, finals.as_ref());
-    }
-}
-
-/// Facts to write: outcomes of submits or carrier receipts.
-enum Batch {
-    Outcomes(Vec<Outcome>),
-    Receipts(Vec<Receipt>),
-}
-
-/// Writes `batch`, retrying while the store is unavailable: outcomes and
-/// receipts are facts that must not be dropped. Returns the messages that
-/// became final, or `None` when the store is closed and nothing was written.
-async fn persist(store: &dyn Store, batch: Batch) -> Option<Vec<Message>> {
-    let len = match &batch {
-        Batch::Outcomes(b) => b.len(),
-        Batch::Receipts(b) => b.len(),
-    };
-    if len == 0 {
-        return Some(Vec::new());
-    }
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let result = match &batch {
-            Batch::Outcomes(b) => store.record(b.clone()).await,
-            Batch::Receipts(b) => store.apply_receipts(b.clone()).await,
-        };
-        match result {
-            Ok(done) => return Some(done),
-            Err(StoreError::Closed) => {
-                tracing::warn!(
-                    count = len,
-                    "store closed; results not recorded (messages stay queued, receipts are left to the carrier to resend)"
-                );
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "recording failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-fn publish(done: Vec<Message>, metrics: &Metrics, finals: Option<&FinalSender>) {
-    for m in done {
-        metrics.finished(&m);
-        if let Some(tx) = finals {
-            let _ = tx.send(m);
-        }
-    }
-}
-
-/// Runs store maintenance (retries due, expiries, purges) every `every`.
-pub async fn run_maintenance(
-    store: Arc<dyn Store>,
-    idempotency_ttl: Duration,
-    every: Duration,
-    metrics: Arc<Metrics>,
-    finals: Option<FinalSender>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match store.maintain(now_micros(), idempotency_ttl).await {
-            Ok(report) => {
-                if report.promoted > 0 || !report.expired.is_empty() {
-                    tracing::debug!(
-                        promoted = report.promoted,
-                        expired = report.expired.len(),
-                        "maintenance"
-                    );
-                }
-                publish(report.expired, &metrics, finals.as_ref());
-            }
-            Err(e) => tracing::warn!(error = %e, "maintenance failed"),
-        }
-    }
 }
 
 #[cfg(test)]

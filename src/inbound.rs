@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::SendRequest;
-use crate::api::App;
-use crate::api::auth::{Principal, Scopes};
+use crate::admission::{Admitter, Outgoing};
+use crate::auth::{Principal, Scope};
 use crate::connector::InboundMessage;
 use crate::metrics::Metrics;
+use crate::model::InboundRecord;
 use crate::model::{Class, MessageId, now_micros};
-use crate::store::{InboundRecord, Store, StoreError};
+use crate::script::Scripts;
+use crate::store::{Store, StoreError};
 
 /// Principal that automatic replies are sent as.
 pub const REPLY_PRINCIPAL: &str = "inbound-reply";
@@ -66,8 +67,10 @@ impl InboundSettings {
 #[derive(Default)]
 pub struct InboundHandler {
     settings: InboundSettings,
-    /// Scripts (`on_inbound`) and admission (replies), when running in a gateway.
-    app: Option<Arc<App>>,
+    /// The operator's `on_inbound` hook, when running in a gateway.
+    scripts: Option<Arc<Scripts>>,
+    /// Admits automatic replies, when running in a gateway.
+    replies: Option<Arc<Admitter>>,
 }
 
 impl InboundHandler {
@@ -75,14 +78,17 @@ impl InboundHandler {
     pub fn new(settings: InboundSettings) -> Self {
         InboundHandler {
             settings,
-            app: None,
+            scripts: None,
+            replies: None,
         }
     }
 
-    /// Also runs `on_inbound` and sends replies through `app`.
+    /// Also runs `on_inbound` from `scripts` and admits the replies it asks
+    /// for through `admitter`.
     #[must_use]
-    pub fn with_app(mut self, app: Arc<App>) -> Self {
-        self.app = Some(app);
+    pub fn with_scripts(mut self, scripts: Arc<Scripts>, admitter: Arc<Admitter>) -> Self {
+        self.scripts = Some(scripts);
+        self.replies = Some(admitter);
         self
     }
 
@@ -102,9 +108,9 @@ impl InboundHandler {
         let mut replies = Vec::new();
         for (index, mo) in mos.into_iter().enumerate() {
             let decision = self
-                .app
+                .scripts
                 .as_ref()
-                .map(|app| app.scripts.on_inbound(&mo))
+                .map(|scripts| scripts.on_inbound(&mo))
                 .unwrap_or_default();
             let action = self.settings.action(&mo.body);
             if decision.drop {
@@ -151,9 +157,9 @@ impl InboundHandler {
                 stored[index] = ok;
             }
         }
-        if let Some(app) = &self.app {
+        if let Some(admitter) = &self.replies {
             for (to, body) in replies {
-                send_reply(app, to, body).await;
+                send_reply(admitter, to, body).await;
             }
         }
         stored
@@ -177,26 +183,13 @@ async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) -> b
     }
 }
 
-/// Sends an automatic reply as a transactional message.
-async fn send_reply(app: &App, to: String, body: String) {
-    let who = Principal {
-        name: REPLY_PRINCIPAL.to_string(),
-        scopes: Scopes::parse("send").unwrap_or_default(),
-    };
-    let request = SendRequest {
-        to,
-        body: Some(body),
-        template: None,
-        vars: None,
-        class: Some(Class::Transactional),
-        from: None,
-        idempotency_key: None,
-        callback_url: None,
-        locale: None,
-        validity_seconds: None,
-        tags: Some(vec!["auto-reply".to_string()]),
-    };
-    match app.admitter.admit_one(&who, request).await {
+/// Sends an automatic reply as a transactional message, admitted like any
+/// other (limits and routing included) under the [`REPLY_PRINCIPAL`].
+async fn send_reply(admitter: &Admitter, to: String, body: String) {
+    let who = Principal::internal(REPLY_PRINCIPAL, &[Scope::Send]);
+    let mut reply = Outgoing::text(to, body, Class::Transactional);
+    reply.tags = vec!["auto-reply".to_string()];
+    match admitter.admit_one(&who, reply).await {
         Ok(_) => tracing::info!("automatic reply queued"),
         Err(e) => tracing::warn!(error = %e, "automatic reply refused"),
     }

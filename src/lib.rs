@@ -19,20 +19,25 @@
 pub mod admin;
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod dispatch;
+pub mod error;
 pub mod inbound;
 pub mod limits;
+pub mod maintenance;
 pub mod metrics;
 pub mod model;
+pub mod recorder;
 pub mod script;
 pub mod server;
 pub mod smsc_sim;
 pub mod store;
 pub mod telemetry;
 pub mod text;
+pub mod view;
 pub mod webhook;
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use crate::text::Encoding;
+pub use receipt::{InboundRecord, Receipt, ReceiptState};
+
+mod receipt;
 
 /// Microseconds since the Unix epoch. Every stored timestamp uses it.
 pub type Micros = i64;

@@ -203,19 +203,17 @@ impl Gateway {
                 connector.clone(),
                 settings.clone(),
                 metrics.clone(),
-                None,
                 dispatch_stop.clone(),
             );
         }
-        let receipts = tokio::spawn(dispatch::record_receipts(
+        let receipts = tokio::spawn(crate::recorder::record_receipts(
             store.clone(),
             events_rx,
             metrics.clone(),
-            None,
             crate::inbound::InboundHandler::new(crate::inbound::InboundSettings::from_config(
                 &config.inbound,
             ))
-            .with_app(app.clone()),
+            .with_scripts(app.scripts.clone(), app.admitter.clone()),
         ));
         workers.spawn(crate::webhook::run(
             store.clone(),
@@ -226,12 +224,11 @@ impl Gateway {
             metrics.clone(),
             dispatch_stop.clone(),
         ));
-        workers.spawn(dispatch::run_maintenance(
+        workers.spawn(crate::maintenance::run_maintenance(
             store.clone(),
             config.messages.idempotency_ttl,
             Duration::from_secs(1),
             metrics.clone(),
-            None,
             dispatch_stop.clone(),
         ));
         workers.close();

@@ -16,11 +16,11 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::messages::MessageView;
 use crate::config::WebhooksConfig;
 use crate::metrics::Metrics;
 use crate::model::{Micros, now_micros};
 use crate::store::{Store, WebhookEvent, WebhookJob, WebhookResult};
+use crate::view::{InboundView, MessageView};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-herald-signature";
@@ -286,8 +286,7 @@ impl Worker {
                     .inbound_secret
                     .clone()
                     .ok_or(PayloadError::Unsigned("inbound.webhook_secret"))?;
-                let body = serde_json::to_vec(&crate::api::inbound::InboundView::from(record))
-                    .map_err(encode)?;
+                let body = serde_json::to_vec(&InboundView::from(record)).map_err(encode)?;
                 Ok((body, Some(secret), "inbound"))
             }
         }

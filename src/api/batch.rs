@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::AppState;
 use super::error::{ApiError, body_rejection, check_object, json_error, require_json};
-use crate::admission::SendRequest;
+use super::request::SendRequest;
 
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 10_000;

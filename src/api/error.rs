@@ -12,6 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
+use crate::admission::AdmissionError;
+use crate::auth::{AuthError, MissingScope};
+use crate::error::FieldError;
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -27,29 +30,6 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human text; for 422 it names the field.
     pub message: String,
-}
-
-/// A problem with one field of a request (422), also used per batch item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        FieldError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn detail(&self) -> ErrorDetail {
-        ErrorDetail {
-            code: self.code.to_string(),
-            message: self.message.clone(),
-        }
-    }
 }
 
 /// Every error an API handler can return.
@@ -132,6 +112,40 @@ impl ApiError {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::Invalid(e)
+    }
+}
+
+impl From<MissingScope> for ApiError {
+    fn from(e: MissingScope) -> Self {
+        ApiError::Forbidden(e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized => ApiError::Unauthorized,
+            AuthError::Store(e) => e.into(),
+            AuthError::ShuttingDown => ApiError::Unavailable("shutting down".into()),
+            AuthError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        match e {
+            AdmissionError::Invalid(f) => ApiError::Invalid(f),
+            AdmissionError::Forbidden(reason) => ApiError::Forbidden(reason),
+            AdmissionError::RateLimited {
+                retry_after,
+                message,
+            } => ApiError::RateLimited {
+                retry_after,
+                message,
+            },
+            AdmissionError::Store(e) => e.into(),
+        }
     }
 }
 

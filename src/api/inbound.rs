@@ -7,40 +7,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Principal, Scope};
 use super::error::{ApiError, ErrorBody};
-use crate::model::{MessageId, format_micros};
-use crate::store::InboundRecord;
+use crate::auth::{Principal, Scope};
+use crate::model::MessageId;
+use crate::view::InboundView;
 
 /// Most items per page.
 pub const MAX_PAGE: usize = 1000;
-
-/// An inbound message.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct InboundView {
-    pub id: String,
-    pub connector: String,
-    pub from: String,
-    pub to: String,
-    pub body: String,
-    pub received_at: String,
-    /// `opt_out` or `opt_in` when the body was a STOP/START keyword.
-    pub action: Option<String>,
-}
-
-impl From<&InboundRecord> for InboundView {
-    fn from(r: &InboundRecord) -> Self {
-        InboundView {
-            id: r.id.to_string(),
-            connector: r.connector.clone(),
-            from: r.from.clone(),
-            to: r.to.clone(),
-            body: r.body.clone(),
-            received_at: format_micros(r.received_at),
-            action: r.action.clone(),
-        }
-    }
-}
 
 /// Paging parameters.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Principal, Scope};
 use super::batch::{BatchBody, parse_batch};
 use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
-use crate::admission::SendRequest;
-use crate::model::{Message, MessageId, format_micros, now_micros};
+use super::request::SendRequest;
+use crate::auth::{Principal, Scope};
+use crate::model::{Message, MessageId, now_micros};
 use crate::store::Admission;
+use crate::view::MessageView;
 
 pub use super::batch::MAX_BATCH;
 
@@ -73,57 +74,6 @@ pub struct BatchResponse {
     pub rejected: Vec<BatchRejected>,
 }
 
-/// A message and its progress.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MessageView {
-    pub id: String,
-    pub to: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    pub class: String,
-    /// queued, submitted, delivered, failed, expired, rejected, canceled, rate_limited
-    pub status: String,
-    pub encoding: String,
-    pub segments: u32,
-    pub connector: Option<String>,
-    pub smsc_message_ids: Vec<String>,
-    pub error: Option<String>,
-    pub attempts: u32,
-    pub tags: Vec<String>,
-    pub created_at: String,
-    pub submitted_at: Option<String>,
-    pub done_at: Option<String>,
-    pub expires_at: String,
-    /// When `on_submit` held the message until (e.g. quiet hours); absent
-    /// when it was not deferred.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
-}
-
-impl MessageView {
-    pub fn from_message(m: &Message) -> Self {
-        MessageView {
-            id: m.id.to_string(),
-            to: m.to.clone(),
-            from: m.from.clone(),
-            class: m.class.as_str().to_string(),
-            status: m.visible_status(now_micros()).as_str().to_string(),
-            encoding: m.encoding.as_str().to_string(),
-            segments: m.segments,
-            connector: m.connector.clone(),
-            smsc_message_ids: m.smsc_message_ids.clone(),
-            error: m.error.clone(),
-            attempts: m.attempts,
-            tags: m.tags.clone(),
-            created_at: format_micros(m.created_at),
-            submitted_at: m.submitted_at.map(format_micros),
-            done_at: m.done_at.map(format_micros),
-            expires_at: format_micros(m.expires_at),
-            not_before: m.not_before.map(format_micros),
-        }
-    }
-}
-
 /// Send one message.
 #[utoipa::path(
     post, path = "/v1/messages", tag = "messages",
@@ -148,7 +98,7 @@ pub async fn send(
 ) -> Result<Response, ApiError> {
     who.require(Scope::Send)?;
     app.ensure_accepting()?;
-    let admitted = app.admitter.admit_one(&who, req).await?;
+    let admitted = app.admitter.admit_one(&who, req.into_outgoing()?).await?;
     let mut headers = HeaderMap::new();
     if matches!(admitted, Admission::Existing(_)) {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -189,12 +139,35 @@ pub async fn send_batch(
     who.require(Scope::Send)?;
     app.ensure_accepting()?;
     let items = parse_batch(&body.bytes, app.config.http.max_body_bytes)?;
-    let results = app.admitter.admit_batch(&who, items).await?;
+    // Items that do not even parse keep their error in place; the rest are
+    // admitted together (one store write).
+    let mut results: Vec<Option<Result<Admission, ApiError>>> = Vec::with_capacity(items.len());
+    let mut valid = Vec::with_capacity(items.len());
+    let mut valid_index = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match item.and_then(|req| req.into_outgoing().map_err(ApiError::from)) {
+            Ok(out) => {
+                valid.push(out);
+                valid_index.push(index);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if !valid.is_empty() {
+        let admitted = app.admitter.admit_batch(&who, valid).await?;
+        for (index, a) in valid_index.into_iter().zip(admitted) {
+            results[index] = Some(a.map_err(ApiError::from));
+        }
+    }
     let mut response = BatchResponse {
         accepted: Vec::new(),
         rejected: Vec::new(),
     };
-    for (index, result) in results {
+    for (index, result) in results.into_iter().enumerate() {
+        let Some(result) = result else {
+            continue;
+        };
         match result {
             Ok(a) => match a.message() {
                 Some(m) => response.accepted.push(BatchAccepted {

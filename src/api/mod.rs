@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod messages;
 pub mod openapi;
 pub mod ops;
+pub mod request;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +33,12 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::path::HttpMethod;
 
 use crate::admission::Admitter;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connector::Connector;
 use crate::metrics::Metrics;
 use crate::script::Scripts;
 use crate::store::Store;
-use auth::Authenticator;
 use batch::BatchBudget;
 use error::ApiError;
 
@@ -47,7 +48,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
-    pub admitter: Admitter,
+    pub admitter: Arc<Admitter>,
     pub connectors: Vec<Arc<dyn Connector>>,
     /// Routing, hooks and templates (also `on_inbound` and `cap_area`).
     pub scripts: Arc<Scripts>,
@@ -73,13 +74,13 @@ impl App {
                 config.http.max_batch_bytes_in_flight,
                 config.http.max_batch_body_bytes,
             ),
-            admitter: Admitter::new(
+            admitter: Arc::new(Admitter::new(
                 &config,
                 store.clone(),
                 metrics.clone(),
                 scripts.clone(),
                 crate::connector::health_of(&connectors),
-            ),
+            )),
             config,
             store,
             metrics,
@@ -199,7 +200,7 @@ pub fn routes() -> Vec<Route> {
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),
-        Route::new::<ops::__path_openapi, _, _>(ops::openapi, Single),
+        Route::new::<openapi::__path_serve, _, _>(openapi::serve, Single),
     ]
 }
 

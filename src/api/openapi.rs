@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 //! `tests/it/openapi.rs` keeps `docs/openapi.json` equal to it.
 
+use axum::Json;
+use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -17,7 +19,7 @@ use super::{inbound, messages, ops};
         ops::healthz,
         ops::readyz,
         ops::metrics,
-        ops::openapi,
+        serve,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -46,4 +48,11 @@ pub fn pretty_json() -> String {
     ApiDoc::openapi()
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
+pub async fn serve() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::AppState;
 
@@ -88,11 +88,4 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         )],
         text,
     )
-}
-
-/// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
-pub async fn openapi() -> impl IntoResponse {
-    Json(super::openapi::ApiDoc::openapi())
 }

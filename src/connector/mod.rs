@@ -1,6 +1,7 @@
 //! Carrier connectors: the [`Connector`] trait the dispatcher submits
-//! through, and the events (receipts, inbound messages, link state) that
-//! connectors report back on one channel.
+//! through, the events (receipts and inbound messages) that connectors
+//! report back on one channel, and their readiness ([`Health`]) that
+//! routing consults.
 
 pub mod sim;
 pub mod smpp;
@@ -11,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::model::Receipt;
 use crate::model::{Message, PartialSubmit};
-use crate::store::Receipt;
 
 /// A carrier accepted the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +129,12 @@ pub trait Connector: Send + Sync + 'static {
     async fn shutdown(&self);
 }
 
+/// Whether the connector of a name can take submits now (its
+/// [`Connector::is_ready`]); routing lists ready connectors first.
+pub type Health = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Readiness by connector name, for routing: `false` for unknown names.
-pub fn health_of(connectors: &[Arc<dyn Connector>]) -> crate::script::Health {
+pub fn health_of(connectors: &[Arc<dyn Connector>]) -> Health {
     let connectors: Vec<Arc<dyn Connector>> = connectors.to_vec();
     Arc::new(move |name: &str| connectors.iter().any(|c| c.name() == name && c.is_ready()))
 }

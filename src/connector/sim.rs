@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Ack, Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::model::{Message, now_micros};
-use crate::store::{Receipt, ReceiptState};
+
+use crate::model::{Receipt, ReceiptState};
 
 /// Settings of one simulated carrier.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Position};
 
-/// Whether a connector can take submits now (its `is_ready`).
-pub type Health = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+use crate::connector::Health;
+
 /// The current time; tests and `herald script test --at` pin it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rhai::{AST, Engine};
 
 use super::error::{Problem, Source};
-use super::template::Plain;
+use super::plain::Plain;
 
 /// Largest script or template file read.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;

@@ -23,6 +23,7 @@ pub mod error;
 pub mod helpers;
 pub mod hooks;
 pub mod library;
+mod plain;
 pub mod reload;
 pub mod route;
 pub mod template;
@@ -38,7 +39,7 @@ use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 
 pub use engine::{ErrorKind, Limits};
 pub use error::{Problem, ScriptError, Source, TemplateError};
-pub use helpers::{Clock, Health, ScriptEnv};
+pub use helpers::{Clock, ScriptEnv};
 pub use hooks::{InboundDecision, SubmitDecision};
 pub use library::Hook;
 pub use route::{RouteDecision, order_by_health};

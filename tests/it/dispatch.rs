@@ -103,16 +103,14 @@ async fn rig(carriers: Vec<Arc<ScriptedCarrier>>, max_attempts: u32) -> Rig {
             c,
             settings(max_attempts),
             metrics.clone(),
-            None,
             stop.clone(),
         );
     }
-    tracker.spawn(herald::dispatch::run_maintenance(
+    tracker.spawn(herald::maintenance::run_maintenance(
         store.clone(),
         Duration::from_secs(3600),
         Duration::from_millis(10),
         metrics,
-        None,
         stop.clone(),
     ));
     Rig {

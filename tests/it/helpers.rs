@@ -85,7 +85,7 @@ impl TestApp {
 
     /// Creates an API key and returns `(token, webhook secret)`.
     pub async fn create_key_with_secret(&self, name: &str, scopes: &str) -> (String, String) {
-        let unique = format!("{name}-{}", herald::api::auth::random_hex(4).expect("rng"));
+        let unique = format!("{name}-{}", herald::auth::random_hex(4).expect("rng"));
         let request = AdminRequest::ApiKeyCreate {
             name: unique,
             scopes: scopes.into(),
@@ -280,7 +280,7 @@ impl TestRedis {
         if let Ok(url) = std::env::var("HERALD_TEST_REDIS_URL") {
             return TestRedis {
                 url,
-                prefix: format!("t{}", herald::api::auth::random_hex(6).expect("rng")),
+                prefix: format!("t{}", herald::auth::random_hex(6).expect("rng")),
                 server: None,
             };
         }

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::connector::{Ack, ConnectorEvent, InboundMessage};
-use herald::dispatch::record_receipts;
 use herald::inbound::{InboundHandler, InboundSettings};
 use herald::metrics::Metrics;
 use herald::model::{Class, Status, now_micros};
-use herald::store::{EmbeddedStore, NewMessage, Outcome, Receipt, ReceiptState, Store};
+use herald::model::{Receipt, ReceiptState};
+use herald::recorder::record_receipts;
+use herald::store::{EmbeddedStore, NewMessage, Outcome, Store};
 use serde_json::Value;
 
 use crate::helpers::TestApp;
@@ -45,7 +46,6 @@ async fn deliver_inbound(
         store.clone(),
         rx,
         Arc::new(Metrics::new()),
-        None,
         InboundHandler::new(settings),
     ));
     for e in events {
@@ -141,7 +141,6 @@ async fn receipts_and_inbound_messages_are_acked_after_their_store_write_and_ref
         store.clone(),
         rx,
         Arc::new(Metrics::new()),
-        None,
         InboundHandler::new(InboundSettings {
             stop_keywords: vec!["STOP".into()],
             ..InboundSettings::default()

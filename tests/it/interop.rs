@@ -16,7 +16,8 @@ use herald::connector::smpp::{SmppConnector, SmppSettings};
 use herald::connector::{Connector, ConnectorEvent, InboundMessage};
 use herald::model::{Class, Message};
 use herald::smsc_sim::{SimConfig, SmscSim};
-use herald::store::{Receipt, ReceiptState};
+
+use herald::model::{Receipt, ReceiptState};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;

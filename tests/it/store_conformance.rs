@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use herald::limits::LimitPolicy;
 use herald::model::Micros;
 use herald::model::{Class, Message, MessageId, PartialSubmit, Status, now_micros};
+use herald::model::{InboundRecord, Receipt, ReceiptState};
 use herald::store::{
-    Admission, ApiKeyRecord, EmbeddedStore, InboundRecord, NewMessage, Outcome, Receipt,
-    ReceiptState, RedisSettings, RedisStore, Role, Store, WebhookEvent, WebhookResult,
+    Admission, ApiKeyRecord, EmbeddedStore, NewMessage, Outcome, RedisSettings, RedisStore, Role,
+    Store, WebhookEvent, WebhookResult,
 };
 
 /// Opens a store; `reopen` gives the same data after `close` (restart).

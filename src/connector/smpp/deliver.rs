@@ -13,7 +13,7 @@
 use rusmpp::{pdus::DeliverSm, tlvs::TlvValue, values::MessageState};
 
 use super::inbound::{self, MoPart};
-use crate::store::ReceiptState;
+use crate::model::ReceiptState;
 
 /// esm_class message-type bits (2–5).
 const ESM_TYPE_MASK: u8 = 0x3C;

@@ -43,8 +43,8 @@ use super::settings::SmppSettings;
 use super::status;
 use super::transport::{ConnectError, Events, Transport};
 use crate::connector::{Ack, ConnectorEvent, EventSender, InboundMessage};
+use crate::model::Receipt;
 use crate::model::now_micros;
-use crate::store::Receipt;
 
 /// A bind that stayed up this long counts as healthy: the next reconnect
 /// starts again from `reconnect_min`.

@@ -23,9 +23,9 @@ use tokio_util::codec::Framed;
 use super::{SmppConnector, SmppSettings};
 use crate::config::Config;
 use crate::connector::{Connector, ConnectorEvent, SubmitError};
+use crate::model::ReceiptState;
 use crate::model::{Class, Message};
 use crate::smsc_sim::{BindKind, SimConfig, SmscSim};
-use crate::store::ReceiptState;
 
 const STEP: Duration = Duration::from_secs(5);
 
@@ -115,7 +115,7 @@ impl Rig {
     }
 
     /// The next receipt, acknowledged as stored.
-    async fn next_receipt(&mut self) -> crate::store::Receipt {
+    async fn next_receipt(&mut self) -> crate::model::Receipt {
         loop {
             if let ConnectorEvent::Receipt(r, ack) = self.next_event().await {
                 ack.finish(true);

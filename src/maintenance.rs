@@ -1,0 +1,43 @@
+//! Store maintenance: the periodic pass that moves due retries back to
+//! their queues, expires messages past their validity and purges aged
+//! idempotency keys and unmatched receipts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::model::now_micros;
+use crate::store::Store;
+
+/// Runs store maintenance (retries due, expiries, purges) every `every`.
+pub async fn run_maintenance(
+    store: Arc<dyn Store>,
+    idempotency_ttl: Duration,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.maintain(now_micros(), idempotency_ttl).await {
+            Ok(report) => {
+                if report.promoted > 0 || !report.expired.is_empty() {
+                    tracing::debug!(
+                        promoted = report.promoted,
+                        expired = report.expired.len(),
+                        "maintenance"
+                    );
+                }
+                crate::recorder::publish(report.expired, &metrics);
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+        }
+    }
+}
