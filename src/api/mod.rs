@@ -200,7 +200,7 @@ pub fn routes() -> Vec<Route> {
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),
-        Route::new::<openapi::__path_serve, _, _>(openapi::serve, Single),
+        Route::new::<openapi::__path_openapi, _, _>(openapi::openapi, Single),
     ]
 }
 

@@ -19,7 +19,7 @@ use super::{inbound, messages, ops};
         ops::healthz,
         ops::readyz,
         ops::metrics,
-        serve,
+        openapi,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -53,6 +53,6 @@ pub fn pretty_json() -> String {
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
-pub async fn serve() -> impl IntoResponse {
+pub async fn openapi() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
