@@ -18,7 +18,7 @@ use crate::limits::{Limits, retry_after_seconds};
 use crate::metrics::Metrics;
 use crate::model::{Class, Message, MessageId, Micros, Status, format_micros, now_micros};
 use crate::script::{self, RouteDecision, ScriptMessage, Scripts, SubmitDecision, TemplateError};
-use crate::store::{Admission, NewMessage, Store, StoreError};
+use crate::store::{Admission, MessageStore, NewMessage, StoreError};
 use crate::text;
 
 /// Longest idempotency key.
@@ -114,7 +114,7 @@ impl AdmissionError {
 
 /// Turns requests into stored messages.
 pub struct Admitter {
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageStore>,
     metrics: Arc<Metrics>,
     max_segments: u32,
     default_region: Option<text::Region>,
@@ -130,7 +130,7 @@ pub struct Admitter {
 impl Admitter {
     pub fn new(
         config: &Config,
-        store: Arc<dyn Store>,
+        store: Arc<dyn MessageStore>,
         metrics: Arc<Metrics>,
         scripts: Arc<Scripts>,
         health: Health,

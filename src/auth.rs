@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::model::now_micros;
-use crate::store::{ApiKeyRecord, Store, StoreError};
+use crate::store::{ApiKeyRecord, KeyStore, StoreError};
 
 /// How long a verified token is trusted without asking the store again
 /// (also how long a revocation may take to reach a running server).
@@ -185,7 +185,7 @@ struct Cached {
 /// Verifies Bearer tokens against the store, with a digest cache of good
 /// tokens and one of wrong ones.
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     /// Digests of tokens whose secret failed verification, and when.
@@ -194,7 +194,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: Arc<dyn KeyStore>, metrics: Arc<Metrics>) -> Self {
         Authenticator {
             store,
             metrics,
@@ -391,7 +391,11 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
 ///
 /// # Errors
 /// Invalid input, a taken name, or a store failure, as text for the CLI.
-pub async fn create_api_key(store: &dyn Store, name: &str, scopes: &str) -> Result<String, String> {
+pub async fn create_api_key(
+    store: &dyn KeyStore,
+    name: &str,
+    scopes: &str,
+) -> Result<String, String> {
     let (name, scopes) = (name.to_string(), scopes.to_string());
     let (token, record) = tokio::task::spawn_blocking(move || new_api_key(&name, &scopes))
         .await

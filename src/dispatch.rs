@@ -31,7 +31,7 @@ use tracing::Instrument;
 use crate::connector::{Connector, SubmitAck, SubmitError, SubmitFailure};
 use crate::metrics::Metrics;
 use crate::model::{Message, Micros, PartialSubmit, now_micros};
-use crate::store::{Outcome, Store};
+use crate::store::{MessageStore, Outcome};
 
 /// Most messages claimed in one go.
 const MAX_CLAIM: usize = 512;
@@ -71,7 +71,7 @@ impl From<&crate::config::DispatchConfig> for DispatchSettings {
 /// window for at most `drain_timeout`.
 pub fn spawn_dispatcher(
     tracker: &TaskTracker,
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageStore>,
     connector: Arc<dyn Connector>,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
@@ -110,7 +110,7 @@ fn burst_for(tps: NonZeroU32) -> NonZeroU32 {
 type SubmitResult = (Message, Micros, Result<SubmitAck, SubmitFailure>);
 
 struct Dispatcher {
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageStore>,
     connector: Arc<dyn Connector>,
     limiter: Option<DefaultDirectRateLimiter>,
     settings: DispatchSettings,

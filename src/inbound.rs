@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::model::InboundRecord;
 use crate::model::{Class, MessageId, now_micros};
 use crate::script::Scripts;
-use crate::store::{Store, StoreError};
+use crate::store::{InboundStore, StoreError};
 
 /// Principal that automatic replies are sent as.
 pub const REPLY_PRINCIPAL: &str = "inbound-reply";
@@ -98,7 +98,7 @@ impl InboundHandler {
     /// be acknowledged to the carrier.
     pub async fn handle(
         &self,
-        store: &dyn Store,
+        store: &dyn InboundStore,
         metrics: &Metrics,
         mos: Vec<InboundMessage>,
     ) -> Vec<bool> {
@@ -168,7 +168,7 @@ impl InboundHandler {
 
 /// Records an opt-out or opt-in for a message that is otherwise dropped;
 /// false when it could not be recorded (the carrier is then asked to resend).
-async fn apply_keyword(store: &dyn Store, from: &str, action: Option<&str>) -> bool {
+async fn apply_keyword(store: &dyn InboundStore, from: &str, action: Option<&str>) -> bool {
     let result = match action {
         Some("opt_out") => store.opt_out(from, now_micros()).await,
         Some("opt_in") => store.opt_in(from).await.map(|_| ()),
@@ -198,7 +198,7 @@ async fn send_reply(admitter: &Admitter, to: String, body: String) {
 /// Stores inbound messages, retrying while the store is unavailable; false
 /// when the store is closed and they were not stored.
 async fn store_inbound(
-    store: &dyn Store,
+    store: &dyn InboundStore,
     records: Vec<InboundRecord>,
     webhook: Option<String>,
 ) -> bool {

@@ -9,11 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::model::now_micros;
-use crate::store::Store;
+use crate::store::MessageStore;
 
 /// Runs store maintenance (retries due, expiries, purges) every `every`.
 pub async fn run_maintenance(
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageStore>,
     idempotency_ttl: Duration,
     every: Duration,
     metrics: Arc<Metrics>,

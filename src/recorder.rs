@@ -12,16 +12,15 @@ use tokio::sync::mpsc;
 use crate::connector::ConnectorEvent;
 use crate::inbound::InboundHandler;
 use crate::metrics::Metrics;
-use crate::model::Message;
-use crate::model::Receipt;
-use crate::store::{Outcome, Store, StoreError};
+use crate::model::{Message, Receipt};
+use crate::store::{MessageStore, Outcome, Store, StoreError};
 
 /// Most outcomes or receipts recorded in one store call.
 const MAX_RECORD_BATCH: usize = 4096;
 
 /// Records outcomes in batches until every dispatcher sender is gone.
 pub async fn record_outcomes(
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageStore>,
     mut rx: mpsc::Receiver<Outcome>,
     metrics: Arc<Metrics>,
 ) {
@@ -86,7 +85,7 @@ enum Batch {
 /// Writes `batch`, retrying while the store is unavailable: outcomes and
 /// receipts are facts that must not be dropped. Returns the messages that
 /// became final, or `None` when the store is closed and nothing was written.
-async fn persist(store: &dyn Store, batch: Batch) -> Option<Vec<Message>> {
+async fn persist(store: &dyn MessageStore, batch: Batch) -> Option<Vec<Message>> {
     let len = match &batch {
         Batch::Outcomes(b) => b.len(),
         Batch::Receipts(b) => b.len(),

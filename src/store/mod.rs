@@ -231,9 +231,24 @@ pub struct MaintenanceReport {
     pub reclaimed: usize,
 }
 
-/// The store contract. Every implementation passes the conformance suite.
+/// The store contract, one role at a time: each caller depends on the
+/// roles it uses ([`MessageStore`] for admission and dispatch, [`KeyStore`]
+/// for authentication, [`InboundStore`] for inbound messages and opt-outs,
+/// [`WebhookStore`] for deliveries), and a feature that needs new state adds
+/// its own role trait. Every implementation passes the one conformance suite.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: MessageStore + KeyStore + InboundStore + WebhookStore {
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes and stops taking writes.
+    async fn close(&self);
+}
+
+/// Messages and their queues: admission, claims, outcomes, receipts and
+/// maintenance.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
     /// Persists and queues messages. Returns once they are durable: only
     /// then may the caller answer 202.
     async fn admit(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError>;
@@ -277,10 +292,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Messages waiting for a retry.
     fn retry_depth(&self) -> u64;
+}
 
-    /// Whether the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
+/// API keys: only argon2 hashes of their secrets.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Stores a new API key. `false` if the name is taken.
     async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError>;
 
@@ -292,7 +308,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes the key named `name`. `false` if there is none.
     async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError>;
+}
 
+/// Inbound messages and the opt-outs their STOP/START keywords set.
+#[async_trait]
+pub trait InboundStore: Send + Sync + 'static {
     /// Records that `number` opted out of marketing (STOP).
     async fn opt_out(&self, number: &str, at: Micros) -> Result<(), StoreError>;
 
@@ -316,7 +336,11 @@ pub trait Store: Send + Sync + 'static {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<InboundRecord>, StoreError>;
+}
 
+/// Webhook deliveries, queued by the writes that make them due.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
     /// Claims up to `max` webhook deliveries due at `now`; each stays claimed
     /// until `now + lease`, after which another claim may take it again.
     async fn claim_webhooks(
@@ -334,7 +358,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Webhook deliveries waiting (due or not).
     fn webhook_depth(&self) -> u64;
-
-    /// Flushes and stops taking writes.
-    async fn close(&self);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use herald::bench::redis_server::Persistence;
 use herald::limits::LimitPolicy;
 use herald::model::{Class, MessageId, Status, now_micros};
-use herald::store::{Admission, NewMessage, RedisSettings, RedisStore, Role, Store};
+use herald::store::{Admission, MessageStore, NewMessage, RedisSettings, RedisStore, Role, Store};
 
 use crate::helpers::TestRedis;
 use crate::store_conformance::message;

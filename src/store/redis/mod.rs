@@ -38,10 +38,10 @@ use tokio_util::task::TaskTracker;
 use self::decode::{array, corrupt, int, text};
 use self::lua::Scripts;
 use super::{
-    Admission, ApiKeyRecord, InboundRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths,
-    Receipt, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
+    Admission, ApiKeyRecord, InboundStore, KeyStore, MaintenanceReport, MessageStore, NewMessage,
+    Outcome, QueueDepths, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
 };
-use crate::model::{MessageId, Micros, Status, now_micros};
+use crate::model::{InboundRecord, MessageId, Micros, Receipt, Status, now_micros};
 
 /// Receipts nobody claimed within this are dropped (as in the embedded store).
 const EARLY_RECEIPT_TTL: Micros = 3_600_000_000;
@@ -612,6 +612,40 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Both connections: a failed PING also makes a dropped one reconnect.
+        let mut conn = self.shared.conn()?;
+        let mut claims = self.shared.claims.clone();
+        let ping = ::redis::cmd("PING");
+        let (a, b) = tokio::join!(
+            ping.query_async::<()>(&mut conn),
+            ping.query_async::<()>(&mut claims)
+        );
+        a.and(b).map_err(unavailable)
+    }
+
+    async fn close(&self) {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.stop.cancel();
+        self.tasks.wait().await;
+        if self.role == Role::Node {
+            // Whatever is still claimed goes back now rather than after a lease.
+            match self.shared.release(true).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "released claims at shutdown"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release claims; they return after the lease")
+                }
+            }
+        }
+        self.shared.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl MessageStore for RedisStore {
     async fn admit(&self, items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -813,19 +847,10 @@ impl Store for RedisStore {
     fn retry_depth(&self) -> u64 {
         self.shared.gauges.get(4)
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        // Both connections: a failed PING also makes a dropped one reconnect.
-        let mut conn = self.shared.conn()?;
-        let mut claims = self.shared.claims.clone();
-        let ping = ::redis::cmd("PING");
-        let (a, b) = tokio::join!(
-            ping.query_async::<()>(&mut conn),
-            ping.query_async::<()>(&mut claims)
-        );
-        a.and(b).map_err(unavailable)
-    }
-
+#[async_trait]
+impl KeyStore for RedisStore {
     async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError> {
         let s = &self.shared;
         let mut inv = s.invocation(&s.scripts.create_key, now_micros());
@@ -879,7 +904,10 @@ impl Store for RedisStore {
         inv.arg(name);
         Ok(int(&s.invoke(&inv).await?)? == 1)
     }
+}
 
+#[async_trait]
+impl InboundStore for RedisStore {
     async fn opt_out(&self, number: &str, at: Micros) -> Result<(), StoreError> {
         let mut conn = self.shared.conn()?;
         conn.hset::<_, _, _, ()>(self.shared.key("optouts"), number, at)
@@ -972,7 +1000,10 @@ impl Store for RedisStore {
             .map(|r| serde_json::from_str(&r).map_err(corrupt))
             .collect()
     }
+}
 
+#[async_trait]
+impl WebhookStore for RedisStore {
     async fn claim_webhooks(
         &self,
         now: Micros,
@@ -1031,25 +1062,6 @@ impl Store for RedisStore {
 
     fn webhook_depth(&self) -> u64 {
         self.shared.gauges.get(5)
-    }
-
-    async fn close(&self) {
-        if self.shared.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        self.stop.cancel();
-        self.tasks.wait().await;
-        if self.role == Role::Node {
-            // Whatever is still claimed goes back now rather than after a lease.
-            match self.shared.release(true).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(messages = n, "released claims at shutdown"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not release claims; they return after the lease")
-                }
-            }
-        }
-        self.shared.closed.store(true, Ordering::Relaxed);
     }
 }
 

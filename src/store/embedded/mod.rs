@@ -10,6 +10,7 @@
 //! claimed message keeps its durable queue row until its outcome is
 //! recorded, so after a crash it is simply queued again (at-least-once).
 
+use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,12 +24,14 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::memqueue::{Ready, ReadyQueues, Slot};
+
+mod keys;
 use super::{
-    Admission, ApiKeyRecord, InboundRecord, MaintenanceReport, NewMessage, Outcome, QueueDepths,
-    Receipt, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
+    Admission, InboundStore, MaintenanceReport, MessageStore, NewMessage, Outcome, QueueDepths,
+    Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
 };
 use crate::limits::{LimitDecision, decode_history, encode_history};
-use crate::model::{Class, Message, MessageId, Micros, Status, now_micros};
+use crate::model::{Class, InboundRecord, Message, MessageId, Micros, Receipt, Status, now_micros};
 
 /// id → message record (JSON).
 const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
@@ -44,10 +47,6 @@ const EARLY_RECEIPTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::ne
 const IDEMPOTENCY: TableDefinition<&str, (u128, i64)> = TableDefinition::new("idempotency");
 /// (created_at, owner \n key) → (): ages idempotency keys out in order.
 const IDEMPOTENCY_AGE: TableDefinition<(i64, &str), ()> = TableDefinition::new("idempotency_age");
-/// key id → API key record (JSON).
-const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
-/// key name → key id.
-const API_KEY_NAMES: TableDefinition<&str, &str> = TableDefinition::new("api_key_names");
 /// (class, recipient) → recent send times (little-endian i64s).
 const LIMITS: TableDefinition<(u8, &str), &[u8]> = TableDefinition::new("limits");
 /// number → when it opted out of marketing.
@@ -67,7 +66,7 @@ const MAX_ITEMS_PER_COMMIT: usize = 20_000;
 /// Most expired messages handled per maintenance pass.
 const EXPIRE_PER_PASS: usize = 10_000;
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
@@ -103,15 +102,6 @@ enum WriteOp {
         expire: Vec<(Slot, Ready)>,
         reply: oneshot::Sender<Result<MaintenanceReport, StoreError>>,
     },
-    CreateKey {
-        key: ApiKeyRecord,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    RevokeKey {
-        name: String,
-        at: Micros,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
     OptOut {
         number: String,
         at: Micros,
@@ -136,9 +126,21 @@ enum WriteOp {
         results: Vec<(WebhookJob, WebhookResult)>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Work of a store role kept in its own module (see [`EmbeddedStore::write`]).
+    Run {
+        weight: usize,
+        job: Job,
+        reply: oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>,
+    },
     /// Commit what came before, then stop: later writes fail with `Closed`.
     Close { reply: oneshot::Sender<()> },
 }
+
+/// A write of a role module, run inside the group-committed transaction;
+/// its answer is sent only after the commit.
+type Job = Box<
+    dyn FnOnce(&mut Writer<'_>, &mut Effects) -> Result<Box<dyn Any + Send>, StoreError> + Send,
+>;
 
 impl WriteOp {
     fn weight(&self) -> usize {
@@ -150,11 +152,8 @@ impl WriteOp {
             WriteOp::RecordInbound { records, .. } => records.len(),
             WriteOp::ClaimWebhooks { max, .. } => *max,
             WriteOp::FinishWebhooks { results, .. } => results.len(),
-            WriteOp::CreateKey { .. }
-            | WriteOp::RevokeKey { .. }
-            | WriteOp::OptOut { .. }
-            | WriteOp::OptIn { .. }
-            | WriteOp::Close { .. } => 1,
+            WriteOp::Run { weight, .. } => *weight,
+            WriteOp::OptOut { .. } | WriteOp::OptIn { .. } | WriteOp::Close { .. } => 1,
         }
     }
 }
@@ -208,8 +207,7 @@ impl EmbeddedStore {
             tx.open_table(EARLY_RECEIPTS).map_err(io)?;
             tx.open_table(IDEMPOTENCY).map_err(io)?;
             tx.open_table(IDEMPOTENCY_AGE).map_err(io)?;
-            tx.open_table(API_KEYS).map_err(io)?;
-            tx.open_table(API_KEY_NAMES).map_err(io)?;
+            keys::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;
@@ -286,6 +284,33 @@ impl EmbeddedStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `job` inside the next group-committed write transaction and
+    /// answers once it is durable. This is how a store role in its own
+    /// module writes: it opens its tables through [`Writer::tx`] and may
+    /// use the message helpers of [`Writer`]. `weight` is the number of
+    /// items it writes (it bounds how much one commit takes). If the job
+    /// fails, the whole transaction is rolled back and every write in it
+    /// fails.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        weight: usize,
+        job: impl FnOnce(&mut Writer<'_>, &mut Effects) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let job: Job =
+            Box::new(move |w, fx| job(w, fx).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        let any = self
+            .send(|reply| WriteOp::Run { weight, job, reply })
+            .await?;
+        any.downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Corrupt("a write answered with the wrong type".into()))
+    }
+
+    /// A read transaction, for role modules.
+    pub(crate) fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.shared.db.begin_read().map_err(io)
+    }
+
     fn read_messages(&self, ids: &[u128]) -> Result<Vec<Option<Message>>, StoreError> {
         let tx = self.shared.db.begin_read().map_err(io)?;
         let table = tx.open_table(MESSAGES).map_err(io)?;
@@ -300,6 +325,33 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let tx = self.shared.db.begin_read().map_err(io)?;
+        tx.open_table(META).map_err(io)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.writer.send(WriteOp::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
     async fn admit(&self, mut items: Vec<NewMessage>) -> Result<Vec<Admission>, StoreError> {
         for item in &mut items {
             if item.message.seq == 0 {
@@ -401,51 +453,10 @@ impl Store for EmbeddedStore {
     fn retry_depth(&self) -> u64 {
         self.shared.delayed.load(Ordering::Relaxed)
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        if self.writer.is_closed() {
-            return Err(StoreError::Closed);
-        }
-        let tx = self.shared.db.begin_read().map_err(io)?;
-        tx.open_table(META).map_err(io)?;
-        Ok(())
-    }
-
-    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError> {
-        self.send(|reply| WriteOp::CreateKey { key, reply }).await
-    }
-
-    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let tx = self.shared.db.begin_read().map_err(io)?;
-        let table = tx.open_table(API_KEYS).map_err(io)?;
-        match table.get(id).map_err(io)? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
-            None => Ok(None),
-        }
-    }
-
-    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let tx = self.shared.db.begin_read().map_err(io)?;
-        let table = tx.open_table(API_KEYS).map_err(io)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(io)? {
-            let (_, v) = row.map_err(io)?;
-            out.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-        }
-        Ok(out)
-    }
-
-    async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError> {
-        let name = name.to_string();
-        self.send(|reply| WriteOp::RevokeKey { name, at, reply })
-            .await
-    }
-
+#[async_trait]
+impl InboundStore for EmbeddedStore {
     async fn opt_out(&self, number: &str, at: Micros) -> Result<(), StoreError> {
         let number = number.to_string();
         self.send(|reply| WriteOp::OptOut { number, at, reply })
@@ -499,7 +510,10 @@ impl Store for EmbeddedStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl WebhookStore for EmbeddedStore {
     async fn claim_webhooks(
         &self,
         now: Micros,
@@ -530,26 +544,11 @@ impl Store for EmbeddedStore {
     fn webhook_depth(&self) -> u64 {
         self.shared.webhooks.load(Ordering::Relaxed)
     }
-
-    async fn close(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.writer.send(WriteOp::Close { reply }).await.is_ok() {
-            let _ = done.await;
-        }
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-    }
 }
 
 /// What a committed transaction changes in memory.
 #[derive(Default)]
-struct Effects {
+pub(crate) struct Effects {
     ready: Vec<(Slot, Ready)>,
     delayed_delta: i64,
     webhooks_delta: i64,
@@ -583,6 +582,10 @@ enum Pending {
         oneshot::Sender<Result<Vec<WebhookJob>, StoreError>>,
         Vec<WebhookJob>,
     ),
+    Any(
+        oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>,
+        Box<dyn Any + Send>,
+    ),
     None,
 }
 
@@ -602,6 +605,9 @@ impl Pending {
                 let _ = tx.send(Ok(v));
             }
             Pending::Jobs(tx, v) => {
+                let _ = tx.send(Ok(v));
+            }
+            Pending::Any(tx, v) => {
                 let _ = tx.send(Ok(v));
             }
             Pending::None => {}
@@ -626,6 +632,9 @@ impl Pending {
             Pending::Jobs(tx, _) => {
                 let _ = tx.send(Err(err()));
             }
+            Pending::Any(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
             Pending::None => {}
         }
     }
@@ -643,15 +652,16 @@ fn fail_op(op: WriteOp, e: &StoreError) {
         WriteOp::Maintain { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
-        WriteOp::CreateKey { reply, .. }
-        | WriteOp::RevokeKey { reply, .. }
-        | WriteOp::OptOut { reply, .. }
+        WriteOp::OptOut { reply, .. }
         | WriteOp::OptIn { reply, .. }
         | WriteOp::RecordInbound { reply, .. }
         | WriteOp::FinishWebhooks { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         WriteOp::ClaimWebhooks { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Run { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         WriteOp::Close { reply } => {
@@ -773,7 +783,9 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
 }
 
 /// The tables of one write transaction.
-struct Writer<'t> {
+pub(crate) struct Writer<'t> {
+    /// For role modules to open their own tables.
+    pub(crate) tx: &'t WriteTransaction,
     messages: Table<'t, u128, &'static [u8]>,
     queue: Table<'t, (&'static str, u8, u64), (u128, i64)>,
     delayed: Table<'t, (i64, u64), u128>,
@@ -781,8 +793,6 @@ struct Writer<'t> {
     early: Table<'t, (&'static str, &'static str), &'static [u8]>,
     idempotency: Table<'t, &'static str, (u128, i64)>,
     idempotency_age: Table<'t, (i64, &'static str), ()>,
-    api_keys: Table<'t, &'static str, &'static [u8]>,
-    api_key_names: Table<'t, &'static str, &'static str>,
     meta: Table<'t, &'static str, u64>,
     limits: Table<'t, (u8, &'static str), &'static [u8]>,
     opt_outs: Table<'t, &'static str, i64>,
@@ -795,6 +805,7 @@ type ApplyResult = Result<Pending, (StoreError, Box<WriteOp>)>;
 impl<'t> Writer<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Writer<'t>, StoreError> {
         Ok(Writer {
+            tx,
             messages: tx.open_table(MESSAGES).map_err(io)?,
             queue: tx.open_table(QUEUE).map_err(io)?,
             delayed: tx.open_table(DELAYED).map_err(io)?,
@@ -802,8 +813,6 @@ impl<'t> Writer<'t> {
             early: tx.open_table(EARLY_RECEIPTS).map_err(io)?,
             idempotency: tx.open_table(IDEMPOTENCY).map_err(io)?,
             idempotency_age: tx.open_table(IDEMPOTENCY_AGE).map_err(io)?,
-            api_keys: tx.open_table(API_KEYS).map_err(io)?,
-            api_key_names: tx.open_table(API_KEY_NAMES).map_err(io)?,
             meta: tx.open_table(META).map_err(io)?,
             limits: tx.open_table(LIMITS).map_err(io)?,
             opt_outs: tx.open_table(OPT_OUTS).map_err(io)?,
@@ -842,14 +851,6 @@ impl<'t> Writer<'t> {
                         reply,
                     }),
                 )),
-            },
-            WriteOp::CreateKey { key, reply } => match self.create_key(&key) {
-                Ok(v) => Ok(Pending::Bool(reply, v)),
-                Err(e) => Err((e, Box::new(WriteOp::CreateKey { key, reply }))),
-            },
-            WriteOp::RevokeKey { name, at, reply } => match self.revoke_key(&name, at) {
-                Ok(v) => Ok(Pending::Bool(reply, v)),
-                Err(e) => Err((e, Box::new(WriteOp::RevokeKey { name, at, reply }))),
             },
             WriteOp::OptOut { number, at, reply } => {
                 match self.opt_outs.insert(number.as_str(), at) {
@@ -900,6 +901,22 @@ impl<'t> Writer<'t> {
                 }
             }
             // Handled by the writer loop before a batch is built.
+            WriteOp::Run { weight, job, reply } => {
+                // A job cannot be handed back after it ran; a failed one
+                // answers through the transaction's failure like the rest.
+                let _ = weight;
+                match job(self, fx) {
+                    Ok(v) => Ok(Pending::Any(reply, v)),
+                    Err(e) => Err((
+                        e,
+                        Box::new(WriteOp::Run {
+                            weight: 0,
+                            job: Box::new(|_, _| Err(StoreError::Closed)),
+                            reply,
+                        }),
+                    )),
+                }
+            }
             WriteOp::Close { reply } => {
                 let _ = reply.send(());
                 Ok(Pending::None)
@@ -1473,51 +1490,6 @@ impl<'t> Writer<'t> {
             self.early.remove((c.as_str(), s.as_str())).map_err(io)?;
         }
         Ok(old.len())
-    }
-
-    fn create_key(&mut self, key: &ApiKeyRecord) -> Result<bool, StoreError> {
-        if self
-            .api_key_names
-            .get(key.name.as_str())
-            .map_err(io)?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        let bytes = serde_json::to_vec(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.api_keys
-            .insert(key.id.as_str(), bytes.as_slice())
-            .map_err(io)?;
-        self.api_key_names
-            .insert(key.name.as_str(), key.id.as_str())
-            .map_err(io)?;
-        Ok(true)
-    }
-
-    fn revoke_key(&mut self, name: &str, at: Micros) -> Result<bool, StoreError> {
-        let Some(id) = self
-            .api_key_names
-            .remove(name)
-            .map_err(io)?
-            .map(|v| v.value().to_string())
-        else {
-            return Ok(false);
-        };
-        let record = self
-            .api_keys
-            .get(id.as_str())
-            .map_err(io)?
-            .map(|v| v.value().to_vec());
-        if let Some(bytes) = record {
-            let mut key: ApiKeyRecord =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            key.revoked_at = Some(at);
-            let bytes = serde_json::to_vec(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.api_keys
-                .insert(id.as_str(), bytes.as_slice())
-                .map_err(io)?;
-        }
-        Ok(true)
     }
 }
 
