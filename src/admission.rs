@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{Principal, Scope};
-use crate::config::{Config, ValidityConfig};
+use crate::config::{Config, LimitsConfig, ValidityConfig};
 use crate::connector::Health;
 use crate::error::FieldError;
-use crate::limits::{Limits, retry_after_seconds};
+use crate::limits::retry_after_seconds;
 use crate::metrics::Metrics;
 use crate::model::{Class, Message, MessageId, Micros, Status, format_micros, now_micros};
 use crate::script::{self, RouteDecision, ScriptMessage, Scripts, SubmitDecision, TemplateError};
@@ -121,7 +121,7 @@ pub struct Admitter {
     validity: ValidityConfig,
     max_validity: Duration,
     default_route: Vec<String>,
-    limits: Limits,
+    limits: LimitsConfig,
     scripts: Arc<Scripts>,
     /// Connector readiness: routes list ready connectors first.
     health: Health,
@@ -143,7 +143,7 @@ impl Admitter {
             validity: config.messages.validity.clone(),
             max_validity: config.messages.max_validity,
             default_route: config.default_route(),
-            limits: Limits::from_config(config),
+            limits: config.limits,
             scripts,
             health,
         }
@@ -259,7 +259,7 @@ impl Admitter {
             not_before: not_before.filter(|at| *at > now),
             partial: None,
         };
-        let limit = (class != Class::Emergency).then(|| self.limits.for_class(class));
+        let limit = self.limits.for_class(class);
         Ok(NewMessage {
             idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
             limit,

@@ -7,7 +7,6 @@
 //! A bad configuration stops start-up with a message that names the key and
 //! the problem; nothing is silently defaulted once the operator wrote it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::LimitPolicy;
 use crate::model::Class;
 
 /// Default location of the config file, relative to the working directory.
@@ -53,7 +53,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub connectors: Vec<ConnectorConfig>,
     pub scripts: ScriptsConfig,
-    pub limits: BTreeMap<String, LimitConfig>,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
     pub inbound: InboundConfig,
     pub webhooks: WebhooksConfig,
@@ -67,9 +67,9 @@ impl Default for Config {
             messages: MessagesConfig::default(),
             dispatch: DispatchConfig::default(),
             routing: RoutingConfig::default(),
-            connectors: vec![ConnectorConfig::default_sim()],
+            connectors: vec![ConnectorConfig::Sim(SimConfig::named("sim"))],
             scripts: ScriptsConfig::default(),
-            limits: BTreeMap::new(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
             inbound: InboundConfig::default(),
             webhooks: WebhooksConfig::default(),
@@ -130,8 +130,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Page cache of the embedded store, in MiB. Bounds its memory use.
     pub cache_mb: usize,
-    /// Redis URL, for `kind = "redis"`.
-    pub url: Option<String>,
+    /// Redis URL, for `kind = "redis"` (a secret: it may carry a password).
+    pub url: Option<Secret>,
     /// Prefix of every Redis key (`{prefix}:…`): deployments sharing one
     /// Redis use different prefixes.
     pub prefix: String,
@@ -272,122 +272,404 @@ pub struct RoutingConfig {
     pub default: Vec<String>,
 }
 
-/// Kinds of carrier connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectorKind {
-    /// The in-process simulated carrier.
-    Sim,
-    /// An SMPP 3.4 carrier over TCP.
-    Smpp,
+/// A secret from the configuration (a bind password, a signing key): its
+/// `Debug` never shows it and it has no `Display`, so no log line or error
+/// message can carry it by accident. [`Secret::expose`] is the one way in.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
-/// One `[[connectors]]` entry. Fields that do not apply to its kind are
-/// refused by validation so a misplaced key never goes unnoticed.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
+/// One `[[connectors]]` entry, told apart by its `kind`. Each kind takes
+/// only its own keys: serde refuses a key of another kind by name (e.g.
+/// `port` on a `sim` connector).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+// A handful exist, read once at start: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum ConnectorConfig {
+    /// The in-process simulated carrier.
+    Sim(SimConfig),
+    /// An SMPP 3.4 carrier over TCP (optionally TLS).
+    Smpp(SmppConfig),
+}
+
+/// Reads `kind` first, then the rest as that kind's struct, so that an
+/// error names the key it is about (`split`, `tps`, …); serde's derived
+/// internally tagged enums lose the key of an error inside the entry.
+impl<'de> Deserialize<'de> for ConnectorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use figment::value::Value;
+        use serde::de::Error;
+        let mut entry = figment::value::Dict::deserialize(d)?;
+        let kind = match entry.remove("kind") {
+            Some(Value::String(_, kind)) => kind,
+            Some(_) => return Err(D::Error::custom("`kind` must be \"sim\" or \"smpp\"")),
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let rest = Value::from(entry);
+        fn read<'a, T: Deserialize<'a>, E: Error>(value: &'a Value) -> Result<T, E> {
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." {
+                    E::custom(e.into_inner())
+                } else {
+                    E::custom(format_args!("`{path}`: {}", e.into_inner()))
+                }
+            })
+        }
+        match kind.as_str() {
+            "sim" => read(&rest).map(ConnectorConfig::Sim),
+            "smpp" => read(&rest).map(ConnectorConfig::Smpp),
+            other => Err(D::Error::custom(format_args!(
+                "unknown connector kind \"{other}\" (\"sim\" or \"smpp\")"
+            ))),
+        }
+    }
+}
+
+impl ConnectorConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ConnectorConfig::Sim(c) => &c.name,
+            ConnectorConfig::Smpp(c) => &c.name,
+        }
+    }
+
+    /// Outstanding submits allowed at once (per bind for SMPP).
+    pub fn window(&self) -> usize {
+        match self {
+            ConnectorConfig::Sim(c) => c.window,
+            ConnectorConfig::Smpp(c) => c.window,
+        }
+    }
+
+    /// The SMPP settings, for an smpp connector.
+    pub fn as_smpp(&self) -> Option<&SmppConfig> {
+        match self {
+            ConnectorConfig::Smpp(c) => Some(c),
+            ConnectorConfig::Sim(_) => None,
+        }
+    }
+
+    /// `sim` or `smpp`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorConfig::Sim(_) => "sim",
+            ConnectorConfig::Smpp(_) => "smpp",
+        }
+    }
+}
+
+/// `kind = "sim"`: the in-process simulated carrier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConnectorConfig {
+pub struct SimConfig {
     pub name: String,
-    pub kind: ConnectorKind,
-    /// Outstanding submits allowed at once (per bind for SMPP).
+    /// Outstanding submits allowed at once.
     #[serde(default = "default_window")]
     pub window: usize,
-    /// Submits per second across the connector; 0 = no cap.
+    /// Submits per second; 0 = no cap.
     #[serde(default)]
     pub tps: u32,
-    /// sim: submit → receipt delay.
+    /// Submit → receipt delay, in milliseconds.
+    #[serde(default = "default_sim_delay_ms")]
+    pub delay_ms: u64,
+    /// Fraction of receipts that report UNDELIV.
     #[serde(default)]
-    pub delay_ms: Option<u64>,
-    /// sim: fraction of receipts that report UNDELIV.
+    pub fail_rate: f64,
+    /// Never ready, like a carrier whose bind is down (failover demos and
+    /// tests).
     #[serde(default)]
-    pub fail_rate: Option<f64>,
-    /// sim: never ready, like a carrier whose bind is down (failover demos
-    /// and tests).
+    pub offline: bool,
+    /// How long the carrier takes to answer each submit (a slow
+    /// submit_sm_resp), in milliseconds; 0 = at once.
     #[serde(default)]
-    pub offline: Option<bool>,
-    /// sim: how long the carrier takes to answer each submit (a slow
-    /// submit_sm_resp); 0 = at once.
+    pub submit_delay_ms: u64,
+}
+
+impl SimConfig {
+    /// A sim connector named `name` with every default.
+    pub fn named(name: &str) -> SimConfig {
+        SimConfig {
+            name: name.to_string(),
+            window: default_window(),
+            tps: 0,
+            delay_ms: default_sim_delay_ms(),
+            fail_rate: 0.0,
+            offline: false,
+            submit_delay_ms: 0,
+        }
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
+    }
+
+    pub fn submit_delay(&self) -> Duration {
+        Duration::from_millis(self.submit_delay_ms)
+    }
+}
+
+/// `kind = "smpp"`: an SMPP 3.4 carrier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmppConfig {
+    pub name: String,
+    /// Outstanding submit_sm per bind.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Submits per second across the connector (0 = no cap); the
+    /// dispatcher enforces it, counting message parts.
     #[serde(default)]
-    pub submit_delay_ms: Option<u64>,
-    /// smpp: carrier host.
+    pub tps: u32,
+    /// Carrier host.
+    pub host: String,
+    /// Carrier port.
+    #[serde(default = "default_smpp_port")]
+    pub port: u16,
+    /// Bind credentials.
+    pub system_id: String,
     #[serde(default)]
-    pub host: Option<String>,
-    /// smpp: carrier port.
+    pub password: Secret,
+    /// Number of binds (sessions), each with its own window.
+    #[serde(default = "one")]
+    pub binds: usize,
+    /// `"transceiver"` (default) or `"transmitter"` (plus one receiver bind
+    /// for receipts and inbound messages).
     #[serde(default)]
-    pub port: Option<u16>,
-    /// smpp: bind credentials.
+    pub bind: BindMode,
+    /// `system_type` sent with the bind; empty by default.
     #[serde(default)]
-    pub system_id: Option<String>,
+    pub system_type: String,
+    /// Wrap the connection in TLS.
     #[serde(default)]
-    pub password: Option<String>,
-    /// smpp: number of binds (sessions), each with its own window.
-    #[serde(default)]
-    pub binds: Option<u32>,
-    /// smpp: `"transceiver"` (default) or `"transmitter"` (plus one receiver
-    /// bind for receipts and inbound messages).
-    #[serde(default)]
-    pub bind: Option<BindMode>,
-    /// smpp: `system_type` sent with the bind; empty by default.
-    #[serde(default)]
-    pub system_type: Option<String>,
-    /// smpp: wrap the connection in TLS.
-    #[serde(default)]
-    pub tls: Option<bool>,
-    /// smpp: PEM file of CA certificates trusted besides the bundled Mozilla roots
+    pub tls: bool,
+    /// PEM file of CA certificates trusted besides the bundled Mozilla roots
     /// (carriers often use a private CA).
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
-    /// smpp: name checked against the carrier's certificate; default `host`.
+    /// Name checked against the carrier's certificate; default `host`.
     #[serde(default)]
     pub tls_server_name: Option<String>,
-    /// smpp: how long messages are cut: `"udh"` (default) or `"sar"` TLVs.
+    /// How long messages are cut: `"udh"` (default) or `"sar"` TLVs.
     #[serde(default)]
-    pub split: Option<SplitMode>,
-    /// smpp: idle time between enquire_link keep-alives.
-    #[serde(default, with = "humantime_serde::option")]
-    pub enquire_link_interval: Option<Duration>,
-    /// smpp: longest wait for any response (bind_resp, submit_sm_resp,
+    pub split: SplitMode,
+    /// Idle time between enquire_link keep-alives.
+    #[serde(default = "default_enquire_link", with = "humantime_serde")]
+    pub enquire_link_interval: Duration,
+    /// Longest wait for any response (bind_resp, submit_sm_resp,
     /// enquire_link_resp) and for the TCP/TLS connect.
-    #[serde(default, with = "humantime_serde::option")]
-    pub response_timeout: Option<Duration>,
-    /// smpp: first reconnect delay; doubles per failed attempt (with jitter)...
-    #[serde(default, with = "humantime_serde::option")]
-    pub reconnect_min: Option<Duration>,
-    /// smpp: ...up to this.
-    #[serde(default, with = "humantime_serde::option")]
-    pub reconnect_max: Option<Duration>,
-    /// smpp: how long a bind stops submitting after ESME_RTHROTTLED or
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt (with jitter)...
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// ...up to this.
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// How long a bind stops submitting after ESME_RTHROTTLED or
     /// ESME_RMSGQFUL.
-    #[serde(default, with = "humantime_serde::option")]
-    pub throttle_pause: Option<Duration>,
-    /// smpp: sender used when a message has no `from`.
+    #[serde(default = "default_throttle_pause", with = "humantime_serde")]
+    pub throttle_pause: Duration,
+    /// Sender used when a message has no `from`; empty lets the carrier
+    /// decide.
     #[serde(default)]
-    pub source_addr: Option<String>,
-    /// smpp: type of number of the sender; default derived from its form
-    /// (1 international for `+digits`, 5 alphanumeric, else 0 unknown).
+    pub source_addr: String,
+    /// Type of number of the sender; default derived from its form (1
+    /// international for `+digits`, 5 alphanumeric, else 0 unknown).
     #[serde(default)]
     pub source_ton: Option<u8>,
-    /// smpp: numbering plan of the sender; default 1 (ISDN) for numbers, 0
-    /// for alphanumeric senders.
+    /// Numbering plan of the sender; default 1 (ISDN) for numbers, 0 for
+    /// alphanumeric senders.
     #[serde(default)]
     pub source_npi: Option<u8>,
 }
 
+/// TLS towards an SMPP carrier.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Name the certificate must carry.
+    pub server_name: String,
+    /// Extra trusted CA certificates (PEM), besides the bundled Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl SmppConfig {
+    /// TLS settings when `tls` is on (the server name defaults to `host`).
+    pub fn tls(&self) -> Option<TlsSettings> {
+        self.tls.then(|| TlsSettings {
+            server_name: self
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| self.host.clone()),
+            ca_file: self.tls_ca.clone(),
+        })
+    }
+
+    /// `host:port`, for connecting and for logs.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Checks what serde cannot: lengths, ranges and combinations.
+    fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.host.trim().is_empty() || self.host.contains(char::is_whitespace) {
+            return Err(invalid(key("host"), "must be a host name or IP address"));
+        }
+        if self.port == 0 {
+            return Err(invalid(key("port"), "must be between 1 and 65535"));
+        }
+        // SMPP 3.4 §5.2: system_id is at most 15 characters, password 8, system_type 12.
+        if self.system_id.is_empty() || self.system_id.len() > 15 || !self.system_id.is_ascii() {
+            return Err(invalid(
+                key("system_id"),
+                "must be 1 to 15 ASCII characters",
+            ));
+        }
+        let password = self.password.expose();
+        if password.len() > 8 || !password.is_ascii() {
+            return Err(invalid(
+                key("password"),
+                "must be at most 8 ASCII characters",
+            ));
+        }
+        if self.system_type.len() > 12 || !self.system_type.is_ascii() {
+            return Err(invalid(
+                key("system_type"),
+                "must be at most 12 ASCII characters",
+            ));
+        }
+        if !(1..=64).contains(&self.binds) {
+            return Err(invalid(key("binds"), "must be between 1 and 64"));
+        }
+        if !self.tls {
+            for (field, set) in [
+                ("tls_ca", self.tls_ca.is_some()),
+                ("tls_server_name", self.tls_server_name.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key(field), "needs tls = true"));
+                }
+            }
+        }
+        if let Some(ca) = &self.tls_ca
+            && !ca.is_file()
+        {
+            return Err(invalid(
+                key("tls_ca"),
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+        if self.tls_server_name.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(key("tls_server_name"), "must not be empty"));
+        }
+        for (field, value, min) in [
+            (
+                "enquire_link_interval",
+                self.enquire_link_interval,
+                Duration::from_secs(1),
+            ),
+            (
+                "response_timeout",
+                self.response_timeout,
+                Duration::from_millis(100),
+            ),
+            (
+                "reconnect_min",
+                self.reconnect_min,
+                Duration::from_millis(10),
+            ),
+            (
+                "reconnect_max",
+                self.reconnect_max,
+                Duration::from_millis(10),
+            ),
+            (
+                "throttle_pause",
+                self.throttle_pause,
+                Duration::from_millis(1),
+            ),
+        ] {
+            if value < min || value > Duration::from_secs(3600) {
+                return Err(invalid(
+                    key(field),
+                    format!("must be between {} and 1h", humantime::format_duration(min)),
+                ));
+            }
+        }
+        if self.reconnect_min > self.reconnect_max {
+            return Err(invalid(
+                key("reconnect_min"),
+                "must be at most reconnect_max",
+            ));
+        }
+        if self.source_addr.len() > 20 || !self.source_addr.is_ascii() {
+            return Err(invalid(
+                key("source_addr"),
+                "must be at most 20 ASCII characters",
+            ));
+        }
+        for (field, value) in [
+            ("source_ton", self.source_ton),
+            ("source_npi", self.source_npi),
+        ] {
+            if value.is_some_and(|v| v > 18) {
+                return Err(invalid(
+                    key(field),
+                    "must be an SMPP TON/NPI value (0 to 18)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How an SMPP connector binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BindMode {
     /// Each bind submits and receives (receipts, inbound).
+    #[default]
     Transceiver,
     /// Each bind only submits; one extra receiver bind takes receipts and inbound.
     Transmitter,
 }
 
 /// How an SMPP connector marks the parts of a long message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitMode {
     /// A concatenation user data header (8-bit reference) in each part, UDHI set.
+    #[default]
     Udh,
     /// The sar_msg_ref_num, sar_total_segments and sar_segment_seqnum TLVs.
     Sar,
@@ -397,197 +679,39 @@ fn default_window() -> usize {
     64
 }
 
-/// Checks the fields of one `kind = "smpp"` connector; `key` names a field.
-fn validate_smpp(c: &ConnectorConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
-    for (field, set) in [
-        ("delay_ms", c.delay_ms.is_some()),
-        ("fail_rate", c.fail_rate.is_some()),
-        ("offline", c.offline.is_some()),
-        ("submit_delay_ms", c.submit_delay_ms.is_some()),
-    ] {
-        if set {
-            return Err(invalid(key(field), "does not apply to an smpp connector"));
-        }
-    }
-    match c.host.as_deref() {
-        None => return Err(invalid(key("host"), "is required for an smpp connector")),
-        Some(h) if h.trim().is_empty() || h.contains(char::is_whitespace) => {
-            return Err(invalid(key("host"), "must be a host name or IP address"));
-        }
-        Some(_) => {}
-    }
-    if c.port == Some(0) {
-        return Err(invalid(key("port"), "must be between 1 and 65535"));
-    }
-    // SMPP 3.4 §5.2: system_id is at most 15 characters, password 8, system_type 12.
-    match c.system_id.as_deref() {
-        None => {
-            return Err(invalid(
-                key("system_id"),
-                "is required for an smpp connector",
-            ));
-        }
-        Some(id) if id.is_empty() || id.len() > 15 || !id.is_ascii() => {
-            return Err(invalid(
-                key("system_id"),
-                "must be 1 to 15 ASCII characters",
-            ));
-        }
-        Some(_) => {}
-    }
-    if c.password
-        .as_deref()
-        .is_some_and(|p| p.len() > 8 || !p.is_ascii())
-    {
-        return Err(invalid(
-            key("password"),
-            "must be at most 8 ASCII characters",
-        ));
-    }
-    if c.system_type
-        .as_deref()
-        .is_some_and(|t| t.len() > 12 || !t.is_ascii())
-    {
-        return Err(invalid(
-            key("system_type"),
-            "must be at most 12 ASCII characters",
-        ));
-    }
-    if c.binds.is_some_and(|b| !(1..=64).contains(&b)) {
-        return Err(invalid(key("binds"), "must be between 1 and 64"));
-    }
-    if c.tls != Some(true) {
-        for (field, set) in [
-            ("tls_ca", c.tls_ca.is_some()),
-            ("tls_server_name", c.tls_server_name.is_some()),
-        ] {
-            if set {
-                return Err(invalid(key(field), "needs tls = true"));
-            }
-        }
-    }
-    if let Some(ca) = &c.tls_ca
-        && !ca.is_file()
-    {
-        return Err(invalid(
-            key("tls_ca"),
-            format!("{} is not a readable file", ca.display()),
-        ));
-    }
-    if c.tls_server_name.as_deref().is_some_and(str::is_empty) {
-        return Err(invalid(key("tls_server_name"), "must not be empty"));
-    }
-    for (field, value, min) in [
-        (
-            "enquire_link_interval",
-            c.enquire_link_interval,
-            Duration::from_secs(1),
-        ),
-        (
-            "response_timeout",
-            c.response_timeout,
-            Duration::from_millis(100),
-        ),
-        ("reconnect_min", c.reconnect_min, Duration::from_millis(10)),
-        ("reconnect_max", c.reconnect_max, Duration::from_millis(10)),
-        ("throttle_pause", c.throttle_pause, Duration::from_millis(1)),
-    ] {
-        if let Some(v) = value
-            && (v < min || v > Duration::from_secs(3600))
-        {
-            return Err(invalid(
-                key(field),
-                format!("must be between {} and 1h", humantime::format_duration(min)),
-            ));
-        }
-    }
-    if let (Some(lo), Some(hi)) = (c.reconnect_min, c.reconnect_max)
-        && lo > hi
-    {
-        return Err(invalid(
-            key("reconnect_min"),
-            "must be at most reconnect_max",
-        ));
-    }
-    if let Some(from) = c.source_addr.as_deref()
-        && (from.is_empty() || from.len() > 20 || !from.is_ascii())
-    {
-        return Err(invalid(
-            key("source_addr"),
-            "must be 1 to 20 ASCII characters",
-        ));
-    }
-    for (field, value) in [("source_ton", c.source_ton), ("source_npi", c.source_npi)] {
-        if value.is_some_and(|v| v > 18) {
-            return Err(invalid(
-                key(field),
-                "must be an SMPP TON/NPI value (0 to 18)",
-            ));
-        }
-    }
-    Ok(())
+fn default_sim_delay_ms() -> u64 {
+    5
 }
 
-impl ConnectorConfig {
-    /// The fields only an smpp connector takes, and whether each is set.
-    fn smpp_fields_set(&self) -> [(&'static str, bool); 19] {
-        [
-            ("host", self.host.is_some()),
-            ("port", self.port.is_some()),
-            ("system_id", self.system_id.is_some()),
-            ("password", self.password.is_some()),
-            ("binds", self.binds.is_some()),
-            ("bind", self.bind.is_some()),
-            ("system_type", self.system_type.is_some()),
-            ("tls", self.tls.is_some()),
-            ("tls_ca", self.tls_ca.is_some()),
-            ("tls_server_name", self.tls_server_name.is_some()),
-            ("split", self.split.is_some()),
-            (
-                "enquire_link_interval",
-                self.enquire_link_interval.is_some(),
-            ),
-            ("response_timeout", self.response_timeout.is_some()),
-            ("reconnect_min", self.reconnect_min.is_some()),
-            ("reconnect_max", self.reconnect_max.is_some()),
-            ("throttle_pause", self.throttle_pause.is_some()),
-            ("source_addr", self.source_addr.is_some()),
-            ("source_ton", self.source_ton.is_some()),
-            ("source_npi", self.source_npi.is_some()),
-        ]
-    }
+/// SMPP's well-known port.
+pub const DEFAULT_SMPP_PORT: u16 = 2775;
 
-    fn default_sim() -> Self {
-        ConnectorConfig {
-            name: "sim".into(),
-            kind: ConnectorKind::Sim,
-            window: default_window(),
-            tps: 0,
-            delay_ms: Some(5),
-            fail_rate: Some(0.0),
-            offline: None,
-            submit_delay_ms: None,
-            host: None,
-            port: None,
-            system_id: None,
-            password: None,
-            binds: None,
-            bind: None,
-            system_type: None,
-            tls: None,
-            tls_ca: None,
-            tls_server_name: None,
-            split: None,
-            enquire_link_interval: None,
-            response_timeout: None,
-            reconnect_min: None,
-            reconnect_max: None,
-            throttle_pause: None,
-            source_addr: None,
-            source_ton: None,
-            source_npi: None,
-        }
-    }
+fn default_smpp_port() -> u16 {
+    DEFAULT_SMPP_PORT
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_enquire_link() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_reconnect_min() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_throttle_pause() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// `[scripts]`: operator scripts and templates (Rhai), and the bounds every
@@ -648,13 +772,36 @@ impl Default for ScriptsConfig {
 /// this many send times.
 pub const MAX_LIMIT_COUNT: u32 = 10_000;
 
-/// `[limits.<class>]`: per-recipient limits of one class.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[limits.<class>]`: per-recipient limits of each limited class (each
+/// rule 0 = off). Emergency messages are never limited, so it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LimitConfig {
-    pub per_hour: Option<u32>,
-    pub per_day: Option<u32>,
-    pub min_interval_seconds: Option<u32>,
+pub struct LimitsConfig {
+    pub otp: LimitPolicy,
+    pub transactional: LimitPolicy,
+    pub marketing: LimitPolicy,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            otp: LimitPolicy::default_for(Class::Otp),
+            transactional: LimitPolicy::default_for(Class::Transactional),
+            marketing: LimitPolicy::default_for(Class::Marketing),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The policy of `class`; `None` for emergency, which is never limited.
+    pub fn for_class(&self, class: Class) -> Option<LimitPolicy> {
+        match class {
+            Class::Emergency => None,
+            Class::Otp => Some(self.otp),
+            Class::Transactional => Some(self.transactional),
+            Class::Marketing => Some(self.marketing),
+        }
+    }
 }
 
 /// `[inbound]`: mobile-originated messages.
@@ -664,7 +811,7 @@ pub struct InboundConfig {
     /// Every inbound message is POSTed here (signed with `webhook_secret`).
     pub webhook_url: Option<String>,
     /// Signs inbound webhooks (`X-Herald-Signature`).
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// A message that is exactly one of these (any case) opts the sender out
     /// of marketing.
     pub stop_keywords: Vec<String>,
@@ -828,7 +975,7 @@ fn connector_index(connectors: &[ConnectorConfig], selector: &str) -> Option<usi
     let mut found = connectors
         .iter()
         .enumerate()
-        .filter(|(_, c)| norm(&c.name) == wanted);
+        .filter(|(_, c)| norm(c.name()) == wanted);
     match (found.next(), found.next()) {
         (Some((i, _)), None) => Some(i),
         // Two names that differ only by case or '-'/'_': address by index.
@@ -968,23 +1115,21 @@ impl Config {
         }
         self.validate_connectors()?;
         self.validate_scripts()?;
-        for (class, limit) in &self.limits {
-            if class.parse::<Class>().is_err() {
-                return Err(invalid(
-                    format!("limits.{class}"),
-                    "is not a message class (emergency, otp, transactional, marketing)",
-                ));
-            }
+        for (class, limit) in [
+            ("otp", &self.limits.otp),
+            ("transactional", &self.limits.transactional),
+            ("marketing", &self.limits.marketing),
+        ] {
             // Each allowed send is remembered per recipient until it ages out.
             for (field, value) in [("per_hour", limit.per_hour), ("per_day", limit.per_day)] {
-                if value.is_some_and(|v| v > MAX_LIMIT_COUNT) {
+                if value > MAX_LIMIT_COUNT {
                     return Err(invalid(
                         format!("limits.{class}.{field}"),
                         format!("must be at most {MAX_LIMIT_COUNT}"),
                     ));
                 }
             }
-            if limit.min_interval_seconds.is_some_and(|v| v > 86_400) {
+            if limit.min_interval_seconds > 86_400 {
                 return Err(invalid(
                     format!("limits.{class}.min_interval_seconds"),
                     "must be at most 86400 (a day)",
@@ -1007,8 +1152,8 @@ impl Config {
         if self
             .inbound
             .webhook_secret
-            .as_deref()
-            .is_some_and(|s| s.trim().is_empty())
+            .as_ref()
+            .is_some_and(|s| s.expose().trim().is_empty())
         {
             return Err(invalid(
                 "inbound.webhook_secret",
@@ -1035,7 +1180,7 @@ impl Config {
     }
 
     fn validate_redis(&self) -> Result<(), ConfigError> {
-        let Some(url) = self.store.url.as_deref() else {
+        let Some(url) = self.store.url.as_ref().map(Secret::expose) else {
             return Err(invalid(
                 "store.url",
                 "is required with store.kind = \"redis\" (e.g. \"redis://127.0.0.1:6379/0\")",
@@ -1086,9 +1231,10 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.connectors.iter().enumerate() {
             let key = |field: &str| format!("connectors[{i}].{field}");
-            let name_ok = !c.name.is_empty()
-                && c.name.len() <= 64
-                && c.name
+            let name = c.name();
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
             if !name_ok {
@@ -1097,38 +1243,31 @@ impl Config {
                     "must be 1 to 64 letters, digits, '-' or '_'",
                 ));
             }
-            if !seen.insert(c.name.as_str()) {
+            if !seen.insert(name) {
                 return Err(invalid(
                     key("name"),
-                    format!("\"{}\" is used by two connectors", c.name),
+                    format!("\"{name}\" is used by two connectors"),
                 ));
             }
-            if c.window == 0 || c.window > 10_000 {
+            if c.window() == 0 || c.window() > 10_000 {
                 return Err(invalid(key("window"), "must be between 1 and 10000"));
             }
-            match c.kind {
-                ConnectorKind::Sim => {
-                    for (field, set) in c.smpp_fields_set() {
-                        if set {
-                            return Err(invalid(key(field), "does not apply to a sim connector"));
-                        }
-                    }
-                    if let Some(rate) = c.fail_rate
-                        && !(0.0..=1.0).contains(&rate)
-                    {
+            match c {
+                ConnectorConfig::Sim(sim) => {
+                    if !(0.0..=1.0).contains(&sim.fail_rate) {
                         return Err(invalid(key("fail_rate"), "must be between 0.0 and 1.0"));
                     }
-                    if c.delay_ms.is_some_and(|d| d > 3_600_000) {
+                    if sim.delay_ms > 3_600_000 {
                         return Err(invalid(key("delay_ms"), "must be at most 3600000"));
                     }
-                    if c.submit_delay_ms.is_some_and(|d| d > 600_000) {
+                    if sim.submit_delay_ms > 600_000 {
                         return Err(invalid(key("submit_delay_ms"), "must be at most 600000"));
                     }
                 }
-                ConnectorKind::Smpp => validate_smpp(c, &key)?,
+                ConnectorConfig::Smpp(smpp) => smpp.validate(&key)?,
             }
         }
-        let names: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = self.connectors.iter().map(ConnectorConfig::name).collect();
         for (i, name) in self.routing.default.iter().enumerate() {
             if !names.contains(&name.as_str()) {
                 return Err(invalid(
@@ -1189,7 +1328,7 @@ impl Config {
         if self.routing.default.is_empty() {
             self.connectors
                 .first()
-                .map(|c| vec![c.name.clone()])
+                .map(|c| vec![c.name().to_string()])
                 .unwrap_or_default()
         } else {
             self.routing.default.clone()
@@ -1245,7 +1384,7 @@ mod tests {
             .collect();
         assert!(example.contains("kind = \"smpp\""), "{example}");
         let c = Config::from_toml(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
-        assert_eq!(c.connectors[0].name, "carrier-a");
+        assert_eq!(c.connectors[0].name(), "carrier-a");
     }
 
     #[test]
@@ -1294,8 +1433,50 @@ mod tests {
     #[test]
     fn sim_connector_refuses_smpp_fields() {
         let err = Config::from_toml("[[connectors]]\nname = \"a\"\nkind = \"sim\"\nport = 1\n")
-            .unwrap_err();
-        assert!(err.to_string().contains("connectors[0].port"), "{err}");
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`port`") && err.contains("connectors.0"),
+            "{err}"
+        );
+        // And the other way round.
+        let err = Config::from_toml(&format!("{SMPP}delay_ms = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`delay_ms`") && err.contains("connectors.0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::from_toml(&format!(
+            "{SMPP}password = \"hunter2\"\n[inbound]\nwebhook_url = \"https://example.com/mo\"\n\
+             webhook_secret = \"whsec_topsecret\"\n"
+        ))
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let smpp = c.connectors[0].as_smpp().expect("smpp");
+        assert_eq!(smpp.password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn limits_are_keyed_by_class_and_keep_unset_defaults() {
+        let c = Config::from_toml("[limits.otp]\nper_hour = 10\n").expect("valid");
+        assert_eq!(c.limits.otp.per_hour, 10);
+        assert_eq!(c.limits.otp.min_interval_seconds, 30, "the default stays");
+        assert_eq!(
+            c.limits.for_class(Class::Marketing).map(|p| p.per_day),
+            Some(2)
+        );
+        assert_eq!(c.limits.for_class(Class::Emergency), None);
+        // Emergency messages are never limited: there is nothing to set.
+        let err = Config::from_toml("[limits.emergency]\nper_hour = 1").unwrap_err();
+        assert!(err.to_string().contains("emergency"), "{err}");
     }
 
     const SMPP: &str = "[[connectors]]\nname = \"c\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nsystem_id = \"herald\"\n";
@@ -1303,17 +1484,17 @@ mod tests {
     #[test]
     fn a_minimal_smpp_connector_is_valid() {
         let c = Config::from_toml(SMPP).expect("valid");
-        assert_eq!(c.connectors[0].kind, ConnectorKind::Smpp);
+        assert_eq!(c.connectors[0].kind(), "smpp");
     }
 
     #[test]
     fn smpp_connector_needs_a_host_and_a_system_id() {
         let err = Config::from_toml("[[connectors]]\nname = \"c\"\nkind = \"smpp\"\n").unwrap_err();
-        assert!(err.to_string().contains("connectors[0].host"), "{err}");
+        assert!(err.to_string().contains("`host`"), "{err}");
         let err =
             Config::from_toml("[[connectors]]\nname = \"c\"\nkind = \"smpp\"\nhost = \"h\"\n")
                 .unwrap_err();
-        assert!(err.to_string().contains("connectors[0].system_id"), "{err}");
+        assert!(err.to_string().contains("`system_id`"), "{err}");
     }
 
     #[test]
@@ -1350,10 +1531,10 @@ mod tests {
              source_ton = 5\nsource_npi = 0\n"
         ))
         .expect("valid");
-        let s = &c.connectors[0];
-        assert_eq!(s.split, Some(SplitMode::Sar));
-        assert_eq!(s.bind, Some(BindMode::Transmitter));
-        assert_eq!(s.throttle_pause, Some(Duration::from_millis(500)));
+        let s = c.connectors[0].as_smpp().expect("smpp");
+        assert_eq!(s.split, SplitMode::Sar);
+        assert_eq!(s.bind, BindMode::Transmitter);
+        assert_eq!(s.throttle_pause, Duration::from_millis(500));
     }
 
     #[test]
@@ -1408,15 +1589,17 @@ mod tests {
             ]),
         )
         .expect("applied");
-        let a = &c.connectors[0];
-        assert_eq!(a.password.as_deref(), Some("s3cret"));
+        let a = c.connectors[0].as_smpp().expect("still smpp");
+        assert_eq!(a.password.expose(), "s3cret");
         assert_eq!(a.tps, 250);
         // Untouched keys survive the round trip.
-        assert_eq!(a.response_timeout, Some(Duration::from_secs(5)));
-        assert_eq!(a.host.as_deref(), Some("10.0.0.1"));
-        assert_eq!(a.kind, ConnectorKind::Smpp);
-        assert_eq!(c.connectors[1].offline, Some(true));
-        assert_eq!(c.connectors[1].delay_ms, Some(40));
+        assert_eq!(a.response_timeout, Duration::from_secs(5));
+        assert_eq!(a.host, "10.0.0.1");
+        let ConnectorConfig::Sim(sim) = &c.connectors[1] else {
+            panic!("still sim");
+        };
+        assert!(sim.offline);
+        assert_eq!(sim.delay_ms, 40);
         c.validate().expect("still valid");
     }
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::config::DispatchConfig;
 use crate::connector::{Connector, SubmitAck, SubmitError, SubmitFailure};
 use crate::metrics::Metrics;
 use crate::model::{Message, Micros, PartialSubmit, now_micros};
@@ -42,38 +43,13 @@ const SWEEP_HOLD_MAX: usize = 100_000;
 /// Pause between failover sweeps while messages keep moving.
 const SWEEP_AGAIN: Duration = Duration::from_secs(1);
 
-/// Retry and timing policy of the dispatchers.
-#[derive(Debug, Clone)]
-pub struct DispatchSettings {
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub drain_timeout: Duration,
-    pub submit_timeout: Duration,
-    /// Not ready for this long: queued messages fail over along their route.
-    pub failover_after: Duration,
-}
-
-impl From<&crate::config::DispatchConfig> for DispatchSettings {
-    fn from(c: &crate::config::DispatchConfig) -> Self {
-        DispatchSettings {
-            max_attempts: c.max_attempts,
-            retry_base: c.retry_base,
-            retry_max: c.retry_max,
-            drain_timeout: c.drain_timeout,
-            submit_timeout: c.submit_timeout,
-            failover_after: c.failover_after,
-        }
-    }
-}
-
 /// Runs the dispatcher of `connector` until `shutdown`, then drains its
 /// window for at most `drain_timeout`.
 pub fn spawn_dispatcher(
     tracker: &TaskTracker,
     store: Arc<dyn MessageStore>,
     connector: Arc<dyn Connector>,
-    settings: DispatchSettings,
+    settings: DispatchConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -113,7 +89,7 @@ struct Dispatcher {
     store: Arc<dyn MessageStore>,
     connector: Arc<dyn Connector>,
     limiter: Option<DefaultDirectRateLimiter>,
-    settings: DispatchSettings,
+    settings: DispatchConfig,
     metrics: Arc<Metrics>,
     outcomes: mpsc::Sender<Outcome>,
     shutdown: CancellationToken,
@@ -435,7 +411,7 @@ impl DownClock {
 
 /// Exponential backoff from `retry_base`, capped at `retry_max`, with ±20 %
 /// jitter derived from the message id so retries of a burst spread out.
-pub fn backoff(settings: &DispatchSettings, attempts: u32, salt: u128) -> Duration {
+pub fn backoff(settings: &DispatchConfig, attempts: u32, salt: u128) -> Duration {
     let exp = settings
         .retry_base
         .saturating_mul(2u32.saturating_pow(attempts.min(20)));
@@ -449,8 +425,8 @@ pub fn backoff(settings: &DispatchSettings, attempts: u32, salt: u128) -> Durati
 mod tests {
     use super::*;
 
-    fn settings() -> DispatchSettings {
-        DispatchSettings {
+    fn settings() -> DispatchConfig {
+        DispatchConfig {
             max_attempts: 5,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::admission::{Admitter, Outgoing};
 use crate::auth::{Principal, Scope};
+use crate::config::InboundConfig;
 use crate::connector::InboundMessage;
 use crate::metrics::Metrics;
 use crate::model::InboundRecord;
@@ -24,49 +25,24 @@ use crate::store::{InboundStore, StoreError};
 /// Principal that automatic replies are sent as.
 pub const REPLY_PRINCIPAL: &str = "inbound-reply";
 
-/// What to do with inbound messages.
-#[derive(Debug, Clone, Default)]
-pub struct InboundSettings {
-    /// Every inbound message is also POSTed here.
-    pub webhook_url: Option<String>,
-    /// Whether inbound webhooks can be signed (`inbound.webhook_secret` is
-    /// set). Without it no inbound webhook is queued, not even one an
-    /// `on_inbound` hook names: Herald never POSTs unsigned.
-    pub signing: bool,
-    /// Bodies that opt the sender out of marketing (compared trimmed, any case).
-    pub stop_keywords: Vec<String>,
-    /// Bodies that opt the sender back in.
-    pub start_keywords: Vec<String>,
-}
-
-impl InboundSettings {
-    pub fn from_config(c: &crate::config::InboundConfig) -> Self {
-        InboundSettings {
-            webhook_url: c.webhook_url.clone(),
-            signing: c.webhook_secret.is_some(),
-            stop_keywords: c.stop_keywords.clone(),
-            start_keywords: c.start_keywords.clone(),
-        }
-    }
-
-    /// `opt_out`, `opt_in` or nothing, for a message body.
-    pub fn action(&self, body: &str) -> Option<&'static str> {
-        let word = body.trim();
-        let is = |list: &[String]| list.iter().any(|k| k.eq_ignore_ascii_case(word));
-        if is(&self.stop_keywords) {
-            Some("opt_out")
-        } else if is(&self.start_keywords) {
-            Some("opt_in")
-        } else {
-            None
-        }
+/// `opt_out`, `opt_in` or nothing: whether `body` is one of the configured
+/// STOP/START keywords (compared trimmed, any case).
+pub fn keyword_action(config: &InboundConfig, body: &str) -> Option<&'static str> {
+    let word = body.trim();
+    let is = |list: &[String]| list.iter().any(|k| k.eq_ignore_ascii_case(word));
+    if is(&config.stop_keywords) {
+        Some("opt_out")
+    } else if is(&config.start_keywords) {
+        Some("opt_in")
+    } else {
+        None
     }
 }
 
 /// Handles inbound messages for the receipt recorder.
 #[derive(Default)]
 pub struct InboundHandler {
-    settings: InboundSettings,
+    config: InboundConfig,
     /// The operator's `on_inbound` hook, when running in a gateway.
     scripts: Option<Arc<Scripts>>,
     /// Admits automatic replies, when running in a gateway.
@@ -75,9 +51,9 @@ pub struct InboundHandler {
 
 impl InboundHandler {
     /// Keywords, storage and webhooks only.
-    pub fn new(settings: InboundSettings) -> Self {
+    pub fn new(config: InboundConfig) -> Self {
         InboundHandler {
-            settings,
+            config,
             scripts: None,
             replies: None,
         }
@@ -112,7 +88,7 @@ impl InboundHandler {
                 .as_ref()
                 .map(|scripts| scripts.on_inbound(&mo))
                 .unwrap_or_default();
-            let action = self.settings.action(&mo.body);
+            let action = keyword_action(&self.config, &mo.body);
             if decision.drop {
                 // Opting out is the sender's right: a script cannot swallow it.
                 stored[index] = apply_keyword(store, &mo.from, action).await;
@@ -125,10 +101,11 @@ impl InboundHandler {
             if let Some(reply) = decision.reply {
                 replies.push((mo.from.clone(), reply));
             }
-            let mut webhook = decision
-                .webhook
-                .or_else(|| self.settings.webhook_url.clone());
-            if webhook.is_some() && !self.settings.signing {
+            let mut webhook = decision.webhook.or_else(|| self.config.webhook_url.clone());
+            // Without `inbound.webhook_secret` no inbound webhook is queued,
+            // not even one an `on_inbound` hook names: Herald never POSTs
+            // unsigned.
+            if webhook.is_some() && self.config.webhook_secret.is_none() {
                 // Config validation ties inbound.webhook_url to the secret;
                 // this catches URLs named by on_inbound.
                 tracing::error!(

@@ -11,15 +11,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::LimitConfig;
 use crate::model::{Class, Micros};
 
 const HOUR: Micros = 3_600_000_000;
 const DAY: Micros = 24 * HOUR;
 const SECOND: Micros = 1_000_000;
 
-/// The limits of one class. `None`/0 means the rule is off.
+/// The limits of one class (`[limits.<class>]`); 0 turns a rule off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitPolicy {
     pub per_hour: u32,
     pub per_day: u32,
@@ -55,23 +55,6 @@ impl LimitPolicy {
                 ..LimitPolicy::default()
             },
         }
-    }
-
-    /// The defaults overridden by whatever `[limits.<class>]` sets (0 = off).
-    pub fn from_config(class: Class, config: Option<&LimitConfig>) -> LimitPolicy {
-        let mut p = Self::default_for(class);
-        if let Some(c) = config {
-            if let Some(v) = c.per_hour {
-                p.per_hour = v;
-            }
-            if let Some(v) = c.per_day {
-                p.per_day = v;
-            }
-            if let Some(v) = c.min_interval_seconds {
-                p.min_interval_seconds = v;
-            }
-        }
-        p
     }
 
     /// Whether any rule is on.
@@ -138,20 +121,6 @@ pub fn retry_after_seconds(wait: Micros) -> u64 {
     u64::try_from((wait + SECOND - 1) / SECOND)
         .unwrap_or(1)
         .max(1)
-}
-
-/// The policy of every class, from config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits([LimitPolicy; 4]);
-
-impl Limits {
-    pub fn from_config(config: &crate::config::Config) -> Limits {
-        Limits(Class::ALL.map(|c| LimitPolicy::from_config(c, config.limits.get(c.as_str()))))
-    }
-
-    pub fn for_class(&self, class: Class) -> LimitPolicy {
-        self.0[class.index()]
-    }
 }
 
 /// Encodes a history for storage: little-endian i64s.
@@ -231,24 +200,6 @@ mod tests {
         let r = run(&p, &[0, 1, 2, 3, DAY + 1, DAY + 2]);
         assert_eq!(r[4], None);
         assert_eq!(r[5], None);
-    }
-
-    #[test]
-    fn config_overrides_only_what_it_sets() {
-        let c = LimitConfig {
-            per_hour: Some(10),
-            per_day: None,
-            min_interval_seconds: Some(0),
-        };
-        let p = LimitPolicy::from_config(Class::Otp, Some(&c));
-        assert_eq!(
-            p,
-            LimitPolicy {
-                per_hour: 10,
-                per_day: 0,
-                min_interval_seconds: 0
-            }
-        );
     }
 
     #[test]

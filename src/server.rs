@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, App};
-use crate::config::{Config, ConnectorKind, StoreKind};
-use crate::connector::sim::{SimConnector, SimSettings};
-use crate::connector::smpp::{SmppConnector, SmppSettings};
+use crate::config::{Config, ConnectorConfig, StoreKind};
+use crate::connector::sim::SimConnector;
+use crate::connector::smpp::SmppConnector;
 use crate::connector::{Connector, ConnectorEvent};
-use crate::dispatch::{self, DispatchSettings};
+use crate::dispatch;
 use crate::metrics::Metrics;
 use crate::script::{Clock, ScriptEnv, Scripts, reload};
 use crate::store::{EmbeddedStore, RedisSettings, RedisStore, Role, Store, StoreError};
@@ -136,31 +136,18 @@ impl Gateway {
         let (events_tx, events_rx) = mpsc::channel::<ConnectorEvent>(65_536);
         let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
         for c in &config.connectors {
-            match c.kind {
-                ConnectorKind::Sim => {
-                    let resume = store.awaiting_receipts(&c.name).await?;
+            match c {
+                ConnectorConfig::Sim(sim) => {
+                    let resume = store.awaiting_receipts(&sim.name).await?;
                     if !resume.is_empty() {
-                        tracing::info!(connector = %c.name, receipts = resume.len(), "resuming receipts of earlier submits");
+                        tracing::info!(connector = %sim.name, receipts = resume.len(), "resuming receipts of earlier submits");
                     }
-                    connectors.push(SimConnector::start(
-                        SimSettings {
-                            name: c.name.clone(),
-                            window: c.window,
-                            tps: c.tps,
-                            delay: Duration::from_millis(c.delay_ms.unwrap_or(5)),
-                            fail_rate: c.fail_rate.unwrap_or(0.0),
-                            offline: c.offline.unwrap_or(false),
-                            submit_delay: Duration::from_millis(c.submit_delay_ms.unwrap_or(0)),
-                        },
-                        events_tx.clone(),
-                        resume,
-                    ));
+                    connectors.push(SimConnector::start(sim.clone(), events_tx.clone(), resume));
                 }
-                ConnectorKind::Smpp => {
+                ConnectorConfig::Smpp(smpp) => {
                     // A real SMSC resends receipts still pending when we bind again.
-                    let smpp =
-                        SmppConnector::start(SmppSettings::from_config(c), events_tx.clone())
-                            .map_err(|e| StartError::Config(e.to_string()))?;
+                    let smpp = SmppConnector::start(smpp.clone(), events_tx.clone())
+                        .map_err(|e| StartError::Config(e.to_string()))?;
                     connectors.push(smpp);
                 }
             }
@@ -170,7 +157,11 @@ impl Gateway {
         let scripts = Scripts::load(
             &config.scripts,
             ScriptEnv {
-                connectors: config.connectors.iter().map(|c| c.name.clone()).collect(),
+                connectors: config
+                    .connectors
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect(),
                 health: crate::connector::health_of(&connectors),
                 clock,
             },
@@ -195,13 +186,12 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let workers = TaskTracker::new();
         let dispatch_stop = CancellationToken::new();
-        let settings = DispatchSettings::from(&config.dispatch);
         for connector in &connectors {
             dispatch::spawn_dispatcher(
                 &workers,
                 store.clone(),
                 connector.clone(),
-                settings.clone(),
+                config.dispatch.clone(),
                 metrics.clone(),
                 dispatch_stop.clone(),
             );
@@ -210,17 +200,13 @@ impl Gateway {
             store.clone(),
             events_rx,
             metrics.clone(),
-            crate::inbound::InboundHandler::new(crate::inbound::InboundSettings::from_config(
-                &config.inbound,
-            ))
-            .with_scripts(app.scripts.clone(), app.admitter.clone()),
+            crate::inbound::InboundHandler::new(config.inbound.clone())
+                .with_scripts(app.scripts.clone(), app.admitter.clone()),
         ));
         workers.spawn(crate::webhook::run(
             store.clone(),
-            crate::webhook::WebhookSettings::from_config(
-                &config.webhooks,
-                config.inbound.webhook_secret.clone(),
-            ),
+            config.webhooks.clone(),
+            config.inbound.webhook_secret.clone(),
             metrics.clone(),
             dispatch_stop.clone(),
         ));

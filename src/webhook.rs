@@ -16,7 +16,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WebhooksConfig;
+use crate::config::{Secret, WebhooksConfig};
 use crate::metrics::Metrics;
 use crate::model::{Micros, now_micros};
 use crate::store::{Store, WebhookEvent, WebhookJob, WebhookResult};
@@ -60,49 +60,26 @@ pub fn verify(secret: &str, body: &[u8], header: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-/// Delivery policy.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub concurrency: usize,
-    pub timeout: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub max_age: Duration,
-    /// Signs inbound webhooks.
-    pub inbound_secret: Option<String>,
-    /// How long API key secrets are cached ([`SECRET_TTL`]).
-    pub secret_ttl: Duration,
-}
-
-impl WebhookSettings {
-    pub fn from_config(c: &WebhooksConfig, inbound_secret: Option<String>) -> Self {
-        WebhookSettings {
-            concurrency: c.concurrency,
-            timeout: c.timeout,
-            retry_base: c.retry_base,
-            retry_max: c.retry_max,
-            max_age: c.max_age,
-            inbound_secret,
-            secret_ttl: SECRET_TTL,
-        }
-    }
-
-    fn backoff(&self, attempts: u32) -> Duration {
-        self.retry_base
-            .saturating_mul(2u32.saturating_pow(attempts.min(20)))
-            .min(self.retry_max)
-    }
+/// Retry `attempts + 1` waits this long: `retry_base` doubling per
+/// attempt, capped at `retry_max`.
+fn backoff(config: &WebhooksConfig, attempts: u32) -> Duration {
+    config
+        .retry_base
+        .saturating_mul(2u32.saturating_pow(attempts.min(20)))
+        .min(config.retry_max)
 }
 
 /// Runs deliveries until `shutdown`.
+/// Inbound webhooks are signed with `inbound_secret` (`inbound.webhook_secret`).
 pub async fn run(
     store: Arc<dyn Store>,
-    settings: WebhookSettings,
+    config: WebhooksConfig,
+    inbound_secret: Option<Secret>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let client = match reqwest::Client::builder()
-        .timeout(settings.timeout)
+        .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
     {
@@ -112,7 +89,7 @@ pub async fn run(
             return;
         }
     };
-    let worker = Worker::new(store, settings, metrics, client);
+    let worker = Worker::new(store, config, inbound_secret, metrics, client);
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -133,7 +110,10 @@ pub async fn run(
 
 struct Worker {
     store: Arc<dyn Store>,
-    settings: WebhookSettings,
+    config: WebhooksConfig,
+    inbound_secret: Option<Secret>,
+    /// How long API key secrets are cached ([`SECRET_TTL`]; tests shorten it).
+    secret_ttl: Duration,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     /// API key name → webhook secret, read from the store at most every
@@ -160,13 +140,16 @@ enum PayloadError {
 impl Worker {
     fn new(
         store: Arc<dyn Store>,
-        settings: WebhookSettings,
+        config: WebhooksConfig,
+        inbound_secret: Option<Secret>,
         metrics: Arc<Metrics>,
         client: reqwest::Client,
     ) -> Self {
         Worker {
             store,
-            settings,
+            config,
+            inbound_secret,
+            secret_ttl: SECRET_TTL,
             metrics,
             client,
             secrets: Mutex::new(Secrets::default()),
@@ -175,10 +158,10 @@ impl Worker {
 
     /// Delivers one claimed round; `false` when nothing was due.
     async fn round(&self) -> bool {
-        let lease = self.settings.timeout * 2 + Duration::from_secs(5);
+        let lease = self.config.timeout * 2 + Duration::from_secs(5);
         let jobs = match self
             .store
-            .claim_webhooks(now_micros(), self.settings.concurrency * 4, lease)
+            .claim_webhooks(now_micros(), self.config.concurrency * 4, lease)
             .await
         {
             Ok(jobs) => jobs,
@@ -195,7 +178,7 @@ impl Worker {
                 let result = self.deliver(&job).await;
                 (job, result)
             })
-            .buffer_unordered(self.settings.concurrency)
+            .buffer_unordered(self.config.concurrency)
             .collect()
             .await;
         if let Err(e) = self.store.finish_webhooks(results).await {
@@ -246,13 +229,13 @@ impl Worker {
     fn retry_or_give_up(&self, job: &WebhookJob, error: String) -> WebhookResult {
         let now = now_micros();
         let age = Duration::from_micros(u64::try_from(now - job.created_at).unwrap_or(0));
-        if age >= self.settings.max_age {
+        if age >= self.config.max_age {
             tracing::warn!(job = %job.id, url = %job.url, %error, attempts = job.attempts + 1, "webhook given up");
             self.metrics.webhook("given_up");
             return WebhookResult::Done;
         }
         self.metrics.webhook("retried");
-        let delay = self.settings.backoff(job.attempts);
+        let delay = backoff(&self.config, job.attempts);
         tracing::info!(job = %job.id, url = %job.url, %error, retry_in = ?delay, "webhook failed");
         WebhookResult::Retry {
             next_at: now + Micros::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2),
@@ -282,9 +265,9 @@ impl Worker {
                 // Config validation requires the secret with a webhook_url;
                 // this also covers URLs named by an on_inbound hook.
                 let secret = self
-                    .settings
                     .inbound_secret
-                    .clone()
+                    .as_ref()
+                    .map(|s| s.expose().to_string())
                     .ok_or(PayloadError::Unsigned("inbound.webhook_secret"))?;
                 let body = serde_json::to_vec(&InboundView::from(record)).map_err(encode)?;
                 Ok((body, Some(secret), "inbound"))
@@ -301,7 +284,7 @@ impl Worker {
         {
             let secrets = lock(&self.secrets);
             let age = secrets.loaded_at.map(|t| t.elapsed());
-            let ttl = self.settings.secret_ttl;
+            let ttl = self.secret_ttl;
             match secrets.by_owner.get(owner) {
                 Some(secret) if age.is_some_and(|a| a < ttl) => return Ok(secret.clone()),
                 // A key created since the last read is looked up at once,
@@ -368,16 +351,14 @@ mod tests {
             crate::store::EmbeddedStore::open(&dir.path().join("h.db"), 8 << 20).expect("open"),
         );
         let ttl = Duration::from_secs(2);
-        let settings = WebhookSettings {
-            secret_ttl: ttl,
-            ..WebhookSettings::from_config(&WebhooksConfig::default(), None)
-        };
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             store.clone(),
-            settings,
+            WebhooksConfig::default(),
+            None,
             Arc::new(Metrics::new()),
             reqwest::Client::new(),
         );
+        worker.secret_ttl = ttl;
         let secret = async |owner: &str| worker.secret_of(owner).await.ok().flatten();
         store
             .create_api_key(key("shop", "k1", "whsec_old", 1))

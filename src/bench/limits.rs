@@ -106,7 +106,7 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
                 }
             };
             let settings = RedisSettings {
-                url,
+                url: crate::config::Secret::new(url),
                 prefix: format!("benchlimits{}", std::process::id()),
                 node_id: "bench-limits".into(),
                 lease: Duration::from_secs(10),

@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use std::sync::Mutex;
@@ -23,23 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Ack, Connector, ConnectorEvent, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::model::{Message, now_micros};
 
+use crate::config::SimConfig;
 use crate::model::{Receipt, ReceiptState};
-
-/// Settings of one simulated carrier.
-#[derive(Debug, Clone)]
-pub struct SimSettings {
-    pub name: String,
-    pub window: usize,
-    pub tps: u32,
-    /// Submit → receipt delay.
-    pub delay: Duration,
-    /// Fraction of receipts that report UNDELIV.
-    pub fail_rate: f64,
-    /// Never ready: a carrier whose bind is down.
-    pub offline: bool,
-    /// Time to answer each submit (a slow carrier).
-    pub submit_delay: Duration,
-}
 
 struct Pending {
     due: Instant,
@@ -48,7 +32,7 @@ struct Pending {
 
 /// The simulated carrier.
 pub struct SimConnector {
-    settings: SimSettings,
+    settings: SimConfig,
     next_id: AtomicU64,
     /// Receipts not yet sent, oldest first.
     pending: Arc<Mutex<VecDeque<Pending>>>,
@@ -59,7 +43,7 @@ pub struct SimConnector {
 impl SimConnector {
     /// Starts the carrier; its receipts go to `events`. `resume` lists carrier
     /// ids of earlier submits still awaiting a receipt.
-    pub fn start(settings: SimSettings, events: EventSender, resume: Vec<String>) -> Arc<Self> {
+    pub fn start(settings: SimConfig, events: EventSender, resume: Vec<String>) -> Arc<Self> {
         // Ids start at a random point so they repeat neither across
         // restarts nor between nodes sharing a store (a clash would match a
         // receipt to another node's message); the clock is the fallback.
@@ -68,7 +52,7 @@ impl SimConnector {
             Ok(()) => u64::from_le_bytes(seed) >> 2,
             Err(_) => u64::try_from(now_micros()).unwrap_or(0),
         };
-        let due = Instant::now() + settings.delay;
+        let due = Instant::now() + settings.delay();
         let pending: VecDeque<Pending> = resume
             .into_iter()
             .map(|smsc_id| Pending { due, smsc_id })
@@ -192,12 +176,12 @@ impl Connector for SimConnector {
         if self.settings.offline {
             return Err(SubmitError::Temporary("simulated carrier is offline".into()).into());
         }
-        if !self.settings.submit_delay.is_zero() {
+        if !self.settings.submit_delay_ms == 0 {
             tokio::select! {
                 () = self.stop.cancelled() => {
                     return Err(SubmitError::Temporary("connector stopped".into()).into());
                 }
-                () = tokio::time::sleep(self.settings.submit_delay) => {}
+                () = tokio::time::sleep(self.settings.submit_delay()) => {}
             }
         }
         let smsc_id = format!("sim-{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -205,7 +189,7 @@ impl Connector for SimConnector {
             let mut q = lock(&self.pending);
             let was_empty = q.is_empty();
             q.push_back(Pending {
-                due: Instant::now() + self.settings.delay,
+                due: Instant::now() + self.settings.delay(),
                 smsc_id: smsc_id.clone(),
             });
             was_empty
@@ -226,16 +210,13 @@ impl Connector for SimConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn settings(fail_rate: f64) -> SimSettings {
-        SimSettings {
-            name: "sim".into(),
+    fn settings(fail_rate: f64) -> SimConfig {
+        SimConfig {
             window: 8,
-            tps: 0,
-            delay: Duration::from_millis(5),
             fail_rate,
-            offline: false,
-            submit_delay: Duration::ZERO,
+            ..SimConfig::named("sim")
         }
     }
 

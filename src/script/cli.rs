@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::engine::{self, Limits};
+use super::engine;
 use super::helpers::ScriptEnv;
 use super::library::{Dirs, Hook, Library};
 use super::{RouteDecision, ScriptMessage, Scripts, SubmitDecision};
@@ -58,7 +58,13 @@ pub fn run(cmd: ScriptCommand, config: &Config, out: &mut dyn Write) -> Result<(
 }
 
 fn env_for(config: &Config) -> ScriptEnv {
-    ScriptEnv::offline(config.connectors.iter().map(|c| c.name.clone()).collect())
+    ScriptEnv::offline(
+        config
+            .connectors
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect(),
+    )
 }
 
 /// Which directories `check` reads for `dir`.
@@ -88,7 +94,7 @@ fn dirs_for(
 
 fn check(dir: Option<&Path>, config: &Config, out: &mut dyn Write) -> Result<(), String> {
     let (scripts, templates) = dirs_for(dir, config)?;
-    let engine = engine::build(&Limits::from(&config.scripts), env_for(config));
+    let engine = engine::build(&config.scripts, env_for(config));
     let lib = Library::load(
         &engine,
         &Dirs {
@@ -157,7 +163,7 @@ fn test(
             .map_err(|e| format!("--at {at:?}: {e} (use RFC 3339, e.g. 2026-01-31T22:00:00Z)"))?;
         env.clock = Arc::new(move || t);
     }
-    let limits = Limits::from(&config.scripts);
+    let limits = config.scripts.clone();
     let engine = engine::build(&limits, env.clone());
     let lib = Library::single(&engine, path).map_err(|p| p.to_string())?;
     if lib.hook(Hook::Route).is_none() {

@@ -11,7 +11,7 @@
 //!   and a wall-time deadline per call is enforced from the progress callback.
 //!
 //! Every limit Rhai offers is off by default except call depth, so each one
-//! is set here explicitly from [`Limits`].
+//! is set here explicitly from the `[scripts]` config.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -21,38 +21,6 @@ use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel};
 
 use super::helpers::{self, ScriptEnv};
 use crate::config::ScriptsConfig;
-
-/// The bounds every script call runs under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub timeout: Duration,
-    pub max_operations: u64,
-    pub max_call_depth: usize,
-    pub max_expr_depth: usize,
-    pub max_string_bytes: usize,
-    pub max_array_len: usize,
-    pub max_map_len: usize,
-}
-
-impl From<&ScriptsConfig> for Limits {
-    fn from(c: &ScriptsConfig) -> Self {
-        Limits {
-            timeout: c.timeout,
-            max_operations: c.max_operations,
-            max_call_depth: c.max_call_depth,
-            max_expr_depth: c.max_expr_depth,
-            max_string_bytes: c.max_string_bytes,
-            max_array_len: c.max_array_len,
-            max_map_len: c.max_map_len,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits::from(&ScriptsConfig::default())
-    }
-}
 
 /// Variables alive at once in one call; generous for real scripts, a cap
 /// on memory for hostile ones.
@@ -103,7 +71,7 @@ fn past_deadline(operations: u64) -> Option<Dynamic> {
 }
 
 /// Builds the sandboxed engine with Herald's helper functions registered.
-pub(crate) fn build(limits: &Limits, env: ScriptEnv) -> Engine {
+pub(crate) fn build(limits: &ScriptsConfig, env: ScriptEnv) -> Engine {
     let mut engine = Engine::new();
     // Engine::new installs a file module resolver; scripts load nothing.
     engine.set_module_resolver(DummyModuleResolver::new());

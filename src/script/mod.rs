@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 
-pub use engine::{ErrorKind, Limits};
+pub use engine::ErrorKind;
 pub use error::{Problem, ScriptError, Source, TemplateError};
 pub use helpers::{Clock, ScriptEnv};
 pub use hooks::{InboundDecision, SubmitDecision};
@@ -54,7 +54,7 @@ use library::{Dirs, Library, Loaded};
 /// The scripts and templates of one gateway.
 pub struct Scripts {
     engine: Engine,
-    limits: Limits,
+    limits: ScriptsConfig,
     env: ScriptEnv,
     /// `None` when scripts are disabled.
     dirs: Option<(PathBuf, PathBuf)>,
@@ -82,8 +82,8 @@ impl Scripts {
             .enabled
             .then(|| (config.dir.clone(), config.templates_dir.clone()));
         let scripts = Arc::new(Scripts {
-            engine: engine::build(&Limits::from(config), env.clone()),
-            limits: Limits::from(config),
+            engine: engine::build(config, env.clone()),
+            limits: config.clone(),
             env,
             dirs,
             library: RwLock::new(Arc::new(Library::default())),
@@ -100,7 +100,7 @@ impl Scripts {
     /// Scripts over a library loaded by other means (the CLI), not watched.
     pub(crate) fn with_library(
         engine: Engine,
-        limits: Limits,
+        limits: ScriptsConfig,
         env: ScriptEnv,
         library: Library,
         metrics: Arc<Metrics>,
@@ -122,7 +122,7 @@ impl Scripts {
     }
 
     /// The bounds calls run under.
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &ScriptsConfig {
         &self.limits
     }
 

@@ -19,10 +19,11 @@
 
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Scope};
 
-use super::engine::{DeadlineGuard, Limits};
+use super::engine::DeadlineGuard;
 use super::error::{ScriptError, TemplateError};
 use super::library::{Library, normalise_locale};
 use super::value::{describe, json_to_dynamic};
+use crate::config::ScriptsConfig;
 
 /// The library keys to try for `name` in `locale`, most specific first.
 pub(crate) fn candidates(name: &str, locale: Option<&str>) -> Vec<String> {
@@ -52,7 +53,7 @@ fn valid_name(name: &str) -> bool {
 /// Renders template `name` for `locale` with `vars`.
 pub(crate) fn render(
     engine: &Engine,
-    limits: &Limits,
+    limits: &ScriptsConfig,
     lib: &Library,
     name: &str,
     locale: Option<&str>,
@@ -121,7 +122,7 @@ mod tests {
 
     fn engine() -> Engine {
         super::super::engine::build(
-            &Limits::default(),
+            &ScriptsConfig::default(),
             super::super::helpers::ScriptEnv::offline(Vec::new()),
         )
     }

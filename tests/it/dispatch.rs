@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald::config::DispatchConfig;
 use herald::connector::{Connector, SubmitAck, SubmitError, SubmitFailure};
-use herald::dispatch::{DispatchSettings, spawn_dispatcher};
+use herald::dispatch::spawn_dispatcher;
 use herald::metrics::Metrics;
 use herald::model::{Class, Message, MessageId, Status};
 use herald::store::{EmbeddedStore, NewMessage, Store};
@@ -78,8 +79,8 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn settings(max_attempts: u32) -> DispatchSettings {
-    DispatchSettings {
+fn settings(max_attempts: u32) -> DispatchConfig {
+    DispatchConfig {
         max_attempts,
         retry_base: Duration::from_millis(20),
         retry_max: Duration::from_millis(100),

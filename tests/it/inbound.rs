@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::config::{InboundConfig, Secret};
 use herald::connector::{Ack, ConnectorEvent, InboundMessage};
-use herald::inbound::{InboundHandler, InboundSettings};
+use herald::inbound::InboundHandler;
 use herald::metrics::Metrics;
 use herald::model::{Class, Status, now_micros};
 use herald::model::{Receipt, ReceiptState};
@@ -35,9 +36,9 @@ async fn deliver_inbound(
 ) {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(db, 8 << 20).expect("open"));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let settings = InboundSettings {
+    let settings = InboundConfig {
         // The gateway that delivers them holds the inbound secret.
-        signing: webhook.is_some(),
+        webhook_secret: webhook.as_ref().map(|_| Secret::new("whsec_test")),
         webhook_url: webhook,
         stop_keywords: vec!["STOP".into(), "UNSUBSCRIBE".into()],
         start_keywords: vec!["START".into()],
@@ -141,9 +142,9 @@ async fn receipts_and_inbound_messages_are_acked_after_their_store_write_and_ref
         store.clone(),
         rx,
         Arc::new(Metrics::new()),
-        InboundHandler::new(InboundSettings {
+        InboundHandler::new(InboundConfig {
             stop_keywords: vec!["STOP".into()],
-            ..InboundSettings::default()
+            ..InboundConfig::default()
         }),
     ));
     // A message submitted as carrier id "s1", waiting for its receipt.

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use herald::config::Config;
-use herald::connector::smpp::{SmppConnector, SmppSettings};
+use herald::connector::smpp::{SmppConfig, SmppConnector};
 use herald::connector::{Connector, ConnectorEvent, InboundMessage};
 use herald::model::{Class, Message};
 use herald::smsc_sim::{SimConfig, SmscSim};
@@ -139,14 +139,17 @@ impl NpmSmsc {
     }
 }
 
-fn settings(name: &str, port: u16, extra: &str) -> SmppSettings {
+fn settings(name: &str, port: u16, extra: &str) -> SmppConfig {
     let text = format!(
         "[[connectors]]\nname = \"{name}\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
          system_id = \"herald\"\npassword = \"pw\"\nsource_addr = \"Herald\"\nreconnect_min = \"50ms\"\n\
          reconnect_max = \"200ms\"\nresponse_timeout = \"5s\"\n{extra}"
     );
     let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
-    SmppSettings::from_config(&config.connectors[0])
+    config.connectors[0]
+        .as_smpp()
+        .expect("an smpp connector")
+        .clone()
 }
 
 fn outgoing(body: &str) -> Message {

@@ -17,7 +17,7 @@ use crate::store_conformance::message;
 
 async fn node(redis: &TestRedis, id: &str, lease: Duration) -> Arc<RedisStore> {
     let settings = RedisSettings {
-        url: redis.url.clone(),
+        url: herald::config::Secret::new(redis.url.clone()),
         prefix: redis.prefix.clone(),
         node_id: id.into(),
         lease,

@@ -47,7 +47,7 @@ struct Redis {
 impl StoreFactory for Redis {
     async fn open(&self) -> Arc<dyn Store> {
         let settings = RedisSettings {
-            url: self.redis.url.clone(),
+            url: herald::config::Secret::new(self.redis.url.clone()),
             prefix: self.redis.prefix.clone(),
             node_id: "conformance".into(),
             lease: Duration::from_secs(10),

@@ -27,7 +27,6 @@
 //!   retried and the session drops the bind and binds again.
 //!
 //! Layout, one job per file:
-//! - `settings`: config → [`SmppSettings`] with defaults applied.
 //! - `transport`: TCP/TLS connect and the rusmppc client.
 //! - `session`: one bind's task: bind, inbound PDUs, reconnect.
 //! - `bind`: a bind's shared state (client, window, throttle pause).
@@ -42,7 +41,6 @@ mod bind;
 mod deliver;
 mod inbound;
 mod session;
-mod settings;
 pub mod status;
 mod submit;
 mod transport;
@@ -65,7 +63,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use settings::{SmppSettings, TlsSettings};
+pub use crate::config::{SmppConfig, TlsSettings};
 pub use submit::PrepareError;
 pub use transport::TlsSetupError;
 
@@ -89,7 +87,7 @@ pub enum SmppError {
 
 /// An SMPP carrier; see the module docs.
 pub struct SmppConnector {
-    settings: Arc<SmppSettings>,
+    settings: Arc<SmppConfig>,
     /// Binds that submit, in round-robin order.
     submitters: Vec<Arc<BindSlot>>,
     next_bind: AtomicUsize,
@@ -113,13 +111,13 @@ impl SmppConnector {
     ///
     /// # Errors
     /// [`SmppError`] when the TLS configuration is unusable.
-    pub fn start(settings: SmppSettings, events: EventSender) -> Result<Arc<Self>, SmppError> {
+    pub fn start(settings: SmppConfig, events: EventSender) -> Result<Arc<Self>, SmppError> {
         let transport = Arc::new(Transport::new(&settings).map_err(|source| SmppError::Tls {
             name: settings.name.clone(),
             source,
         })?);
         let settings = Arc::new(settings);
-        let role = match settings.bind_mode {
+        let role = match settings.bind {
             BindMode::Transceiver => Role::Transceiver,
             BindMode::Transmitter => Role::Transmitter,
         };
@@ -161,7 +159,7 @@ impl SmppConnector {
     }
 
     /// The settings in use.
-    pub fn settings(&self) -> &SmppSettings {
+    pub fn settings(&self) -> &SmppConfig {
         &self.settings
     }
 

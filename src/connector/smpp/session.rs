@@ -39,9 +39,9 @@ use super::backoff::Backoff;
 use super::bind::{BindSlot, Role};
 use super::deliver::{self, Delivery};
 use super::inbound::{Joined, Reassembler};
-use super::settings::SmppSettings;
 use super::status;
 use super::transport::{ConnectError, Events, Transport};
+use crate::config::SmppConfig;
 use crate::connector::{Ack, ConnectorEvent, EventSender, InboundMessage};
 use crate::model::Receipt;
 use crate::model::now_micros;
@@ -80,7 +80,7 @@ enum End {
 /// Everything one bind task needs.
 pub struct Session {
     pub slot: Arc<BindSlot>,
-    pub settings: Arc<SmppSettings>,
+    pub settings: Arc<SmppConfig>,
     pub transport: Arc<Transport>,
     pub events: EventSender,
     pub inbound: Arc<Mutex<Reassembler>>,
@@ -160,8 +160,8 @@ impl Session {
         let s = &self.settings;
         let system_id =
             COctetString::from_str(&s.system_id).map_err(|_| BindError::Field("system_id"))?;
-        let password =
-            COctetString::from_str(&s.password).map_err(|_| BindError::Field("password"))?;
+        let password = COctetString::from_str(s.password.expose())
+            .map_err(|_| BindError::Field("password"))?;
         let system_type =
             COctetString::from_str(&s.system_type).map_err(|_| BindError::Field("system_type"))?;
         let version = InterfaceVersion::Smpp3_4;

@@ -15,7 +15,7 @@ use rusmpp::{
     values::{DataCoding, EsmClass, Npi, PriorityFlag, RegisteredDelivery, Ton},
 };
 
-use super::settings::SmppSettings;
+use crate::config::SmppConfig;
 use crate::config::SplitMode;
 use crate::model::{Class, Message};
 use crate::text::{self, Encoding, TextError};
@@ -59,7 +59,7 @@ fn destination(to: &str) -> Result<(Numbering, COctetString<1, 21>), PrepareErro
 /// The sender: `+digits` is international, other digits are a short code or
 /// national number, anything else is an alphanumeric sender id. The config
 /// may force TON/NPI for carriers with their own conventions.
-fn source(from: &str, s: &SmppSettings) -> Result<(Numbering, COctetString<1, 21>), PrepareError> {
+fn source(from: &str, s: &SmppConfig) -> Result<(Numbering, COctetString<1, 21>), PrepareError> {
     let (numbering, addr) = if let Some(digits) = from
         .strip_prefix('+')
         .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
@@ -94,7 +94,7 @@ pub fn concat_udh(reference: u8, total: u8, seq: u8) -> [u8; 6] {
 /// [`PrepareError`] when an address or the body cannot be sent at all.
 pub fn submit_pdus(
     msg: &Message,
-    s: &SmppSettings,
+    s: &SmppConfig,
     reference: u16,
 ) -> Result<Vec<SubmitSm>, PrepareError> {
     let ((dest_ton, dest_npi), destination_addr) = destination(&msg.to)?;
@@ -168,12 +168,15 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn settings(split: &str) -> SmppSettings {
+    fn settings(split: &str) -> SmppConfig {
         let c = Config::from_toml(&format!(
             "[[connectors]]\nname = \"c\"\nkind = \"smpp\"\nhost = \"h\"\nsystem_id = \"x\"\nsplit = \"{split}\"\nsource_addr = \"Herald\"\n"
         ))
         .expect("valid");
-        SmppSettings::from_config(&c.connectors[0])
+        c.connectors[0]
+            .as_smpp()
+            .expect("an smpp connector")
+            .clone()
     }
 
     fn msg(body: &str) -> Message {

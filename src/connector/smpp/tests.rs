@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
-use super::{SmppConnector, SmppSettings};
+use super::{SmppConfig, SmppConnector};
 use crate::config::Config;
 use crate::connector::{Connector, ConnectorEvent, SubmitError};
 use crate::model::ReceiptState;
@@ -58,7 +58,7 @@ fn quick() -> SimConfig {
 
 /// A connector on 127.0.0.1:`port` with quick timings; `extra` TOML lines
 /// add keys or replace these defaults.
-fn settings(port: u16, extra: &str) -> SmppSettings {
+fn settings(port: u16, extra: &str) -> SmppConfig {
     let defaults = [
         "window = 8",
         "reconnect_min = \"20ms\"",
@@ -84,7 +84,10 @@ fn settings(port: u16, extra: &str) -> SmppSettings {
         kept.join("\n")
     );
     let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    SmppSettings::from_config(&config.connectors[0])
+    config.connectors[0]
+        .as_smpp()
+        .expect("an smpp connector")
+        .clone()
 }
 
 struct Rig {

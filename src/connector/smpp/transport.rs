@@ -17,7 +17,7 @@ use tokio_rustls::rustls::{
     pki_types::{CertificateDer, ServerName, pem::PemObject},
 };
 
-use super::settings::SmppSettings;
+use crate::config::SmppConfig;
 
 /// Inbound PDUs and background errors of one connection.
 pub type Events = Box<dyn Stream<Item = Event> + Unpin + Send>;
@@ -73,8 +73,8 @@ impl Transport {
     ///
     /// # Errors
     /// [`TlsSetupError`] when the CA file or server name is unusable.
-    pub fn new(settings: &SmppSettings) -> Result<Transport, TlsSetupError> {
-        let tls = match &settings.tls {
+    pub fn new(settings: &SmppConfig) -> Result<Transport, TlsSetupError> {
+        let tls = match settings.tls() {
             None => None,
             Some(tls) => {
                 let mut roots = RootCertStore::empty();
@@ -120,7 +120,7 @@ impl Transport {
     ///
     /// # Errors
     /// [`ConnectError`] when TCP or TLS fail or time out.
-    pub async fn open(&self, settings: &SmppSettings) -> Result<(Client, Events), ConnectError> {
+    pub async fn open(&self, settings: &SmppConfig) -> Result<(Client, Events), ConnectError> {
         let timeout = settings.response_timeout;
         let connect = async {
             let tcp = TcpStream::connect(&self.addr)

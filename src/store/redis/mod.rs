@@ -22,6 +22,7 @@
 mod decode;
 mod lua;
 
+use crate::config::Secret;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,8 +61,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Where the store is and who this node is.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port/db` or `redis+unix:///path`.
-    pub url: String,
+    /// `redis://[user:password@]host:port/db` or `redis+unix:///path`
+    /// (a secret: it may carry a password).
+    pub url: Secret,
     /// Key prefix; keys are `{prefix}:…`.
     pub prefix: String,
     /// This node's name among the nodes sharing the store. Two live
@@ -314,8 +316,8 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError::Open`] when Redis cannot be reached or the URL is bad.
     pub async fn open(settings: &RedisSettings, role: Role) -> Result<RedisStore, StoreError> {
-        let shown = redacted(&settings.url);
-        let client = Client::open(settings.url.as_str())
+        let shown = redacted(settings.url.expose());
+        let client = Client::open(settings.url.expose())
             .map_err(|e| StoreError::Open(format!("redis URL {shown}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
