@@ -1,19 +1,39 @@
 //! Herald: an SMS gateway for the messages that must not wait.
 //!
-//! Module map (see `DESIGN.md`):
-//! - [`config`]: layered configuration with validation.
-//! - [`model`]: messages, classes, statuses, ids.
-//! - [`text`]: phone numbers, GSM 03.38 / UCS-2 encoding and segments.
-//! - [`admission`]: request → validated, durably stored message.
-//! - [`store`]: the `Store` trait and the embedded (redb) store.
-//! - [`dispatch`]: strict-priority submit loop, retries, receipts, maintenance.
-//! - [`connector`]: the `Connector` trait and the simulated carrier.
-//! - [`api`]: the HTTP API, auth, errors, OpenAPI.
-//! - [`server`]: wiring for `herald serve`; [`admin`]: CLI admin commands.
-//! - [`smsc_sim`]: the standalone SMPP 3.4 SMSC simulator (`herald smsc-sim`).
-//! - [`bench`]: the benchmark suite (`herald bench`).
-//! - [`script`]: operator scripts and templates (Rhai), sandboxed and hot-reloaded.
-//! - [`metrics`]: Prometheus metrics.
+//! **Layering, in one sentence:** the message path (everything below the
+//! line) never imports the HTTP layer; `api` translates requests into domain
+//! calls and domain errors into responses in one place, and only `server`,
+//! `admin`, `bench` and the binary wire the layers together.
+//!
+//! Edge and wiring:
+//! - [`api`]: the HTTP API — routes, the Bearer extractor, the one
+//!   error → JSON mapping, OpenAPI.
+//! - [`server`]: `herald serve` builds and stops everything; [`admin`]: CLI
+//!   admin commands (directly or over the admin socket); [`bench`]: `herald
+//!   bench`; [`smsc_sim`]: the standalone SMSC simulator.
+//!
+//! ---- the message path ----
+//! - [`auth`]: principals, scopes, API keys and their verification.
+//! - [`admission`]: a message to send → validated, rendered, routed and
+//!   durably stored, or an [`admission::AdmissionError`]; used by the API
+//!   and by internal senders (inbound auto-replies).
+//! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
+//! - [`dispatch`]: the strict-priority submit loop per connector;
+//!   [`recorder`]: outcomes, receipts and inbound messages written in
+//!   batches; [`maintenance`]: retries due, expiry, purges.
+//! - [`webhook`]: signed, retried callback and inbound deliveries.
+//! - [`connector`]: the `Connector` trait, the simulated carrier and SMPP.
+//! - [`script`]: operator scripts and templates (Rhai), sandboxed and
+//!   hot-reloaded.
+//! - [`store`]: the role traits (`MessageStore`, `KeyStore`,
+//!   `InboundStore`, `WebhookStore`) and their embedded (redb) and Redis
+//!   implementations.
+//! - [`limits`]: the per-recipient limit algorithm.
+//! - [`view`]: the JSON views the API answers and webhooks POST.
+//! - [`model`]: messages, classes, statuses, ids, receipts; [`text`]: phone
+//!   numbers, GSM 03.38 / UCS-2 encoding and segments; [`error`]: the
+//!   field error shared by domain modules; [`config`]: layered
+//!   configuration; [`metrics`], [`telemetry`].
 #![forbid(unsafe_code)]
 
 pub mod admin;

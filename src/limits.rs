@@ -1,4 +1,4 @@
-//! Per-recipient limits of each class (SPEC §2), and the one algorithm that
+//! Per-recipient limits of each class, and the one algorithm that
 //! enforces them.
 //!
 //! A recipient's history is the list of its recent send times (a sliding
@@ -36,7 +36,7 @@ pub enum LimitDecision {
 }
 
 impl LimitPolicy {
-    /// The SPEC §2 defaults: otp 5/hour and one per 30 s, transactional
+    /// The defaults: otp 5/hour and one per 30 s, transactional
     /// 30/hour, marketing 2/day, emergency unlimited.
     pub fn default_for(class: Class) -> LimitPolicy {
         match class {

@@ -44,7 +44,7 @@ enum Command {
     },
     /// Run a standalone SMPP 3.4 SMSC simulator (carrier stand-in).
     SmscSim(herald::smsc_sim::cli::SmscSimArgs),
-    /// Run the benchmark suite against fresh local servers (SPEC §8).
+    /// Run the benchmark suite against fresh local servers (throughput, head-of-line latency, limits, Redis).
     Bench(herald::bench::BenchArgs),
     /// Check or try operator scripts and templates.
     Script {

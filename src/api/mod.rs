@@ -50,7 +50,7 @@ pub struct App {
     pub auth: Authenticator,
     pub admitter: Arc<Admitter>,
     pub connectors: Vec<Arc<dyn Connector>>,
-    /// Routing, hooks and templates (also `on_inbound` and `cap_area`).
+    /// Routing, hooks and templates.
     pub scripts: Arc<Scripts>,
     /// Bytes of batch bodies admitted at once (`http.max_batch_bytes_in_flight`).
     pub batch_budget: BatchBudget,

@@ -1,4 +1,4 @@
-//! `herald bench`: the project's own benchmark (SPEC §8).
+//! `herald bench`: the project's own benchmark.
 //!
 //! Each scenario starts a fresh `herald serve` child process (this same
 //! binary) on loopback with the embedded store and a carrier — the in-process

@@ -1,4 +1,4 @@
-//! Operator scripts and templates in Rhai (SPEC §5): routing
+//! Operator scripts and templates in Rhai: routing
 //! (`scripts/route.rhai`, `fn route(msg)`), hooks (`on_submit`,
 //! `on_inbound`, `cap_area`) and message templates (`templates/NAME.rhai`).
 //!

@@ -7,7 +7,7 @@ use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use crate::model::{Class, Encoding};
 
-/// A message as `route(msg)` and `on_submit(msg)` see it (SPEC §5).
+/// A message as `route(msg)` and `on_submit(msg)` see it .
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptMessage {
     /// E.164, e.g. `+447911123456`.

@@ -1,4 +1,4 @@
-//! Per-recipient limits and opt-outs over HTTP (SPEC §2, §3).
+//! Per-recipient limits and opt-outs over HTTP.
 
 use serde_json::{Value, json};
 

@@ -1,5 +1,5 @@
 //! Strict priority over HTTP: higher classes overtake any backlog of lower
-//! ones (SPEC §2).
+//! ones.
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! reset mid-window, a restart, slow receipts, refused binds, and a carrier
 //! that stays down while the route has another.
 //!
-//! Every test checks the same contract (SPEC §7): each accepted message
+//! Every test checks the same contract (README, Delivery guarantee): each accepted message
 //! reaches an SMSC at least once, none is lost, and resubmissions stay within
 //! one window per injected fault. Messages go to distinct numbers so the
 //! SMSC's log can be matched against the accepted set. Every wait is bounded.
