@@ -33,7 +33,8 @@
 //! - [`model`]: messages, classes, statuses, ids, receipts; [`text`]: phone
 //!   numbers, GSM 03.38 / UCS-2 encoding and segments; [`error`]: the
 //!   field error shared by domain modules; [`config`]: layered
-//!   configuration; [`metrics`], [`telemetry`].
+//!   configuration; [`metrics`], [`telemetry`]; [`testing`]: bounded
+//!   waits for tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -56,6 +57,7 @@ pub mod server;
 pub mod smsc_sim;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod text;
 pub mod view;
 pub mod webhook;

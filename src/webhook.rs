@@ -344,7 +344,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    // Paused time: the cache's clock is tokio's, so the waits below cost
+    // nothing and cannot be stretched by a loaded machine.
+    #[tokio::test(start_paused = true)]
     async fn key_secrets_are_reread_after_the_cache_ttl() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(

@@ -176,7 +176,7 @@ impl Connector for SimConnector {
         if self.settings.offline {
             return Err(SubmitError::Temporary("simulated carrier is offline".into()).into());
         }
-        if !self.settings.submit_delay_ms == 0 {
+        if self.settings.submit_delay_ms != 0 {
             tokio::select! {
                 () = self.stop.cancelled() => {
                     return Err(SubmitError::Temporary("connector stopped".into()).into());

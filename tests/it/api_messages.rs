@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use herald::testing::eventually_async;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, number};
@@ -261,18 +262,12 @@ async fn a_message_past_its_validity_expires_and_is_never_sent() {
     }
     assert!(expired >= 3, "only {expired} of 5 expired");
     // The sweeper records the expiry (and counts it) within a second or two.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !app
-        .metrics()
-        .await
-        .contains("herald_messages_expired_total")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expiry never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(Duration::from_secs(5), "expiry counted", async || {
+        app.metrics()
+            .await
+            .contains("herald_messages_expired_total")
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use herald::dispatch::spawn_dispatcher;
 use herald::metrics::Metrics;
 use herald::model::{Class, Message, MessageId, Status};
 use herald::store::{EmbeddedStore, NewMessage, Store};
+use herald::testing::eventually_some;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -133,19 +134,15 @@ impl Rig {
     }
 
     async fn wait_status(&self, id: MessageId, want: Status) -> Message {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = self.store.message(id).await.expect("read").expect("found");
-            if m.status == want {
-                return m;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "status {:?}, wanted {want:?}: {m:?}",
-                m.status
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_some(
+            Duration::from_secs(10),
+            &format!("message {id} {want:?}"),
+            async || {
+                let m = self.store.message(id).await.expect("read").expect("found");
+                (m.status == want).then_some(m)
+            },
+        )
+        .await
     }
 
     async fn stop(self) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use herald::admin::{AdminRequest, AdminResponse, call_socket};
 use herald::config::Config;
 use herald::server::{Gateway, admin_socket_path};
+use herald::testing::eventually_some;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -174,19 +175,12 @@ impl TestApp {
 
     /// Polls until the message has a final status (or panics after `limit`).
     pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
+        eventually_some(limit, &format!("message {id} final"), async || {
             let m = self.message(id).await;
             let status = m["status"].as_str().unwrap_or_default();
-            if !matches!(status, "queued" | "submitted") {
-                return m;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "message {id} not final in time: {m}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (!matches!(status, "queued" | "submitted")).then_some(m)
+        })
+        .await
     }
 
     pub async fn metrics(&self) -> String {

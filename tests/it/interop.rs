@@ -16,6 +16,7 @@ use herald::connector::smpp::{SmppConfig, SmppConnector};
 use herald::connector::{Connector, ConnectorEvent, InboundMessage};
 use herald::model::{Class, Message};
 use herald::smsc_sim::{SimConfig, SmscSim};
+use herald::testing::within;
 
 use herald::model::{Receipt, ReceiptState};
 use serde_json::Value;
@@ -27,12 +28,6 @@ use tokio::sync::mpsc;
 use crate::store_conformance::message;
 
 const STEP: Duration = Duration::from_secs(10);
-
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {STEP:?}: {what}"))
-}
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
@@ -98,7 +93,7 @@ impl NpmSmsc {
                 }
             }
         });
-        let listening = within("npm smsc listening", events.recv())
+        let listening = within(STEP, "npm smsc listening", events.recv())
             .await
             .expect("npm smsc output");
         assert_eq!(listening["event"], "listening", "{listening}");
@@ -117,7 +112,7 @@ impl NpmSmsc {
         if let Some(i) = self.stash.iter().position(|v| v["event"] == kind) {
             return self.stash.remove(i);
         }
-        within(&format!("npm smsc event {kind}"), async {
+        within(STEP, &format!("npm smsc event {kind}"), async {
             loop {
                 let v = self.events.recv().await.expect("npm smsc still running");
                 if v["event"] == kind {
@@ -161,7 +156,7 @@ fn outgoing(body: &str) -> Message {
 }
 
 async fn ready(connector: &SmppConnector) {
-    within("bind", async {
+    within(STEP, "bind", async {
         while !connector.is_ready() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -170,7 +165,7 @@ async fn ready(connector: &SmppConnector) {
 }
 
 async fn next_receipt(events: &mut mpsc::Receiver<ConnectorEvent>) -> Receipt {
-    within("receipt", async {
+    within(STEP, "receipt", async {
         loop {
             if let Some(ConnectorEvent::Receipt(r, ack)) = events.recv().await {
                 // Stand in for the gateway's store: "committed".
@@ -183,7 +178,7 @@ async fn next_receipt(events: &mut mpsc::Receiver<ConnectorEvent>) -> Receipt {
 }
 
 async fn next_inbound(events: &mut mpsc::Receiver<ConnectorEvent>) -> InboundMessage {
-    within("inbound", async {
+    within(STEP, "inbound", async {
         loop {
             if let Some(ConnectorEvent::Inbound(mo, ack)) = events.recv().await {
                 ack.finish(true);

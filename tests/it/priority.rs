@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use herald::testing::eventually_async;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, number};
@@ -36,7 +37,13 @@ async fn higher_classes_overtake_a_lower_class_backlog() {
         .map(|a| a["id"].as_str().expect("id").to_string())
         .collect();
     assert_eq!(marketing_ids.len(), 60);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The backlog is draining before the urgent messages arrive.
+    eventually_async(
+        Duration::from_secs(10),
+        "marketing submits begin",
+        async || app.message(&marketing_ids[0]).await["status"] != "queued",
+    )
+    .await;
     // One batch, so all five become ready in the same commit.
     let classes = ["transactional", "otp", "emergency", "otp", "emergency"];
     let batch: Vec<Value> = classes

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use herald::testing::eventually_async;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, herald_bin, number};
@@ -62,19 +63,6 @@ async fn readyz(app: &TestApp) -> Value {
         .json()
         .await
         .expect("json")
-}
-
-/// Polls `check` every 25 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 const PREFIX_ROUTE: &str = r#"
@@ -153,7 +141,7 @@ async fn a_permanent_submit_error_on_the_primary_fails_the_message_over_to_the_b
     )
     .await;
     // Both binds up, so admission keeps the script's order.
-    eventually(Duration::from_secs(10), "both connectors bound", || async {
+    eventually_async(Duration::from_secs(10), "both connectors bound", || async {
         primary.stats().binds >= 1 && backup.stats().binds >= 1
     })
     .await;
@@ -510,7 +498,7 @@ async fn hot_reload_picks_up_good_edits_and_keeps_serving_through_broken_ones() 
 
     // A good edit is picked up without a restart.
     write(&app, "scripts/route.rhai", r#"fn route(msg) { "us" }"#);
-    eventually(
+    eventually_async(
         Duration::from_secs(10),
         "the edited route serves",
         || async {
@@ -527,7 +515,7 @@ async fn hot_reload_picks_up_good_edits_and_keeps_serving_through_broken_ones() 
         "scripts/route.rhai",
         "fn route(msg) {\n    \"uk\"\n    let = ;\n}\n",
     );
-    eventually(
+    eventually_async(
         Duration::from_secs(10),
         "readyz reports the error",
         || async {
@@ -567,7 +555,7 @@ async fn hot_reload_picks_up_good_edits_and_keeps_serving_through_broken_ones() 
 
     // Fixing it clears the warning.
     write(&app, "scripts/route.rhai", r#"fn route(msg) { "uk" }"#);
-    eventually(Duration::from_secs(10), "the fix is loaded", || async {
+    eventually_async(Duration::from_secs(10), "the fix is loaded", || async {
         readyz(&app).await.get("warnings").is_none()
     })
     .await;
@@ -581,7 +569,7 @@ async fn templates_are_hot_reloaded_too() {
     let body = json!({"to": number(15), "template": "otp", "vars": {"app_name": "H", "code": "1"}, "locale": "es"});
     assert_eq!(app.send(body.clone()).await["encoding"], "gsm7");
     write(&app, "templates/otp.es.rhai", "`Tu código es ${code}`");
-    eventually(Duration::from_secs(10), "the new locale serves", || async {
+    eventually_async(Duration::from_secs(10), "the new locale serves", || async {
         app.send(body.clone()).await["encoding"] == "ucs2"
     })
     .await;
@@ -601,7 +589,7 @@ async fn spawn_with_layout(prepare: impl FnOnce(&Path)) -> TestApp {
 }
 
 async fn routes_to(app: &TestApp, n: u32, want: &str) {
-    eventually(
+    eventually_async(
         Duration::from_secs(15),
         &format!("routes to {want}"),
         || async {
@@ -684,7 +672,7 @@ async fn a_scripts_directory_created_after_start_is_picked_up() {
     routes_to(&app, 56, "us").await;
     std::fs::create_dir(root.join("templates")).expect("dir");
     std::fs::write(root.join("templates/hi.rhai"), "`Hi ${name}`").expect("write");
-    eventually(
+    eventually_async(
         Duration::from_secs(15),
         "the new template serves",
         || async {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use herald::smsc_sim::{SimConfig, SmscSim};
+use herald::testing::eventually_some;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -15,22 +16,14 @@ async fn start_sim(config: SimConfig) -> SmscSim {
     SmscSim::start(listener, config).await
 }
 
+/// How long any one step of these tests may take.
+const UNTIL: Duration = Duration::from_secs(15);
+
 fn gateway_config(port: u16, extra: &str) -> String {
     format!(
         "[[connectors]]\nname = \"carrier\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
          system_id = \"herald\"\npassword = \"pw\"\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n{extra}\n"
     )
-}
-
-async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -84,12 +77,12 @@ async fn an_inbound_stop_over_smpp_is_listed_and_opts_the_number_out() {
     let sim = start_sim(SimConfig::default()).await;
     let app = TestApp::spawn_with(&gateway_config(sim.local_addr().port(), "")).await;
     let from = number(3);
-    until("the bind is up", async || {
+    eventually_some(UNTIL, "the bind is up", async || {
         (app.get("/readyz").await.status() == 200).then_some(())
     })
     .await;
     sim.inject_mo(&from, "12345", "STOP").await.expect("inject");
-    let item = until("the inbound message is stored", async || {
+    let item = eventually_some(UNTIL, "the inbound message is stored", async || {
         let page: Value = app.get("/v1/inbound").await.json().await.ok()?;
         page["items"].as_array()?.first().cloned()
     })
@@ -110,20 +103,20 @@ async fn an_inbound_start_over_smpp_removes_the_opt_out() {
     let sim = start_sim(SimConfig::default()).await;
     let app = TestApp::spawn_with(&gateway_config(sim.local_addr().port(), "")).await;
     let from = number(4);
-    until("the bind is up", async || {
+    eventually_some(UNTIL, "the bind is up", async || {
         (app.get("/readyz").await.status() == 200).then_some(())
     })
     .await;
     let marketing = json!({"to": from, "body": "sale", "class": "marketing"});
     sim.inject_mo(&from, "12345", "STOP").await.expect("inject");
-    until("the STOP opts the number out", async || {
+    eventually_some(UNTIL, "the STOP opts the number out", async || {
         (app.post("/v1/messages", &marketing).await.status() == 422).then_some(())
     })
     .await;
     sim.inject_mo(&from, "12345", "start")
         .await
         .expect("inject");
-    let item = until("the START is stored", async || {
+    let item = eventually_some(UNTIL, "the START is stored", async || {
         let page: Value = app.get("/v1/inbound").await.json().await.ok()?;
         page["items"]
             .as_array()?
@@ -159,14 +152,14 @@ async fn an_on_inbound_webhook_is_never_posted_unsigned() {
         dir.path().join("templates").display()
     );
     let app = TestApp::spawn_in(dir, &gateway_config(sim.local_addr().port(), &extra)).await;
-    until("the bind is up", async || {
+    eventually_some(UNTIL, "the bind is up", async || {
         (app.get("/readyz").await.status() == 200).then_some(())
     })
     .await;
     sim.inject_mo(&number(42), "12345", "ORDER 7")
         .await
         .expect("inject");
-    until("the webhook is refused", async || {
+    eventually_some(UNTIL, "the webhook is refused", async || {
         app.metrics()
             .await
             .contains("herald_webhook_deliveries_total{code=\"refused_unsigned\"} 1")
@@ -196,7 +189,7 @@ async fn readiness_follows_the_smpp_bind() {
     let app = TestApp::spawn_with(&gateway_config(sim.local_addr().port(), "")).await;
     assert_eq!(app.get("/readyz").await.status(), 503);
     sim.set_refuse_binds(false);
-    until("ready once bound", async || {
+    eventually_some(UNTIL, "ready once bound", async || {
         (app.get("/readyz").await.status() == 200).then_some(())
     })
     .await;
@@ -229,7 +222,7 @@ async fn on_inbound_sends_keywords_to_webhooks_replies_and_drops() {
         dir.path().join("templates").display()
     );
     let app = TestApp::spawn_in(dir, &gateway_config(sim.local_addr().port(), &extra)).await;
-    until("the bind is up", async || {
+    eventually_some(UNTIL, "the bind is up", async || {
         (app.get("/readyz").await.status() == 200).then_some(())
     })
     .await;
@@ -256,7 +249,7 @@ async fn on_inbound_sends_keywords_to_webhooks_replies_and_drops() {
         .expect("signed");
     assert!(herald::webhook::verify("whsec_in", &got[0].1, sig));
     // HELP gets an automatic reply through the carrier.
-    let reply = until("the reply is submitted", async || {
+    let reply = eventually_some(UNTIL, "the reply is submitted", async || {
         sim.submitted()
             .into_iter()
             .find(|s| s.destination_addr.trim_start_matches('+') == from.trim_start_matches('+'))
@@ -273,7 +266,7 @@ async fn on_inbound_sends_keywords_to_webhooks_replies_and_drops() {
         .collect();
     assert_eq!(bodies, vec!["ORDER 42", "HELP"]);
     // A dropped STOP still opts its sender out.
-    until("both drops are handled", async || {
+    eventually_some(UNTIL, "both drops are handled", async || {
         app.metrics()
             .await
             .contains("herald_inbound_messages_total{code=\"dropped\"} 2")

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald::smsc_sim::{SimConfig, SmscSim, SubmittedMessage};
+use herald::testing::eventually;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -201,17 +202,6 @@ fn long_parts(sim: &SmscSim) -> usize {
         .count()
 }
 
-async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_throttling_storm_delays_messages_but_loses_none() {
     let sim = start_sim(sim_config(10)).await;
@@ -262,14 +252,14 @@ async fn connections_reset_mid_window_lose_nothing() {
     sent.extend(send_long(&app, 1_000, 30).await);
     let mut resets = 0;
     for target in [50, 170, 290] {
-        wait_until("submits progress", Duration::from_secs(20), || {
+        eventually(Duration::from_secs(20), "submits progress", || {
             sim.stats().submits >= target
         })
         .await;
         let connections = sim.stats().connections_total;
         sim.drop_connections();
         resets += 1;
-        wait_until("the connector reconnects", Duration::from_secs(10), || {
+        eventually(Duration::from_secs(10), "the connector reconnects", || {
             sim.stats().connections_total > connections && sim.stats().binds > resets
         })
         .await;
@@ -294,7 +284,7 @@ async fn an_smsc_restart_loses_nothing() {
     // Slow enough that a busy test machine still stops it part way.
     first.set_throttle_tps(100);
     let sent = send(&app, 0, 300).await;
-    wait_until("the first SMSC takes some", Duration::from_secs(20), || {
+    eventually(Duration::from_secs(20), "the first SMSC takes some", || {
         first.stats().submits >= 100
     })
     .await;
@@ -309,9 +299,9 @@ async fn an_smsc_restart_loses_nothing() {
     // "submitted", as with a real carrier that loses its receipt queue.
     settle(&app, &sent, &["submitted", "delivered"]).await;
     if before.len() < sent.len() {
-        wait_until(
-            "the new SMSC takes the rest",
+        eventually(
             Duration::from_secs(20),
+            "the new SMSC takes the rest",
             || second.stats().submits > 0,
         )
         .await;
@@ -371,7 +361,7 @@ async fn refused_binds_hold_messages_until_the_smsc_accepts_the_bind() {
     ))
     .await;
     let sent = send(&app, 0, 50).await;
-    wait_until("binds refused", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "binds refused", || {
         sim.stats().bind_failures >= 3
     })
     .await;

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use herald::testing::{eventually, eventually_async, eventually_some};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, number};
@@ -49,19 +50,11 @@ impl Capture {
     }
 
     pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<(HeaderMap, Bytes)> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
+        eventually_some(limit, &format!("{n} webhooks"), async || {
             let got = self.received.lock().expect("lock").clone();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} webhooks arrived",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (got.len() >= n).then_some(got)
+        })
+        .await
     }
 }
 
@@ -120,8 +113,10 @@ async fn pending_webhooks_survive_a_restart() {
     let (capture, url) = Capture::start(u32::MAX).await;
     app.send(json!({"to": number(3), "body": "hi", "callback_url": url}))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(*capture.attempts.lock().expect("lock") >= 1);
+    eventually(Duration::from_secs(5), "a first attempt", || {
+        *capture.attempts.lock().expect("lock") >= 1
+    })
+    .await;
     let dir = app.stop().await;
     *capture.fail_first.lock().expect("lock") = 0;
     let _app = TestApp::spawn_in(
@@ -144,19 +139,12 @@ async fn a_webhook_still_failing_after_max_age_is_given_up() {
     let (capture, url) = Capture::start(u32::MAX).await;
     app.send(json!({"to": number(4), "body": "hi", "callback_url": url}))
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app
-        .metrics()
-        .await
-        .contains("herald_webhook_deliveries_total{code=\"given_up\"} 1")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never given up: {}",
-            app.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(Duration::from_secs(10), "given up", async || {
+        app.metrics()
+            .await
+            .contains("herald_webhook_deliveries_total{code=\"given_up\"} 1")
+    })
+    .await;
     let attempts = *capture.attempts.lock().expect("lock");
     assert!(attempts >= 2, "retried until max_age: {attempts} attempts");
     // Given up means no further attempts.

@@ -26,23 +26,9 @@ use crate::connector::{Connector, ConnectorEvent, SubmitError};
 use crate::model::ReceiptState;
 use crate::model::{Class, Message};
 use crate::smsc_sim::{BindKind, SimConfig, SmscSim};
+use crate::testing::{eventually, within};
 
 const STEP: Duration = Duration::from_secs(5);
-
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {STEP:?}: {what}"))
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
 
 async fn sim(config: SimConfig) -> SmscSim {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -99,7 +85,7 @@ async fn connect(port: u16, extra: &str) -> Rig {
     let (tx, events) = mpsc::channel(1024);
     let connector = SmppConnector::start(settings(port, extra), tx).expect("start");
     let c = connector.clone();
-    eventually("a bind comes up", || c.is_ready()).await;
+    eventually(STEP, "a bind comes up", || c.is_ready()).await;
     Rig { connector, events }
 }
 
@@ -112,7 +98,7 @@ fn message(body: &str) -> Message {
 
 impl Rig {
     async fn next_event(&mut self) -> ConnectorEvent {
-        within("connector event", self.events.recv())
+        within(STEP, "connector event", self.events.recv())
             .await
             .expect("event channel open")
     }
@@ -133,6 +119,7 @@ async fn a_message_is_submitted_and_its_receipt_reported_with_the_carrier_id() {
     let smsc = sim(quick()).await;
     let mut rig = connect(smsc.local_addr().port(), "").await;
     let ack = within(
+        STEP,
         "submit",
         rig.connector.submit(&message("Hello from Herald")),
     )
@@ -156,7 +143,7 @@ async fn a_message_is_submitted_and_its_receipt_reported_with_the_carrier_id() {
     assert_eq!(receipt.smsc_id, ack.smsc_ids[0]);
     assert_eq!(receipt.state, ReceiptState::Delivered);
     assert_eq!(receipt.error_code, None);
-    eventually("deliver_sm_resp reaches the SMSC", || {
+    eventually(STEP, "deliver_sm_resp reaches the SMSC", || {
         smsc.stats().deliver_sm_resps == 1
     })
     .await;
@@ -168,7 +155,7 @@ async fn a_message_is_submitted_and_its_receipt_reported_with_the_carrier_id() {
 async fn a_receipt_is_answered_only_once_the_gateway_has_stored_it() {
     let smsc = sim(quick()).await;
     let mut rig = connect(smsc.local_addr().port(), "").await;
-    let ack = within("submit", rig.connector.submit(&message("hi")))
+    let ack = within(STEP, "submit", rig.connector.submit(&message("hi")))
         .await
         .expect("accepted");
     let ConnectorEvent::Receipt(receipt, stored) = rig.next_event().await else {
@@ -180,13 +167,13 @@ async fn a_receipt_is_answered_only_once_the_gateway_has_stored_it() {
     assert_eq!(smsc.stats().deliver_sm_resps, 0);
     // The store failed: the SMSC is told to try again later, and does.
     stored.finish(false);
-    eventually("ESME_RX_T_APPN reaches the SMSC", || {
+    eventually(STEP, "ESME_RX_T_APPN reaches the SMSC", || {
         smsc.stats().deliver_sm_refused == 1
     })
     .await;
     let again = rig.next_receipt().await;
     assert_eq!(again.smsc_id, ack.smsc_ids[0]);
-    eventually("the second delivery is acknowledged", || {
+    eventually(STEP, "the second delivery is acknowledged", || {
         smsc.stats().deliver_sm_resps == 2
     })
     .await;
@@ -200,9 +187,13 @@ async fn an_inbound_message_is_answered_only_once_the_gateway_has_stored_it() {
     let smsc = sim(quick()).await;
     let mut rig = connect(smsc.local_addr().port(), "").await;
     for (n, stored) in [(1, false), (2, true)] {
-        within("inject", smsc.inject_mo("+447700900555", "12345", "STOP"))
-            .await
-            .expect("injected");
+        within(
+            STEP,
+            "inject",
+            smsc.inject_mo("+447700900555", "12345", "STOP"),
+        )
+        .await
+        .expect("injected");
         let ConnectorEvent::Inbound(mo, ack) = rig.next_event().await else {
             panic!("inbound expected");
         };
@@ -214,7 +205,7 @@ async fn an_inbound_message_is_answered_only_once_the_gateway_has_stored_it() {
             "answered before it was stored"
         );
         ack.finish(stored);
-        eventually("the answer reaches the SMSC", || {
+        eventually(STEP, "the answer reaches the SMSC", || {
             smsc.stats().deliver_sm_resps == n
         })
         .await;
@@ -249,7 +240,7 @@ async fn a_long_message_goes_out_as_udh_parts_sharing_one_reference() {
     let smsc = sim(quick()).await;
     let mut rig = connect(smsc.local_addr().port(), "").await;
     let body = "0123456789".repeat(40);
-    let ack = within("submit", rig.connector.submit(&message(&body)))
+    let ack = within(STEP, "submit", rig.connector.submit(&message(&body)))
         .await
         .expect("accepted");
     assert_eq!(ack.smsc_ids.len(), 3);
@@ -282,7 +273,7 @@ async fn a_partly_throttled_long_message_resends_only_its_missing_parts_under_on
     // Part 1 is taken, part 2 throttled; part 3 may be in flight already.
     smsc.script_submits([CommandStatus::EsmeRok, CommandStatus::EsmeRthrottled]);
     let mut msg = message(&"0123456789".repeat(40));
-    let failure = within("first try", rig.connector.submit(&msg))
+    let failure = within(STEP, "first try", rig.connector.submit(&msg))
         .await
         .expect_err("part 2 was throttled");
     assert_eq!(failure.error, SubmitError::Throttled);
@@ -291,7 +282,7 @@ async fn a_partly_throttled_long_message_resends_only_its_missing_parts_under_on
     assert_eq!(partial.smsc_ids.len(), 3);
     assert!(partial.smsc_ids[0].is_some() && partial.smsc_ids[1].is_none());
     msg.partial = Some(partial.clone());
-    let ack = within("retry", rig.connector.submit(&msg))
+    let ack = within(STEP, "retry", rig.connector.submit(&msg))
         .await
         .expect("the rest is taken");
     assert_eq!(ack.smsc_ids.len(), 3);
@@ -324,7 +315,7 @@ async fn sar_mode_marks_parts_with_tlvs_instead_of_a_udh() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "split = \"sar\"\n").await;
     let body = "x".repeat(200);
-    within("submit", rig.connector.submit(&message(&body)))
+    within(STEP, "submit", rig.connector.submit(&message(&body)))
         .await
         .expect("accepted");
     let seen = smsc.submitted();
@@ -343,7 +334,7 @@ async fn sar_mode_marks_parts_with_tlvs_instead_of_a_udh() {
 async fn text_outside_gsm_goes_as_ucs2() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "").await;
-    within("submit", rig.connector.submit(&message("Привет 👋")))
+    within(STEP, "submit", rig.connector.submit(&message("Привет 👋")))
         .await
         .expect("accepted");
     let sm = &smsc.submitted()[0];
@@ -365,7 +356,7 @@ async fn failed_deliveries_come_back_as_undeliverable_with_the_error_code() {
     })
     .await;
     let mut rig = connect(smsc.local_addr().port(), "").await;
-    within("submit", rig.connector.submit(&message("doomed")))
+    within(STEP, "submit", rig.connector.submit(&message("doomed")))
         .await
         .expect("accepted");
     let receipt = rig.next_receipt().await;
@@ -380,6 +371,7 @@ async fn inbound_messages_are_reported_with_sender_and_text() {
     let smsc = sim(quick()).await;
     let mut rig = connect(smsc.local_addr().port(), "").await;
     within(
+        STEP,
         "inject",
         smsc.inject_mo("+447700900555", "12345", "STOP ça"),
     )
@@ -406,8 +398,8 @@ async fn a_transmitter_connector_gets_receipts_on_its_receiver_bind() {
     )
     .await;
     let c = rig.connector.clone();
-    eventually("both transmitters bound", || c.binds_up() == 2).await;
-    eventually("three sessions", || smsc.stats().sessions.len() == 3).await;
+    eventually(STEP, "both transmitters bound", || c.binds_up() == 2).await;
+    eventually(STEP, "three sessions", || smsc.stats().sessions.len() == 3).await;
     let kinds: Vec<_> = smsc.stats().sessions.iter().map(|s| s.bind).collect();
     assert_eq!(
         kinds
@@ -417,7 +409,7 @@ async fn a_transmitter_connector_gets_receipts_on_its_receiver_bind() {
         2
     );
     assert!(kinds.contains(&Some(BindKind::Receiver)));
-    let ack = within("submit", rig.connector.submit(&message("hi")))
+    let ack = within(STEP, "submit", rig.connector.submit(&message("hi")))
         .await
         .expect("accepted");
     assert_eq!(rig.next_receipt().await.smsc_id, ack.smsc_ids[0]);
@@ -430,12 +422,16 @@ async fn submits_spread_over_every_bind() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "binds = 3\n").await;
     let c = rig.connector.clone();
-    eventually("three binds", || c.binds_up() == 3).await;
+    eventually(STEP, "three binds", || c.binds_up() == 3).await;
     assert_eq!(rig.connector.window(), 24);
     for i in 0..9 {
-        within("submit", rig.connector.submit(&message(&format!("m{i}"))))
-            .await
-            .expect("accepted");
+        within(
+            STEP,
+            "submit",
+            rig.connector.submit(&message(&format!("m{i}"))),
+        )
+        .await
+        .expect("accepted");
     }
     let per_session: Vec<u64> = smsc.stats().sessions.iter().map(|s| s.submits).collect();
     assert_eq!(per_session, vec![3, 3, 3]);
@@ -450,9 +446,12 @@ async fn a_refused_bind_is_retried_until_the_smsc_accepts_it() {
     let (tx, _events) = mpsc::channel(16);
     let connector =
         SmppConnector::start(settings(smsc.local_addr().port(), ""), tx).expect("start");
-    eventually("several refused binds", || smsc.stats().bind_failures >= 3).await;
+    eventually(STEP, "several refused binds", || {
+        smsc.stats().bind_failures >= 3
+    })
+    .await;
     assert!(!connector.is_ready());
-    let refused = within("submit while down", connector.submit(&message("x"))).await;
+    let refused = within(STEP, "submit while down", connector.submit(&message("x"))).await;
     assert!(
         matches!(
             refused.as_ref().map_err(|f| &f.error),
@@ -462,7 +461,7 @@ async fn a_refused_bind_is_retried_until_the_smsc_accepts_it() {
     );
     smsc.set_refuse_binds(false);
     let c = connector.clone();
-    eventually("bound after the SMSC relents", || c.is_ready()).await;
+    eventually(STEP, "bound after the SMSC relents", || c.is_ready()).await;
     connector.shutdown().await;
     smsc.shutdown().await;
 }
@@ -474,7 +473,7 @@ async fn a_throttled_submit_is_reported_and_pauses_the_bind() {
     smsc.set_throttle_tps(1);
     let mut throttled = 0;
     for _ in 0..4 {
-        match within("submit", rig.connector.submit(&message("x")))
+        match within(STEP, "submit", rig.connector.submit(&message("x")))
             .await
             .map_err(|f| f.error)
         {
@@ -489,9 +488,13 @@ async fn a_throttled_submit_is_reported_and_pauses_the_bind() {
     // While paused, a submit waits for the pause to end instead of hammering.
     if slot.is_paused() {
         let started = tokio::time::Instant::now();
-        within("submit after pause", rig.connector.submit(&message("y")))
-            .await
-            .expect("accepted after the pause");
+        within(
+            STEP,
+            "submit after pause",
+            rig.connector.submit(&message("y")),
+        )
+        .await
+        .expect("accepted after the pause");
         assert!(started.elapsed() >= Duration::from_millis(50));
     }
     rig.connector.shutdown().await;
@@ -503,13 +506,14 @@ async fn a_dropped_link_is_rebound_and_the_connector_submits_again() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "").await;
     smsc.drop_connections();
-    eventually("a second connection", || {
+    eventually(STEP, "a second connection", || {
         smsc.stats().connections_total >= 2
     })
     .await;
     let c = rig.connector.clone();
-    eventually("bound again", || c.is_ready()).await;
+    eventually(STEP, "bound again", || c.is_ready()).await;
     within(
+        STEP,
         "submit after reconnect",
         rig.connector.submit(&message("again")),
     )
@@ -528,7 +532,7 @@ async fn a_bind_state_error_drops_the_bind_and_binds_again() {
         .enumerate()
     {
         smsc.script_submits([status]);
-        let failure = within("submit", rig.connector.submit(&message("x")))
+        let failure = within(STEP, "submit", rig.connector.submit(&message("x")))
             .await
             .expect_err("scripted to fail");
         match &failure.error {
@@ -536,14 +540,15 @@ async fn a_bind_state_error_drops_the_bind_and_binds_again() {
             other => panic!("expected a temporary failure, got {other:?}"),
         }
         let binds = round as u64 + 2;
-        eventually("a new connection and bind", || {
+        eventually(STEP, "a new connection and bind", || {
             let stats = smsc.stats();
             stats.connections_total == binds && stats.binds == binds && stats.connections == 1
         })
         .await;
         let c = rig.connector.clone();
-        eventually("ready again", || c.is_ready()).await;
+        eventually(STEP, "ready again", || c.is_ready()).await;
         within(
+            STEP,
             "submit on the new bind",
             rig.connector.submit(&message("y")),
         )
@@ -559,10 +564,10 @@ async fn shutdown_unbinds_and_closes_every_session() {
     let smsc = sim(quick()).await;
     let rig = connect(smsc.local_addr().port(), "binds = 2\n").await;
     let c = rig.connector.clone();
-    eventually("two binds", || c.binds_up() == 2).await;
-    within("shutdown", rig.connector.shutdown()).await;
+    eventually(STEP, "two binds", || c.binds_up() == 2).await;
+    within(STEP, "shutdown", rig.connector.shutdown()).await;
     assert!(!rig.connector.is_ready());
-    eventually("sessions closed", || smsc.stats().connections == 0).await;
+    eventually(STEP, "sessions closed", || smsc.stats().connections == 0).await;
     smsc.shutdown().await;
 }
 
@@ -572,7 +577,7 @@ async fn a_malformed_destination_fails_permanently_without_a_pdu() {
     let rig = connect(smsc.local_addr().port(), "").await;
     let mut m = message("x");
     m.to = "+".into();
-    let result = within("submit", rig.connector.submit(&m)).await;
+    let result = within(STEP, "submit", rig.connector.submit(&m)).await;
     assert!(
         matches!(
             result.as_ref().map_err(|f| &f.error),
@@ -671,7 +676,10 @@ async fn no_more_than_the_window_is_outstanding_on_a_bind() {
         }));
     }
     let submits = smsc.submits.clone();
-    eventually("the window fills", || submits.load(Ordering::Relaxed) == 4).await;
+    eventually(STEP, "the window fills", || {
+        submits.load(Ordering::Relaxed) == 4
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smsc.submits.load(Ordering::Relaxed), 4, "window exceeded");
     rig.connector.shutdown().await;
@@ -688,14 +696,17 @@ async fn a_long_message_never_has_more_parts_outstanding_than_the_window() {
     let c = rig.connector.clone();
     let pending = tokio::spawn(async move { c.submit(&message(&"x".repeat(400))).await });
     let submits = smsc.submits.clone();
-    eventually("the window fills", || submits.load(Ordering::Relaxed) == 2).await;
+    eventually(STEP, "the window fills", || {
+        submits.load(Ordering::Relaxed) == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         smsc.submits.load(Ordering::Relaxed),
         2,
         "3 parts, window 2: the third waits"
     );
-    let result = within("the unanswered parts time out", pending)
+    let result = within(STEP, "the unanswered parts time out", pending)
         .await
         .expect("task");
     let failure = result.expect_err("nothing was answered");
@@ -717,7 +728,7 @@ async fn a_long_message_never_has_more_parts_outstanding_than_the_window() {
 async fn an_unanswered_submit_times_out_as_temporary() {
     let smsc = scripted(None).await;
     let rig = connect(smsc.port, "response_timeout = \"300ms\"\n").await;
-    let result = within("submit", rig.connector.submit(&message("x"))).await;
+    let result = within(STEP, "submit", rig.connector.submit(&message("x"))).await;
     assert!(
         matches!(
             result.as_ref().map_err(|f| &f.error),
@@ -733,7 +744,7 @@ async fn an_unanswered_submit_times_out_as_temporary() {
 async fn permanent_statuses_fail_permanently() {
     let smsc = scripted(Some(CommandStatus::EsmeRinvdstadr)).await;
     let rig = connect(smsc.port, "").await;
-    let result = within("submit", rig.connector.submit(&message("x"))).await;
+    let result = within(STEP, "submit", rig.connector.submit(&message("x"))).await;
     match result.map_err(|f| f.error) {
         Err(SubmitError::Permanent(text)) => assert!(text.contains("0x0000000B"), "{text}"),
         other => panic!("expected permanent, got {other:?}"),
@@ -747,7 +758,7 @@ async fn an_idle_bind_sends_enquire_link_keep_alives() {
     let smsc = scripted(None).await;
     let rig = connect(smsc.port, "enquire_link_interval = \"1s\"\n").await;
     let links = smsc.enquire_links.clone();
-    within("two keep-alives", async {
+    within(STEP, "two keep-alives", async {
         while links.load(Ordering::Relaxed) < 2 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -810,9 +821,13 @@ async fn tls_connects_to_an_smsc_with_a_private_ca() {
         ),
     )
     .await;
-    let ack = within("submit over TLS", rig.connector.submit(&message("secret")))
-        .await
-        .expect("accepted");
+    let ack = within(
+        STEP,
+        "submit over TLS",
+        rig.connector.submit(&message("secret")),
+    )
+    .await
+    .expect("accepted");
     assert_eq!(rig.next_receipt().await.smsc_id, ack.smsc_ids[0]);
     rig.connector.shutdown().await;
     front.abort();

@@ -19,6 +19,7 @@ async fn bind_with_the_configured_credentials_is_accepted_and_names_the_smsc() {
     let esme = connect(&sim).await;
 
     let resp = within(
+        STEP,
         "bind",
         esme.client.bind_transceiver(transceiver("acme", "secret")),
     )
@@ -40,6 +41,7 @@ async fn bind_with_a_wrong_password_is_refused_with_esme_rinvpaswd() {
     let esme = connect(&sim).await;
 
     let result = within(
+        STEP,
         "bind",
         esme.client.bind_transceiver(transceiver("acme", "wrong")),
     )
@@ -57,6 +59,7 @@ async fn bind_with_an_unknown_system_id_is_refused_with_esme_rinvsysid() {
     let esme = connect(&sim).await;
 
     let result = within(
+        STEP,
         "bind",
         esme.client.bind_transmitter(transmitter("other", "secret")),
     )
@@ -73,13 +76,18 @@ async fn any_credentials_bind_every_kind_when_none_are_configured() {
     let rx = connect(&sim).await;
     let trx = connect(&sim).await;
 
-    within("bind tx", tx.client.bind_transmitter(transmitter("a", "x")))
-        .await
-        .expect("tx");
-    within("bind rx", rx.client.bind_receiver(receiver("b", "y")))
+    within(
+        STEP,
+        "bind tx",
+        tx.client.bind_transmitter(transmitter("a", "x")),
+    )
+    .await
+    .expect("tx");
+    within(STEP, "bind rx", rx.client.bind_receiver(receiver("b", "y")))
         .await
         .expect("rx");
     within(
+        STEP,
         "bind trx",
         trx.client.bind_transceiver(transceiver("c", "z")),
     )
@@ -105,6 +113,7 @@ async fn refuse_binds_answers_esme_rbindfail_until_it_is_lifted() {
     let esme = connect(&sim).await;
 
     let refused = within(
+        STEP,
         "bind",
         esme.client.bind_transceiver(transceiver("acme", "pw")),
     )
@@ -113,6 +122,7 @@ async fn refuse_binds_answers_esme_rbindfail_until_it_is_lifted() {
 
     sim.set_refuse_binds(false);
     within(
+        STEP,
         "bind again",
         esme.client.bind_transceiver(transceiver("acme", "pw")),
     )
@@ -127,6 +137,7 @@ async fn a_second_bind_on_the_same_connection_is_refused_with_esme_ralybnd() {
     let esme = bound_transceiver(&sim, "acme").await;
 
     let again = within(
+        STEP,
         "bind again",
         esme.client.bind_transceiver(transceiver("acme", "pw")),
     )
@@ -141,7 +152,12 @@ async fn submit_sm_before_bind_is_refused_with_esme_rinvbndsts() {
     let sim = start(quick()).await;
     let esme = connect(&sim).await;
 
-    let result = within("submit", esme.client.submit_sm(submit("4915", "hi", 0))).await;
+    let result = within(
+        STEP,
+        "submit",
+        esme.client.submit_sm(submit("4915", "hi", 0)),
+    )
+    .await;
 
     assert_eq!(error_status(result), CommandStatus::EsmeRinvbndsts);
     assert_eq!(sim.stats().submits, 0);
@@ -153,11 +169,20 @@ async fn submit_sm_before_bind_is_refused_with_esme_rinvbndsts() {
 async fn submit_sm_on_a_receiver_bind_is_refused_with_esme_rinvbndsts() {
     let sim = start(quick()).await;
     let esme = connect(&sim).await;
-    within("bind rx", esme.client.bind_receiver(receiver("acme", "pw")))
-        .await
-        .expect("rx");
+    within(
+        STEP,
+        "bind rx",
+        esme.client.bind_receiver(receiver("acme", "pw")),
+    )
+    .await
+    .expect("rx");
 
-    let result = within("submit", esme.client.submit_sm(submit("4915", "hi", 0))).await;
+    let result = within(
+        STEP,
+        "submit",
+        esme.client.submit_sm(submit("4915", "hi", 0)),
+    )
+    .await;
 
     assert_eq!(error_status(result), CommandStatus::EsmeRinvbndsts);
     sim.shutdown().await;
@@ -168,16 +193,17 @@ async fn enquire_link_is_answered_before_and_after_bind() {
     let sim = start(quick()).await;
     let esme = connect(&sim).await;
 
-    within("enquire_link unbound", esme.client.enquire_link())
+    within(STEP, "enquire_link unbound", esme.client.enquire_link())
         .await
         .expect("answered");
     within(
+        STEP,
         "bind",
         esme.client.bind_transceiver(transceiver("acme", "pw")),
     )
     .await
     .expect("bind");
-    within("enquire_link bound", esme.client.enquire_link())
+    within(STEP, "enquire_link bound", esme.client.enquire_link())
         .await
         .expect("answered");
     sim.shutdown().await;
@@ -188,12 +214,12 @@ async fn unbind_is_answered_and_then_the_connection_closes() {
     let sim = start(quick()).await;
     let esme = bound_transceiver(&sim, "acme").await;
 
-    within("unbind", esme.client.unbind())
+    within(STEP, "unbind", esme.client.unbind())
         .await
         .expect("unbind_resp");
 
-    within("connection closed", esme.client.closed()).await;
-    eventually("simulator forgot the session", || {
+    within(STEP, "connection closed", esme.client.closed()).await;
+    eventually(STEP, "simulator forgot the session", || {
         sim.stats().connections == 0
     })
     .await;
@@ -205,10 +231,11 @@ async fn unbind_before_bind_is_answered_with_esme_rinvbndsts() {
     let sim = start(quick()).await;
     let esme = connect(&sim).await;
 
-    let result = within("unbind", esme.client.unbind()).await;
+    let result = within(STEP, "unbind", esme.client.unbind()).await;
 
     assert_eq!(error_status(result), CommandStatus::EsmeRinvbndsts);
     within(
+        STEP,
         "bind after",
         esme.client.bind_transceiver(transceiver("acme", "pw")),
     )

@@ -17,13 +17,19 @@ async fn serve_control(sim: &SmscSim) -> String {
 }
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
-    let response = within("POST", reqwest::Client::new().post(url).json(&body).send())
-        .await
-        .expect("POST");
+    let response = within(
+        STEP,
+        "POST",
+        reqwest::Client::new().post(url).json(&body).send(),
+    )
+    .await
+    .expect("POST");
     let status = response.status().as_u16();
     (
         status,
-        within("body", response.json()).await.expect("JSON body"),
+        within(STEP, "body", response.json())
+            .await
+            .expect("JSON body"),
     )
 }
 
@@ -57,7 +63,12 @@ async fn the_control_endpoint_injects_mo_sets_faults_and_reports_stats() {
 
     let (status, _) = post(&format!("{base}/reject-submits"), json!({"reject": true})).await;
     assert_eq!(status, 200);
-    let result = within("submit", esme.client.submit_sm(submit("4915", "no", 0))).await;
+    let result = within(
+        STEP,
+        "submit",
+        esme.client.submit_sm(submit("4915", "no", 0)),
+    )
+    .await;
     assert_eq!(error_status(result), CommandStatus::EsmeRinvdstadr);
     let (status, _) = post(&format!("{base}/reject-submits"), json!({"reject": false})).await;
     assert_eq!(status, 200);
@@ -67,13 +78,14 @@ async fn the_control_endpoint_injects_mo_sets_faults_and_reports_stats() {
     assert_eq!(status, 200);
     let refused = connect(&sim).await;
     let result = within(
+        STEP,
         "bind",
         refused.client.bind_transceiver(transceiver("acme", "pw")),
     )
     .await;
     assert_eq!(error_status(result), CommandStatus::EsmeRbindfail);
 
-    let stats: Value = within("GET /stats", async {
+    let stats: Value = within(STEP, "GET /stats", async {
         reqwest::get(format!("{base}/stats")).await?.json().await
     })
     .await
@@ -84,7 +96,7 @@ async fn the_control_endpoint_injects_mo_sets_faults_and_reports_stats() {
 
     let (status, _) = post(&format!("{base}/drop"), json!({})).await;
     assert_eq!(status, 200);
-    within("dropped", esme.client.closed()).await;
+    within(STEP, "dropped", esme.client.closed()).await;
     sim.shutdown().await;
 }
 
@@ -170,7 +182,7 @@ async fn the_cli_entry_point_serves_smpp_and_control_until_told_to_stop() {
         Ok(())
     }));
 
-    let stream = within("connect", async {
+    let stream = within(STEP, "connect", async {
         loop {
             match TcpStream::connect(smpp).await {
                 Ok(stream) => return stream,
@@ -188,6 +200,7 @@ async fn the_cli_entry_point_serves_smpp_and_control_until_told_to_stop() {
         events: Box::new(events),
     };
     within(
+        STEP,
         "bind",
         esme.client.bind_transceiver(transceiver("acme", "pw")),
     )
@@ -196,7 +209,7 @@ async fn the_cli_entry_point_serves_smpp_and_control_until_told_to_stop() {
     let id = submit_ok(&esme, submit("4915", "via the CLI", 1)).await;
     let receipt = next_deliver_sm(&mut esme).await;
     assert_eq!(receipted_message_id(&receipt).as_deref(), Some(id.as_str()));
-    let stats: Value = within("GET /stats", async {
+    let stats: Value = within(STEP, "GET /stats", async {
         reqwest::get(format!("http://{control}/stats"))
             .await?
             .json()
@@ -207,9 +220,9 @@ async fn the_cli_entry_point_serves_smpp_and_control_until_told_to_stop() {
     assert_eq!(stats["submits"], 1);
 
     let _ = stop.send(());
-    within("cli stopped", running)
+    within(STEP, "cli stopped", running)
         .await
         .expect("task")
         .expect("clean exit");
-    within("client closed", esme.client.closed()).await;
+    within(STEP, "client closed", esme.client.closed()).await;
 }

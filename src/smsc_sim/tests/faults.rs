@@ -17,7 +17,7 @@ fn pdu_bytes(length: u32, command_id: u32, sequence_number: u32, body: &[u8]) ->
 }
 
 async fn write_raw(raw: &mut Raw, bytes: &[u8]) {
-    within("raw write", raw.get_mut().write_all(bytes))
+    within(STEP, "raw write", raw.get_mut().write_all(bytes))
         .await
         .expect("raw write");
 }
@@ -39,13 +39,16 @@ async fn drop_connections_closes_every_client_and_new_ones_still_bind() {
     let a = bound_transceiver(&sim, "acme").await;
     let b = connect(&sim).await;
     // A connection still in the listen backlog is not the simulator's to drop yet.
-    eventually("both connections accepted", || sim.stats().connections == 2).await;
+    eventually(STEP, "both connections accepted", || {
+        sim.stats().connections == 2
+    })
+    .await;
 
     sim.drop_connections();
 
-    within("a closed", a.client.closed()).await;
-    within("b closed", b.client.closed()).await;
-    eventually("no connections left", || sim.stats().connections == 0).await;
+    within(STEP, "a closed", a.client.closed()).await;
+    within(STEP, "b closed", b.client.closed()).await;
+    eventually(STEP, "no connections left", || sim.stats().connections == 0).await;
     let again = bound_transceiver(&sim, "acme").await;
     submit_ok(&again, submit("4915", "after the storm", 0)).await;
     sim.shutdown().await;
@@ -137,7 +140,7 @@ async fn random_garbage_never_affects_other_sessions() {
         drop(raw);
         submit_ok(&healthy, submit("4915", "unaffected", 0)).await;
     }
-    eventually("garbage connections cleaned up", || {
+    eventually(STEP, "garbage connections cleaned up", || {
         sim.stats().connections == 1
     })
     .await;
@@ -150,9 +153,9 @@ async fn shutdown_closes_sessions_and_stops_listening() {
     let esme = bound_transceiver(&sim, "acme").await;
     let addr = sim.local_addr();
 
-    within("shutdown", sim.shutdown()).await;
+    within(STEP, "shutdown", sim.shutdown()).await;
 
-    within("client closed", esme.client.closed()).await;
-    let refused = within("connect after shutdown", TcpStream::connect(addr)).await;
+    within(STEP, "client closed", esme.client.closed()).await;
+    let refused = within(STEP, "connect after shutdown", TcpStream::connect(addr)).await;
     assert!(refused.is_err(), "listener still accepting");
 }

@@ -8,9 +8,13 @@ async fn inject_mo_reaches_a_transceiver_as_gsm_text() {
     let sim = start(quick()).await;
     let mut esme = bound_transceiver(&sim, "acme").await;
 
-    within("inject", sim.inject_mo("491700000009", "12345", "STOP"))
-        .await
-        .expect("sent");
+    within(
+        STEP,
+        "inject",
+        sim.inject_mo("491700000009", "12345", "STOP"),
+    )
+    .await
+    .expect("sent");
     let deliver = next_deliver_sm(&mut esme).await;
 
     assert_eq!(u8::from(deliver.esm_class), 0);
@@ -27,9 +31,13 @@ async fn inject_mo_falls_back_to_ucs2_for_text_gsm_cannot_carry() {
     let sim = start(quick()).await;
     let mut esme = bound_transceiver(&sim, "acme").await;
 
-    within("inject", sim.inject_mo("491700000009", "12345", "Привет"))
-        .await
-        .expect("sent");
+    within(
+        STEP,
+        "inject",
+        sim.inject_mo("491700000009", "12345", "Привет"),
+    )
+    .await
+    .expect("sent");
     let deliver = next_deliver_sm(&mut esme).await;
 
     assert_eq!(u8::from(deliver.data_coding), 0x08);
@@ -48,17 +56,22 @@ async fn inject_mo_reaches_a_receiver_but_never_a_transmitter() {
     let sim = start(quick()).await;
     let mut tx = connect(&sim).await;
     within(
+        STEP,
         "bind tx",
         tx.client.bind_transmitter(transmitter("acme", "pw")),
     )
     .await
     .expect("tx");
     let mut rx = connect(&sim).await;
-    within("bind rx", rx.client.bind_receiver(receiver("acme", "pw")))
-        .await
-        .expect("rx");
+    within(
+        STEP,
+        "bind rx",
+        rx.client.bind_receiver(receiver("acme", "pw")),
+    )
+    .await
+    .expect("rx");
 
-    within("inject", sim.inject_mo("4917", "12345", "hello"))
+    within(STEP, "inject", sim.inject_mo("4917", "12345", "hello"))
         .await
         .expect("sent");
 
@@ -75,13 +88,14 @@ async fn inject_mo_without_a_receiver_fails_with_no_receiver() {
     let sim = start(quick()).await;
     let tx = connect(&sim).await;
     within(
+        STEP,
         "bind tx",
         tx.client.bind_transmitter(transmitter("acme", "pw")),
     )
     .await
     .expect("tx");
 
-    let result = within("inject", sim.inject_mo("4917", "12345", "hello")).await;
+    let result = within(STEP, "inject", sim.inject_mo("4917", "12345", "hello")).await;
 
     assert!(matches!(result, Err(SimError::NoReceiver)), "{result:?}");
     sim.shutdown().await;
@@ -92,12 +106,13 @@ async fn inject_mo_rejects_addresses_that_are_not_smpp_addresses() {
     let sim = start(quick()).await;
     let _esme = bound_transceiver(&sim, "acme").await;
 
-    let result = within("inject", sim.inject_mo("", "12345", "hello")).await;
+    let result = within(STEP, "inject", sim.inject_mo("", "12345", "hello")).await;
     assert!(
         matches!(result, Err(SimError::InvalidAddress(_))),
         "{result:?}"
     );
     let result = within(
+        STEP,
         "inject",
         sim.inject_mo("123456789012345678901", "12345", "hi"),
     )
@@ -115,7 +130,7 @@ async fn long_mo_text_travels_in_message_payload() {
     let mut esme = bound_transceiver(&sim, "acme").await;
     let long = "x".repeat(400);
 
-    within("inject", sim.inject_mo("4917", "12345", &long))
+    within(STEP, "inject", sim.inject_mo("4917", "12345", &long))
         .await
         .expect("sent");
     let deliver = next_deliver_sm(&mut esme).await;

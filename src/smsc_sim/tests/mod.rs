@@ -12,7 +12,7 @@ mod receipts;
 mod submit;
 mod units;
 
-use std::{future::Future, str::FromStr, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use futures_util::{SinkExt, Stream, StreamExt};
 use rusmpp::{
@@ -28,27 +28,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use super::{SimConfig, SmscSim};
+pub(super) use crate::testing::{eventually, within};
 
 /// Upper bound for any single step of a test.
 pub(super) const STEP: Duration = Duration::from_secs(5);
-
-/// Awaits `future` for at most [`STEP`], failing the test with `what` otherwise.
-pub(super) async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {STEP:?}: {what}"),
-    }
-}
-
-/// Polls `condition` every 10 ms until it holds, for at most [`STEP`].
-pub(super) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
 
 pub(super) async fn start(config: SimConfig) -> SmscSim {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -72,7 +55,7 @@ pub(super) struct Esme {
 }
 
 pub(super) async fn connect(sim: &SmscSim) -> Esme {
-    let stream = within("connect", TcpStream::connect(sim.local_addr()))
+    let stream = within(STEP, "connect", TcpStream::connect(sim.local_addr()))
         .await
         .expect("connect to the simulator");
     let (client, events) = ConnectionBuilder::new()
@@ -120,6 +103,7 @@ pub(super) fn receiver(system_id: &str, password: &str) -> BindReceiver {
 pub(super) async fn bound_transceiver(sim: &SmscSim, system_id: &str) -> Esme {
     let esme = connect(sim).await;
     within(
+        STEP,
         "bind_transceiver",
         esme.client.bind_transceiver(transceiver(system_id, "pw")),
     )
@@ -142,7 +126,7 @@ pub(super) fn submit(to: &str, text: &str, registered_delivery: u8) -> SubmitSm 
 
 /// Submits and returns the message id, failing the test on an error status.
 pub(super) async fn submit_ok(esme: &Esme, sm: SubmitSm) -> String {
-    within("submit_sm", esme.client.submit_sm(sm))
+    within(STEP, "submit_sm", esme.client.submit_sm(sm))
         .await
         .expect("submit_sm accepted")
         .message_id()
@@ -162,7 +146,7 @@ pub(super) fn error_status<T: std::fmt::Debug>(
 
 /// Waits for the next `deliver_sm`, answers it, and returns it.
 pub(super) async fn next_deliver_sm(esme: &mut Esme) -> DeliverSm {
-    let (sequence_number, deliver) = within("deliver_sm", async {
+    let (sequence_number, deliver) = within(STEP, "deliver_sm", async {
         loop {
             match esme.events.next().await {
                 Some(Event::Incoming(command)) => {
@@ -178,6 +162,7 @@ pub(super) async fn next_deliver_sm(esme: &mut Esme) -> DeliverSm {
     .await;
     // The simulator tolerates a missing deliver_sm_resp, so a failure here is not fatal.
     let _ = within(
+        STEP,
         "deliver_sm_resp",
         esme.client
             .deliver_sm_resp(sequence_number, DeliverSmResp::default()),
@@ -227,21 +212,21 @@ pub(super) fn text(deliver: &DeliverSm) -> String {
 pub(super) type Raw = Framed<TcpStream, CommandCodec>;
 
 pub(super) async fn raw(sim: &SmscSim) -> Raw {
-    let stream = within("raw connect", TcpStream::connect(sim.local_addr()))
+    let stream = within(STEP, "raw connect", TcpStream::connect(sim.local_addr()))
         .await
         .expect("connect to the simulator");
     Framed::new(stream, CommandCodec::new())
 }
 
 pub(super) async fn raw_send(raw: &mut Raw, command: Command) {
-    within("raw send", raw.send(command))
+    within(STEP, "raw send", raw.send(command))
         .await
         .expect("raw send");
 }
 
 /// Next command from a raw connection; `None` once the simulator closed it.
 pub(super) async fn raw_next(raw: &mut Raw) -> Option<Command> {
-    match within("raw read", raw.next()).await {
+    match within(STEP, "raw read", raw.next()).await {
         Some(Ok(command)) => Some(command),
         Some(Err(_)) | None => None,
     }

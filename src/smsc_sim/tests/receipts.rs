@@ -66,7 +66,7 @@ async fn receipt_is_sent_after_the_configured_delay() {
             "YYMMDDhhmm: {date}"
         );
     }
-    eventually("receipt counted", || sim.stats().receipts_sent == 1).await;
+    eventually(STEP, "receipt counted", || sim.stats().receipts_sent == 1).await;
     sim.shutdown().await;
 }
 
@@ -128,6 +128,7 @@ async fn a_transmitter_receipt_goes_to_a_receiver_bound_with_the_same_system_id(
     let sim = start(quick()).await;
     let tx = connect(&sim).await;
     within(
+        STEP,
         "bind tx",
         tx.client.bind_transmitter(transmitter("acme", "pw")),
     )
@@ -135,15 +136,20 @@ async fn a_transmitter_receipt_goes_to_a_receiver_bound_with_the_same_system_id(
     .expect("tx");
     let mut other = connect(&sim).await;
     within(
+        STEP,
         "bind other",
         other.client.bind_receiver(receiver("someone-else", "pw")),
     )
     .await
     .expect("rx");
     let mut rx = connect(&sim).await;
-    within("bind rx", rx.client.bind_receiver(receiver("acme", "pw")))
-        .await
-        .expect("rx");
+    within(
+        STEP,
+        "bind rx",
+        rx.client.bind_receiver(receiver("acme", "pw")),
+    )
+    .await
+    .expect("rx");
 
     let id = submit_ok(&tx, submit("4915", "split bind", 1)).await;
 
@@ -162,10 +168,12 @@ async fn receipts_for_a_gone_session_are_delivered_when_its_system_id_binds_agai
     .await;
     let first = bound_transceiver(&sim, "acme").await;
     let id = submit_ok(&first, submit("4915", "while you were away", 1)).await;
-    within("close", first.client.close()).await.expect("close");
-    within("closed", first.client.closed()).await;
+    within(STEP, "close", first.client.close())
+        .await
+        .expect("close");
+    within(STEP, "closed", first.client.closed()).await;
 
-    eventually("receipt parked", || sim.stats().receipts_pending == 1).await;
+    eventually(STEP, "receipt parked", || sim.stats().receipts_pending == 1).await;
     let mut second = bound_transceiver(&sim, "acme").await;
 
     let deliver = next_deliver_sm(&mut second).await;
@@ -183,6 +191,7 @@ async fn parked_receipts_beyond_the_limit_drop_the_oldest() {
     .await;
     let tx = connect(&sim).await;
     within(
+        STEP,
         "bind tx",
         tx.client.bind_transmitter(transmitter("acme", "pw")),
     )
@@ -193,15 +202,19 @@ async fn parked_receipts_beyond_the_limit_drop_the_oldest() {
         ids.push(submit_ok(&tx, submit("4915", &format!("m{n}"), 1)).await);
     }
 
-    eventually("receipts parked", || {
+    eventually(STEP, "receipts parked", || {
         let stats = sim.stats();
         stats.receipts_pending == 2 && stats.receipts_dropped == 1
     })
     .await;
     let mut rx = connect(&sim).await;
-    within("bind rx", rx.client.bind_receiver(receiver("acme", "pw")))
-        .await
-        .expect("rx");
+    within(
+        STEP,
+        "bind rx",
+        rx.client.bind_receiver(receiver("acme", "pw")),
+    )
+    .await
+    .expect("rx");
 
     let a = receipted_message_id(&next_deliver_sm(&mut rx).await);
     let b = receipted_message_id(&next_deliver_sm(&mut rx).await);
@@ -215,7 +228,7 @@ async fn a_receipt_left_unanswered_is_delivered_again_after_the_session_ends() {
     let mut first = bound_transceiver(&sim, "acme").await;
     let id = submit_ok(&first, submit("4915", "ack me", 1)).await;
     // Read the receipt but never answer it, then go away.
-    within("receipt", async {
+    within(STEP, "receipt", async {
         loop {
             match first.events.next().await {
                 Some(Event::Incoming(command))
@@ -229,21 +242,28 @@ async fn a_receipt_left_unanswered_is_delivered_again_after_the_session_ends() {
         }
     })
     .await;
-    within("close", first.client.close()).await.expect("close");
-    within("closed", first.client.closed()).await;
-    eventually("receipt parked again", || sim.stats().receipts_pending == 1).await;
+    within(STEP, "close", first.client.close())
+        .await
+        .expect("close");
+    within(STEP, "closed", first.client.closed()).await;
+    eventually(STEP, "receipt parked again", || {
+        sim.stats().receipts_pending == 1
+    })
+    .await;
 
     let mut second = bound_transceiver(&sim, "acme").await;
     let deliver = next_deliver_sm(&mut second).await;
     assert_eq!(receipted_message_id(&deliver).as_deref(), Some(id.as_str()));
     // Answered this time: nothing is parked when this session ends.
-    eventually("deliver_sm_resp counted", || {
+    eventually(STEP, "deliver_sm_resp counted", || {
         sim.stats().deliver_sm_resps == 1
     })
     .await;
-    within("close", second.client.close()).await.expect("close");
-    within("closed", second.client.closed()).await;
-    eventually("session gone", || sim.stats().connections == 0).await;
+    within(STEP, "close", second.client.close())
+        .await
+        .expect("close");
+    within(STEP, "closed", second.client.closed()).await;
+    eventually(STEP, "session gone", || sim.stats().connections == 0).await;
     assert_eq!(sim.stats().receipts_pending, 0);
     sim.shutdown().await;
 }
@@ -253,7 +273,7 @@ async fn a_receipt_refused_with_an_error_status_is_delivered_again() {
     let sim = start(quick()).await;
     let mut esme = bound_transceiver(&sim, "acme").await;
     let id = submit_ok(&esme, submit("4915", "store me", 1)).await;
-    let sequence_number = within("receipt", async {
+    let sequence_number = within(STEP, "receipt", async {
         loop {
             match esme.events.next().await {
                 Some(Event::Incoming(command))
@@ -269,6 +289,7 @@ async fn a_receipt_refused_with_an_error_status_is_delivered_again() {
     .await;
     // "Cannot store it now": ESME_RX_T_APPN.
     within(
+        STEP,
         "refuse",
         esme.client
             .status(rusmpp::CommandStatus::EsmeRxTAppn)
@@ -276,10 +297,16 @@ async fn a_receipt_refused_with_an_error_status_is_delivered_again() {
     )
     .await
     .expect("deliver_sm_resp sent");
-    eventually("refusal counted", || sim.stats().deliver_sm_refused == 1).await;
+    eventually(STEP, "refusal counted", || {
+        sim.stats().deliver_sm_refused == 1
+    })
+    .await;
     let again = next_deliver_sm(&mut esme).await;
     assert_eq!(receipted_message_id(&again).as_deref(), Some(id.as_str()));
-    eventually("both answers counted", || sim.stats().deliver_sm_resps == 2).await;
+    eventually(STEP, "both answers counted", || {
+        sim.stats().deliver_sm_resps == 2
+    })
+    .await;
     assert_eq!(sim.stats().receipts_sent, 2);
     sim.shutdown().await;
 }

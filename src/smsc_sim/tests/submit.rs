@@ -119,7 +119,13 @@ async fn throttling_returns_esme_rthrottled_beyond_the_rate() {
     let mut throttled = 0;
     let started = std::time::Instant::now();
     for _ in 0..20 {
-        match within("submit", esme.client.submit_sm(submit("4915", "hi", 0))).await {
+        match within(
+            STEP,
+            "submit",
+            esme.client.submit_sm(submit("4915", "hi", 0)),
+        )
+        .await
+        {
             Ok(_) => accepted += 1,
             result => {
                 assert_eq!(error_status(result), CommandStatus::EsmeRthrottled);
@@ -150,7 +156,12 @@ async fn throttle_tps_can_be_changed_at_run_time() {
 
     sim.set_throttle_tps(1);
     submit_ok(&esme, submit("4915", "one", 0)).await;
-    let result = within("submit", esme.client.submit_sm(submit("4915", "two", 0))).await;
+    let result = within(
+        STEP,
+        "submit",
+        esme.client.submit_sm(submit("4915", "two", 0)),
+    )
+    .await;
     assert_eq!(error_status(result), CommandStatus::EsmeRthrottled);
 
     sim.set_throttle_tps(0);
