@@ -9,6 +9,7 @@
 
 pub mod embedded;
 mod memqueue;
+pub mod otp;
 pub mod redis;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::model::{InboundRecord, Message, MessageId, Micros, PartialSubmit, Rec
 
 pub use self::redis::{RedisSettings, RedisStore, Role};
 pub use embedded::EmbeddedStore;
+pub use otp::{Attempt, Budget, OtpRecord, OtpStatus, OtpStore};
 
 /// Why a store operation failed. Callers answer 503: the request may be
 /// retried, nothing half-done is visible.

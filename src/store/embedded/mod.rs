@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::memqueue::{Ready, ReadyQueues, Slot};
 
 mod keys;
+mod otp;
 use super::{
     Admission, InboundStore, MaintenanceReport, MessageStore, NewMessage, Outcome, QueueDepths,
     Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
@@ -208,6 +209,7 @@ impl EmbeddedStore {
             tx.open_table(IDEMPOTENCY).map_err(io)?;
             tx.open_table(IDEMPOTENCY_AGE).map_err(io)?;
             keys::create_tables(&tx)?;
+            otp::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;
