@@ -146,7 +146,8 @@ pub trait OtpStore: Send + Sync + 'static {
 
     async fn otp(&self, id: &str) -> Result<Option<OtpRecord>, StoreError>;
 
-    /// The pending OTP of `owner` for `to`, if any (possibly past expiry).
+    /// The pending OTP of `owner` for `to`, if any (possibly past expiry;
+    /// the Redis store may forget the entry once the OTP expired).
     async fn pending_otp(&self, owner: &str, to: &str) -> Result<Option<OtpRecord>, StoreError>;
 
     /// One verification attempt, atomically ([`OtpRecord::apply_attempt`]).

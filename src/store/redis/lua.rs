@@ -15,6 +15,16 @@ macro_rules! script {
             include_str!(concat!("lua/", $file))
         ))
     };
+    // The OTP scripts: the OTP prelude (`lua/otp.lua`) follows the shared one.
+    (otp $file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!("lua/otp.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
 }
 
 /// Every script, hashed once at start.
@@ -31,6 +41,10 @@ pub(super) struct Scripts {
     pub finish_webhooks: Script,
     pub create_key: Script,
     pub revoke_key: Script,
+    pub otp_put: Script,
+    pub otp_attempt: Script,
+    pub otp_cancel: Script,
+    pub otp_budgets: Script,
 }
 
 impl Scripts {
@@ -48,6 +62,10 @@ impl Scripts {
             finish_webhooks: script!("finish_webhooks.lua"),
             create_key: script!("create_key.lua"),
             revoke_key: script!("revoke_key.lua"),
+            otp_put: script!(otp "otp_put.lua"),
+            otp_attempt: script!(otp "otp_attempt.lua"),
+            otp_cancel: script!(otp "otp_cancel.lua"),
+            otp_budgets: script!(otp "otp_budgets.lua"),
         }
     }
 }

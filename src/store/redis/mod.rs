@@ -21,6 +21,7 @@
 
 mod decode;
 mod lua;
+mod otp;
 
 use crate::config::Secret;
 use std::collections::HashMap;
