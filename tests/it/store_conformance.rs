@@ -9,15 +9,31 @@ use herald::limits::LimitPolicy;
 use herald::model::Micros;
 use herald::model::{Class, Message, MessageId, PartialSubmit, Status, now_micros};
 use herald::model::{InboundRecord, Receipt, ReceiptState};
+use herald::store::otp::{BUDGET_WINDOW, OTP_KEEP, budget_window};
 use herald::store::{
-    Admission, ApiKeyRecord, EmbeddedStore, NewMessage, Outcome, RedisSettings, RedisStore, Role,
-    Store, WebhookEvent, WebhookResult,
+    Admission, ApiKeyRecord, Budget, EmbeddedStore, NewMessage, OtpRecord, OtpStatus, OtpStore,
+    Outcome, RedisSettings, RedisStore, Role, Store, WebhookEvent, WebhookResult,
 };
 
 /// Opens a store; `reopen` gives the same data after `close` (restart).
 #[async_trait]
 pub trait StoreFactory: Send + Sync {
     async fn open(&self) -> Arc<dyn Store>;
+
+    /// Opens the OTP role (once per test, like `open`).
+    async fn open_otp(&self) -> Arc<dyn OtpStore>;
+
+    /// Another node on the same data, where a store has several (Redis).
+    async fn another_otp_node(&self) -> Option<Arc<dyn OtpStore>> {
+        None
+    }
+
+    /// The time to live of a key (named after the prefix), where the store
+    /// forgets records by key TTLs instead of `purge_otps`; `None` where it
+    /// does not.
+    async fn key_ttl(&self, _key: &str) -> Option<Duration> {
+        None
+    }
 }
 
 struct Embedded {
@@ -27,6 +43,12 @@ struct Embedded {
 #[async_trait]
 impl StoreFactory for Embedded {
     async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(
+            EmbeddedStore::open(&self.dir.path().join("store.db"), 8 << 20).expect("open store"),
+        )
+    }
+
+    async fn open_otp(&self) -> Arc<dyn OtpStore> {
         Arc::new(
             EmbeddedStore::open(&self.dir.path().join("store.db"), 8 << 20).expect("open store"),
         )
@@ -41,6 +63,27 @@ fn embedded() -> Embedded {
 
 struct Redis {
     redis: crate::helpers::TestRedis,
+    /// OTP nodes opened so far (each gets its own node id).
+    otp_nodes: std::sync::atomic::AtomicUsize,
+}
+
+impl Redis {
+    async fn otp_node(&self) -> Arc<dyn OtpStore> {
+        let n = self
+            .otp_nodes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let settings = RedisSettings {
+            url: herald::config::Secret::new(self.redis.url.clone()),
+            prefix: self.redis.prefix.clone(),
+            node_id: format!("conformance-otp-{n}"),
+            lease: Duration::from_secs(10),
+        };
+        Arc::new(
+            RedisStore::open(&settings, Role::Client)
+                .await
+                .expect("open redis store"),
+        )
+    }
 }
 
 #[async_trait]
@@ -58,11 +101,35 @@ impl StoreFactory for Redis {
                 .expect("open redis store"),
         )
     }
+
+    async fn open_otp(&self) -> Arc<dyn OtpStore> {
+        self.otp_node().await
+    }
+
+    async fn another_otp_node(&self) -> Option<Arc<dyn OtpStore>> {
+        Some(self.otp_node().await)
+    }
+
+    async fn key_ttl(&self, key: &str) -> Option<Duration> {
+        let client = ::redis::Client::open(self.redis.url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis");
+        let ms: i64 = ::redis::cmd("PTTL")
+            .arg(format!("{{{}}}:{key}", self.redis.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("PTTL");
+        assert!(ms >= 0, "{key} has no TTL ({ms})");
+        Some(Duration::from_millis(ms.unsigned_abs()))
+    }
 }
 
 fn redis() -> Redis {
     Redis {
         redis: crate::helpers::TestRedis::start(),
+        otp_nodes: std::sync::atomic::AtomicUsize::new(0),
     }
 }
 
@@ -143,6 +210,16 @@ macro_rules! conformance {
             #[tokio::test] async fn inbound_messages_page_in_order_and_apply_keywords() { super::inbound_messages_page_in_order_and_apply_keywords(&super::$factory()).await }
             #[tokio::test] async fn final_messages_with_a_callback_queue_a_webhook() { super::final_messages_with_a_callback_queue_a_webhook(&super::$factory()).await }
             #[tokio::test] async fn webhook_claims_lapse_and_retries_wait() { super::webhook_claims_lapse_and_retries_wait(&super::$factory()).await }
+            #[tokio::test] async fn otps_are_put_read_back_and_indexed_as_pending() { super::otps_are_put_read_back_and_indexed_as_pending(&super::$factory()).await }
+            #[tokio::test] async fn a_new_otp_cancels_the_pending_one() { super::a_new_otp_cancels_the_pending_one(&super::$factory()).await }
+            #[tokio::test] async fn wrong_codes_run_down_to_max_attempts_then_nothing_approves() { super::wrong_codes_run_down_to_max_attempts_then_nothing_approves(&super::$factory()).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn concurrent_right_codes_approve_exactly_once() { super::concurrent_right_codes_approve_exactly_once(&super::$factory()).await }
+            #[tokio::test] async fn an_otp_past_its_expiry_expires_instead_of_approving() { super::an_otp_past_its_expiry_expires_instead_of_approving(&super::$factory()).await }
+            #[tokio::test] async fn canceling_ends_a_pending_otp_only() { super::canceling_ends_a_pending_otp_only(&super::$factory()).await }
+            #[tokio::test] async fn budgets_are_taken_all_or_nothing() { super::budgets_are_taken_all_or_nothing(&super::$factory()).await }
+            #[tokio::test] async fn budget_windows_start_fresh_and_counts_span_two() { super::budget_windows_start_fresh_and_counts_span_two(&super::$factory()).await }
+            #[tokio::test] async fn blocked_prefixes_lapse_and_can_be_lifted() { super::blocked_prefixes_lapse_and_can_be_lifted(&super::$factory()).await }
+            #[tokio::test] async fn ended_otps_go_after_otp_keep() { super::ended_otps_go_after_otp_keep(&super::$factory()).await }
         }
         )+
     };
@@ -1142,4 +1219,463 @@ async fn webhook_claims_lapse_and_retries_wait(f: &dyn StoreFactory) {
         .expect("finish");
     assert_eq!(store.webhook_depth(), 0);
     store.close().await;
+}
+
+// The OTP role. Times are offsets from the wall clock: the Redis store
+// expires keys on Redis's clock, so a record "created" long ago would be
+// gone before the test reads it.
+
+fn otp(id: &str, to: &str, at: Micros) -> OtpRecord {
+    OtpRecord {
+        id: id.into(),
+        owner: "shop".into(),
+        to: to.into(),
+        prefix: "44770".into(),
+        hash: "argon2-hash".into(),
+        status: OtpStatus::Pending,
+        attempts: 0,
+        max_attempts: 3,
+        created_at: at,
+        expires_at: at + 300 * SEC,
+        done_at: None,
+        message_id: MessageId::generate(),
+    }
+}
+
+async fn attempt(store: &dyn OtpStore, id: &str, matched: bool, now: Micros) -> (OtpRecord, bool) {
+    let a = store
+        .attempt_otp(id, matched, now)
+        .await
+        .expect("attempt")
+        .expect("the OTP exists");
+    (a.otp, a.approved)
+}
+
+async fn otps_are_put_read_back_and_indexed_as_pending(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    let o = otp("o1", "+447700900001", t);
+    assert_eq!(store.put_otp(o.clone()).await.expect("put"), None);
+    assert_eq!(store.otp("o1").await.expect("get"), Some(o.clone()));
+    assert_eq!(
+        store
+            .pending_otp("shop", "+447700900001")
+            .await
+            .expect("pending"),
+        Some(o)
+    );
+    assert_eq!(store.otp("nope").await.expect("get"), None);
+    assert_eq!(
+        store
+            .pending_otp("shop", "+447700900002")
+            .await
+            .expect("pending"),
+        None,
+        "per recipient"
+    );
+    assert_eq!(
+        store
+            .pending_otp("other", "+447700900001")
+            .await
+            .expect("pending"),
+        None,
+        "per application"
+    );
+}
+
+async fn a_new_otp_cancels_the_pending_one(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    let to = "+447700900001";
+    store.put_otp(otp("o1", to, t)).await.expect("put");
+    let second = otp("o2", to, t + SEC);
+    assert_eq!(
+        store.put_otp(second.clone()).await.expect("put"),
+        Some("o1".to_string())
+    );
+    let old = store.otp("o1").await.expect("get").expect("kept");
+    assert_eq!(old.status, OtpStatus::Canceled);
+    assert_eq!(old.done_at, Some(second.created_at));
+    assert_eq!(
+        store.pending_otp("shop", to).await.expect("pending"),
+        Some(second)
+    );
+    let (_, approved) = attempt(&*store, "o1", true, t + 2 * SEC).await;
+    assert!(!approved, "a replaced code stops working");
+    // Another application's OTP for the same number is not touched.
+    let mut theirs = otp("o3", to, t + 2 * SEC);
+    theirs.owner = "other".into();
+    assert_eq!(store.put_otp(theirs).await.expect("put"), None);
+    // An ended OTP is not replaced, only a pending one.
+    let (_, approved) = attempt(&*store, "o2", true, t + 3 * SEC).await;
+    assert!(approved);
+    assert_eq!(store.pending_otp("shop", to).await.expect("pending"), None);
+    assert_eq!(
+        store
+            .put_otp(otp("o4", to, t + 4 * SEC))
+            .await
+            .expect("put"),
+        None
+    );
+    assert_eq!(
+        store.otp("o2").await.expect("get").expect("kept").status,
+        OtpStatus::Approved
+    );
+}
+
+async fn wrong_codes_run_down_to_max_attempts_then_nothing_approves(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    store
+        .put_otp(otp("o1", "+447700900001", t))
+        .await
+        .expect("put");
+    for (n, remaining) in [(1, 2), (2, 1)] {
+        let (o, approved) = attempt(&*store, "o1", false, t + n * SEC).await;
+        assert!(!approved);
+        assert_eq!(o.status, OtpStatus::Pending);
+        assert_eq!(o.attempts_remaining(t + n * SEC), remaining);
+    }
+    let (o, approved) = attempt(&*store, "o1", false, t + 3 * SEC).await;
+    assert!(!approved);
+    assert_eq!(o.status, OtpStatus::MaxAttempts);
+    assert_eq!(o.attempts, 3);
+    assert_eq!(o.done_at, Some(t + 3 * SEC));
+    assert_eq!(
+        store
+            .pending_otp("shop", "+447700900001")
+            .await
+            .expect("pending"),
+        None,
+        "an ended OTP leaves the pending index"
+    );
+    let (after, approved) = attempt(&*store, "o1", true, t + 4 * SEC).await;
+    assert!(!approved, "exhausted never verifies");
+    assert_eq!(after, o, "an ended OTP does not change");
+    assert_eq!(store.otp("o1").await.expect("get"), Some(o));
+    assert!(
+        store
+            .attempt_otp("nope", true, t)
+            .await
+            .expect("attempt")
+            .is_none()
+    );
+}
+
+async fn concurrent_right_codes_approve_exactly_once(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    // Where the store has nodes, half the attempts come through another.
+    let other = f.another_otp_node().await.unwrap_or_else(|| store.clone());
+    let t = now_micros();
+    store
+        .put_otp(otp("o1", "+447700900001", t))
+        .await
+        .expect("put");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            node.attempt_otp("o1", true, t + SEC)
+                .await
+                .expect("attempt")
+                .expect("the OTP exists")
+                .approved
+        }));
+    }
+    let mut approvals = 0;
+    for task in tasks {
+        if task.await.expect("join") {
+            approvals += 1;
+        }
+    }
+    assert_eq!(approvals, 1);
+    let o = store.otp("o1").await.expect("get").expect("kept");
+    assert_eq!(o.status, OtpStatus::Approved);
+    assert_eq!(o.attempts, 0);
+    assert_eq!(o.done_at, Some(t + SEC));
+}
+
+async fn an_otp_past_its_expiry_expires_instead_of_approving(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    let o = otp("o1", "+447700900001", t);
+    let expires_at = o.expires_at;
+    store.put_otp(o).await.expect("put");
+    let (o, approved) = attempt(&*store, "o1", true, expires_at).await;
+    assert!(!approved);
+    assert_eq!(o.status, OtpStatus::Expired);
+    assert_eq!(o.attempts, 0, "an expired OTP counts no attempt");
+    assert_eq!(o.done_at, Some(expires_at));
+    assert_eq!(store.otp("o1").await.expect("get"), Some(o.clone()));
+    assert_eq!(
+        store
+            .cancel_otp("o1", expires_at + SEC)
+            .await
+            .expect("cancel"),
+        Some(o),
+        "an ended OTP is returned unchanged"
+    );
+    // Canceling one past its expiry ends it as expired.
+    store
+        .put_otp(otp("o2", "+447700900002", t))
+        .await
+        .expect("put");
+    let o2 = store
+        .cancel_otp("o2", expires_at + SEC)
+        .await
+        .expect("cancel")
+        .expect("the OTP exists");
+    assert_eq!(o2.status, OtpStatus::Expired);
+    assert_eq!(o2.done_at, Some(expires_at + SEC));
+}
+
+async fn canceling_ends_a_pending_otp_only(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    store
+        .put_otp(otp("o1", "+447700900001", t))
+        .await
+        .expect("put");
+    attempt(&*store, "o1", false, t + SEC).await;
+    let o = store
+        .cancel_otp("o1", t + 2 * SEC)
+        .await
+        .expect("cancel")
+        .expect("the OTP exists");
+    assert_eq!(o.status, OtpStatus::Canceled);
+    assert_eq!(o.done_at, Some(t + 2 * SEC));
+    assert_eq!(o.attempts, 1, "attempts are kept");
+    assert_eq!(
+        store
+            .pending_otp("shop", "+447700900001")
+            .await
+            .expect("pending"),
+        None
+    );
+    let (_, approved) = attempt(&*store, "o1", true, t + 3 * SEC).await;
+    assert!(!approved, "a canceled code stops working");
+    assert_eq!(
+        store.cancel_otp("o1", t + 4 * SEC).await.expect("cancel"),
+        Some(o),
+        "canceling again changes nothing"
+    );
+    assert_eq!(store.cancel_otp("nope", t).await.expect("cancel"), None);
+}
+
+fn budget(key: &str, limit: u32) -> Budget {
+    Budget {
+        key: key.into(),
+        limit,
+    }
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|k| (*k).to_string()).collect()
+}
+
+async fn budgets_are_taken_all_or_nothing(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    let all = [budget("app", 2), budget("prefix", 1), budget("global", 0)];
+    assert_eq!(store.take_budgets(&all, t).await.expect("take"), None);
+    assert_eq!(
+        store.take_budgets(&all, t).await.expect("take"),
+        Some(1),
+        "the first full budget"
+    );
+    let names = keys(&["app", "prefix", "global"]);
+    assert_eq!(
+        store.budget_counts(&names, t).await.expect("counts"),
+        vec![1, 1, 1],
+        "a refusal takes nothing from the others"
+    );
+    let some = [budget("global", 0), budget("app", 2)];
+    assert_eq!(store.take_budgets(&some, t).await.expect("take"), None);
+    assert_eq!(store.take_budgets(&some, t).await.expect("take"), Some(1));
+    assert_eq!(
+        store.budget_counts(&names, t).await.expect("counts"),
+        vec![2, 1, 2]
+    );
+    // A limit of 0 only counts.
+    for _ in 0..5 {
+        assert_eq!(
+            store
+                .take_budgets(&[budget("global", 0)], t)
+                .await
+                .expect("take"),
+            None
+        );
+    }
+    assert_eq!(
+        store
+            .budget_counts(&keys(&["global", "unknown"]), t)
+            .await
+            .expect("counts"),
+        vec![7, 0]
+    );
+}
+
+/// A key TTL against the one expected (Redis and the test read their
+/// clocks at different moments).
+fn assert_about(ttl: Duration, expected: Duration) {
+    assert!(
+        ttl.abs_diff(expected) < Duration::from_secs(5),
+        "ttl {ttl:?}, expected {expected:?}"
+    );
+}
+
+async fn budget_windows_start_fresh_and_counts_span_two(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    let next = t + BUDGET_WINDOW;
+    let later = t + 3 * BUDGET_WINDOW;
+    let one = [budget("app", 1)];
+    let names = keys(&["app"]);
+    assert_eq!(store.take_budgets(&one, t).await.expect("take"), None);
+    assert_eq!(store.take_budgets(&one, t).await.expect("take"), Some(0));
+    assert_eq!(
+        store.take_budgets(&one, next).await.expect("take"),
+        None,
+        "the next window starts fresh"
+    );
+    assert_eq!(
+        store.budget_counts(&names, t).await.expect("counts"),
+        vec![1]
+    );
+    assert_eq!(
+        store.budget_counts(&names, next).await.expect("counts"),
+        vec![2],
+        "current and previous window"
+    );
+    assert_eq!(
+        store.budget_counts(&names, later).await.expect("counts"),
+        vec![0]
+    );
+    if let Some(ttl) = f
+        .key_ttl(&format!("otp_budget:{}:app", budget_window(t)))
+        .await
+    {
+        // Kept until two windows after its window starts.
+        let until = (budget_window(t) + 2) * BUDGET_WINDOW;
+        let expected = Duration::from_micros((until - now_micros()).unsigned_abs());
+        assert_about(ttl, expected);
+    }
+}
+
+async fn blocked_prefixes_lapse_and_can_be_lifted(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    store
+        .block_prefix("44770", t + 10 * SEC)
+        .await
+        .expect("block");
+    store
+        .block_prefix("1202", t + 20 * SEC)
+        .await
+        .expect("block");
+    let blocked = |now: Micros| {
+        let store = store.clone();
+        async move {
+            let mut b = store.blocked_prefixes(now).await.expect("blocked");
+            b.sort();
+            b
+        }
+    };
+    assert_eq!(
+        blocked(t).await,
+        vec![
+            ("1202".to_string(), t + 20 * SEC),
+            ("44770".to_string(), t + 10 * SEC)
+        ]
+    );
+    assert_eq!(
+        blocked(t + 10 * SEC).await,
+        vec![("1202".to_string(), t + 20 * SEC)],
+        "a block ends at its end"
+    );
+    assert_eq!(blocked(t + 20 * SEC).await, vec![]);
+    assert!(store.unblock_prefix("1202").await.expect("unblock"));
+    assert!(!store.unblock_prefix("1202").await.expect("unblock"));
+    assert_eq!(blocked(t).await, vec![("44770".to_string(), t + 10 * SEC)]);
+    // Blocking again moves the end; a purge drops lapsed blocks.
+    store
+        .block_prefix("44770", t + 30 * SEC)
+        .await
+        .expect("block");
+    store
+        .block_prefix("1202", t + 5 * SEC)
+        .await
+        .expect("block");
+    store.purge_otps(t + 5 * SEC).await.expect("purge");
+    assert_eq!(blocked(t).await, vec![("44770".to_string(), t + 30 * SEC)]);
+    assert!(!store.unblock_prefix("1202").await.expect("unblock"));
+}
+
+async fn ended_otps_go_after_otp_keep(f: &dyn StoreFactory) {
+    let store = f.open_otp().await;
+    let t = now_micros();
+    let o = otp("o1", "+447700900001", t);
+    let expires_at = o.expires_at;
+    store.put_otp(o).await.expect("put");
+    store
+        .put_otp(otp("o2", "+447700900002", t))
+        .await
+        .expect("put");
+    // o1 ends early, o2 never ends (its expiry counts).
+    let ended_at = t + SEC;
+    attempt(&*store, "o1", true, ended_at).await;
+    if let Some(ttl) = f.key_ttl("otp:o1").await {
+        // Redis forgets records by key TTLs: an OTP lives until OTP_KEEP
+        // after the later of its expiry and its end (so an early end keeps
+        // it up to its lifetime longer than a purge would), a pending index
+        // entry until the expiry; purge_otps removes none of them.
+        let expected = Duration::from_micros((expires_at + OTP_KEEP - now_micros()).unsigned_abs());
+        assert_about(ttl, expected);
+        let ttl = f
+            .key_ttl("otp_pending:shop\n+447700900002")
+            .await
+            .expect("ttl");
+        let expected = Duration::from_micros((expires_at - now_micros()).unsigned_abs());
+        assert_about(ttl, expected);
+        assert_eq!(store.purge_otps(t).await.expect("purge"), 0);
+        assert!(store.otp("o1").await.expect("get").is_some());
+        return;
+    }
+    assert_eq!(
+        store.purge_otps(ended_at + OTP_KEEP).await.expect("purge"),
+        0
+    );
+    assert!(store.otp("o1").await.expect("get").is_some());
+    assert_eq!(
+        store
+            .purge_otps(ended_at + OTP_KEEP + 1)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(store.otp("o1").await.expect("get"), None);
+    assert!(
+        store.otp("o2").await.expect("get").is_some(),
+        "a pending OTP is kept until OTP_KEEP after its expiry"
+    );
+    assert_eq!(
+        store
+            .purge_otps(expires_at + OTP_KEEP + 1)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(store.otp("o2").await.expect("get"), None);
+    assert_eq!(
+        store
+            .pending_otp("shop", "+447700900002")
+            .await
+            .expect("pending"),
+        None,
+        "a purged OTP leaves the pending index"
+    );
 }

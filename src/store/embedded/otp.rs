@@ -133,18 +133,20 @@ fn cancel(w: &Writer<'_>, id: &str, now: Micros) -> Result<Option<OtpRecord>, St
 fn take(w: &Writer<'_>, budgets: &[Budget], now: Micros) -> Result<Option<usize>, StoreError> {
     let window = budget_window(now);
     let mut table = w.tx.open_table(OTP_BUDGETS).map_err(io)?;
-    let mut counts = Vec::with_capacity(budgets.len());
-    for (i, b) in budgets.iter().enumerate() {
-        let n = table
-            .get((b.key.as_str(), window))
+    let count = |table: &redb::Table<(&str, i64), u64>, key: &str| -> Result<u64, StoreError> {
+        Ok(table
+            .get((key, window))
             .map_err(io)?
-            .map_or(0, |v| v.value());
-        if b.limit > 0 && n >= u64::from(b.limit) {
+            .map_or(0, |v| v.value()))
+    };
+    for (i, b) in budgets.iter().enumerate() {
+        if b.limit > 0 && count(&table, &b.key)? >= u64::from(b.limit) {
             return Ok(Some(i));
         }
-        counts.push(n);
     }
-    for (b, n) in budgets.iter().zip(counts) {
+    // Read again for each: a key listed twice takes two, as in Redis.
+    for b in budgets {
+        let n = count(&table, &b.key)?;
         table.insert((b.key.as_str(), window), n + 1).map_err(io)?;
     }
     Ok(None)
