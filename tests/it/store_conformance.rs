@@ -1517,6 +1517,16 @@ async fn budgets_are_taken_all_or_nothing(f: &dyn StoreFactory) {
             .expect("counts"),
         vec![7, 0]
     );
+    // A key listed twice takes two.
+    let twice = [budget("twice", 0), budget("twice", 0)];
+    assert_eq!(store.take_budgets(&twice, t).await.expect("take"), None);
+    assert_eq!(
+        store
+            .budget_counts(&keys(&["twice"]), t)
+            .await
+            .expect("counts"),
+        vec![2]
+    );
 }
 
 /// A key TTL against the one expected (Redis and the test read their
