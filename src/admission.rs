@@ -18,6 +18,7 @@ use crate::limits::retry_after_seconds;
 use crate::metrics::Metrics;
 use crate::model::{Class, Message, MessageId, Micros, Status, format_micros, now_micros};
 use crate::script::{self, RouteDecision, ScriptMessage, Scripts, SubmitDecision, TemplateError};
+use crate::seal::Sealer;
 use crate::store::{Admission, MessageStore, NewMessage, StoreError};
 use crate::text;
 
@@ -76,6 +77,25 @@ pub enum Content {
         /// e.g. `es-MX`; falls back to `es`, then the default.
         locale: Option<String>,
     },
+    /// A template with one secret variable (an OTP's code). The stored body,
+    /// and everything that reads it (API, webhooks, scripts), shows the
+    /// secret masked; the clear text is only kept sealed until the message
+    /// is submitted (see `seal`).
+    Sealed {
+        name: String,
+        vars: serde_json::Map<String, serde_json::Value>,
+        locale: Option<String>,
+        /// The variable holding the secret, and its value.
+        secret_var: &'static str,
+        secret: String,
+    },
+}
+
+/// A text rendered for sending: what is stored and shown, and the clear
+/// text to seal when that differs.
+struct Rendered {
+    shown: String,
+    sealed: Option<String>,
 }
 
 /// Why a message was not admitted. Nothing was stored.
@@ -125,6 +145,9 @@ pub struct Admitter {
     scripts: Arc<Scripts>,
     /// Connector readiness: routes list ready connectors first.
     health: Health,
+    /// Seals secret text ([`Content::Sealed`]); without it such content is
+    /// refused.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Admitter {
@@ -146,7 +169,15 @@ impl Admitter {
             limits: config.limits,
             scripts,
             health,
+            sealer: None,
         }
+    }
+
+    /// This admitter sealing secret text with `sealer`.
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// Validates one request into a message ready to store.
@@ -160,13 +191,23 @@ impl Admitter {
                 "emergency messages need an API key with the 'broadcast' scope".into(),
             ));
         }
+        if class == Class::Otp && !who.has(Scope::Otp) {
+            return Err(AdmissionError::Forbidden(
+                "otp messages need an API key with the 'otp' scope".into(),
+            ));
+        }
         let to = text::parse_msisdn(&req.to, self.default_region)
             .map_err(|e| FieldError::new("invalid_to", format!("`to` {e}")))?;
         // One snapshot for the template and both hooks: a reload mid-request
         // never mixes versions.
         let scripts = self.scripts.current();
-        let body = self.body_of(&scripts, req.content)?;
-        let encoded = text::analyse(&body);
+        let Rendered {
+            shown: body,
+            sealed,
+        } = self.body_of(&scripts, req.content)?;
+        // Sealed text: the masked copy is what is stored, whatever on_submit does.
+        let masked = sealed.as_ref().map(|_| body.clone());
+        let encoded = text::analyse(sealed.as_deref().unwrap_or(&body));
         self.check_length(&encoded, "`body`")?;
         let from = req.from.map(validate_sender).transpose()?;
         let idempotency_key = req
@@ -201,6 +242,13 @@ impl Admitter {
             tags,
         };
         let not_before = self.run_on_submit(&scripts, &mut msg)?;
+        if let Some(masked) = masked {
+            // The clear text is sealed as rendered: a rewrite of the masked
+            // copy could only lose the secret.
+            msg.body = masked;
+            msg.encoding = encoded.encoding;
+            msg.segments = encoded.segments;
+        }
         let route = match scripts.route(&msg) {
             RouteDecision::Default => self.default_route.clone(),
             RouteDecision::Connectors(names) => names,
@@ -229,8 +277,22 @@ impl Admitter {
             )
             .into());
         }
+        let id = MessageId::generate();
+        let sealed_body = match sealed {
+            None => None,
+            Some(clear) => {
+                let sealer = self.sealer.as_ref().ok_or_else(|| {
+                    StoreError::Io("no seal key: secret text cannot be stored".into())
+                })?;
+                Some(
+                    sealer
+                        .seal(id, &clear)
+                        .map_err(|e| StoreError::Io(e.to_string()))?,
+                )
+            }
+        };
         let message = Message {
-            id: MessageId::generate(),
+            id,
             to: msg.to,
             from: msg.from,
             body: msg.body,
@@ -258,11 +320,14 @@ impl Admitter {
             // Only a deferral into the future holds the message.
             not_before: not_before.filter(|at| *at > now),
             partial: None,
+            sealed_body,
         };
         let limit = self.limits.for_class(class);
         Ok(NewMessage {
             idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
             limit,
+            // One application cannot use up another's OTPs for a number.
+            limit_scope: (class == Class::Otp).then(|| who.name.clone()),
             refuse_if_opted_out: class == Class::Marketing,
             not_before,
             message,
@@ -275,13 +340,25 @@ impl Admitter {
         &self,
         scripts: &script::Current<'_>,
         content: Content,
-    ) -> Result<String, FieldError> {
-        let (name, vars, locale) = match content {
+    ) -> Result<Rendered, FieldError> {
+        let (name, mut vars, locale, secret) = match content {
             Content::Text(b) if b.is_empty() => {
                 return Err(FieldError::new("invalid_body", "`body` must not be empty"));
             }
-            Content::Text(b) => return Ok(b),
-            Content::Template { name, vars, locale } => (name, vars, locale),
+            Content::Text(b) => {
+                return Ok(Rendered {
+                    shown: b,
+                    sealed: None,
+                });
+            }
+            Content::Template { name, vars, locale } => (name, vars, locale, None),
+            Content::Sealed {
+                name,
+                vars,
+                locale,
+                secret_var,
+                secret,
+            } => (name, vars, locale, Some((secret_var, secret))),
         };
         if let Some(l) = &locale
             && !valid_locale(l)
@@ -291,16 +368,38 @@ impl Admitter {
                 "`locale` must be a language tag such as \"es\" or \"es-MX\"",
             ));
         }
-        let text = scripts
-            .render(&name, locale.as_deref(), &vars)
-            .map_err(|e| template_error(&name, e))?;
-        if text.is_empty() {
+        let render = |vars: &serde_json::Map<String, serde_json::Value>| {
+            let text = scripts
+                .render(&name, locale.as_deref(), vars)
+                .map_err(|e| template_error(&name, e))?;
+            if text.is_empty() {
+                return Err(FieldError::new(
+                    "template_error",
+                    format!("`template`: '{name}' rendered an empty body"),
+                ));
+            }
+            Ok(text)
+        };
+        let Some((secret_var, secret)) = secret else {
+            return Ok(Rendered {
+                shown: render(&vars)?,
+                sealed: None,
+            });
+        };
+        vars.insert(secret_var.into(), "*".repeat(secret.chars().count()).into());
+        let shown = render(&vars)?;
+        vars.insert(secret_var.into(), secret.into());
+        let clear = render(&vars)?;
+        if clear == shown {
             return Err(FieldError::new(
                 "template_error",
-                format!("`template`: '{name}' rendered an empty body"),
+                format!("`template`: '{name}' does not show `{secret_var}`"),
             ));
         }
-        Ok(text)
+        Ok(Rendered {
+            shown,
+            sealed: Some(clear),
+        })
     }
 
     fn check_length(&self, encoded: &text::EncodedText, what: &str) -> Result<(), FieldError> {

@@ -57,6 +57,7 @@ pub struct Config {
     pub log: LogConfig,
     pub inbound: InboundConfig,
     pub webhooks: WebhooksConfig,
+    pub otp: crate::otp::OtpConfig,
 }
 
 impl Default for Config {
@@ -73,6 +74,7 @@ impl Default for Config {
             log: LogConfig::default(),
             inbound: InboundConfig::default(),
             webhooks: WebhooksConfig::default(),
+            otp: crate::otp::OtpConfig::default(),
         }
     }
 }
@@ -1041,6 +1043,9 @@ impl Config {
 
     /// Cross-field checks serde cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.otp
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -1336,6 +1341,14 @@ impl Config {
     }
 
     /// The configured default region for national-format numbers.
+    /// The OTP seal key file: configured, or `seal.key` next to the database.
+    pub fn seal_key_path(&self) -> std::path::PathBuf {
+        self.otp
+            .seal_key_file
+            .clone()
+            .unwrap_or_else(|| self.store.path.with_file_name("seal.key"))
+    }
+
     pub fn default_region(&self) -> Option<phonenumber::country::Id> {
         if self.messages.default_region.is_empty() {
             None

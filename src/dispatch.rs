@@ -32,6 +32,7 @@ use crate::config::DispatchConfig;
 use crate::connector::{Connector, SubmitAck, SubmitError, SubmitFailure};
 use crate::metrics::Metrics;
 use crate::model::{Message, Micros, PartialSubmit, now_micros};
+use crate::seal::Sealer;
 use crate::store::{MessageStore, Outcome};
 
 /// Most messages claimed in one go.
@@ -51,6 +52,7 @@ pub fn spawn_dispatcher(
     connector: Arc<dyn Connector>,
     settings: DispatchConfig,
     metrics: Arc<Metrics>,
+    sealer: Option<Arc<Sealer>>,
     shutdown: CancellationToken,
 ) {
     let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(connector.window().max(64) * 4);
@@ -68,6 +70,7 @@ pub fn spawn_dispatcher(
         settings,
         metrics,
         outcomes: outcome_tx,
+        sealer,
         shutdown,
     };
     tracker.spawn(dispatcher.run());
@@ -92,6 +95,8 @@ struct Dispatcher {
     settings: DispatchConfig,
     metrics: Arc<Metrics>,
     outcomes: mpsc::Sender<Outcome>,
+    /// Opens sealed message text (OTP codes) right before the submit.
+    sealer: Option<Arc<Sealer>>,
     shutdown: CancellationToken,
 }
 
@@ -177,6 +182,13 @@ impl Dispatcher {
                     self.send_outcome(Outcome::Expired { id: m.id }).await;
                     continue;
                 }
+                let m = match self.unsealed(m) {
+                    Ok(m) => m,
+                    Err(outcome) => {
+                        self.send_outcome(outcome).await;
+                        continue;
+                    }
+                };
                 if let Some(limiter) = &self.limiter
                     && let Some(extra) = NonZeroU32::new(parts_to_send(&m, &name) - 1)
                 {
@@ -271,6 +283,29 @@ impl Dispatcher {
             tracing::debug!(connector = %name, kept, "connector down: nothing to fail over");
         }
         moved
+    }
+
+    /// The message as the carrier must see it: a sealed text opened into
+    /// `body` (this copy lives only for the submit). A seal this node
+    /// cannot open fails the message rather than sending the mask.
+    fn unsealed(&self, mut m: Message) -> Result<Message, Outcome> {
+        let Some(sealed) = m.sealed_body.take() else {
+            return Ok(m);
+        };
+        let opened = match &self.sealer {
+            Some(sealer) => sealer.open(m.id, &sealed).map_err(|e| e.to_string()),
+            None => Err("no seal key is configured on this node".to_string()),
+        };
+        match opened {
+            Ok(text) => {
+                m.body = text;
+                Ok(m)
+            }
+            Err(error) => {
+                tracing::error!(message_id = %m.id, %error, "sealed message cannot be opened");
+                Err(Outcome::Failed { id: m.id, error })
+            }
+        }
     }
 
     async fn send_outcome(&self, outcome: Outcome) {

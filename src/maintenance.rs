@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::model::now_micros;
-use crate::store::MessageStore;
+use crate::store::{MessageStore, OtpStore};
 
 /// Runs store maintenance (retries due, expiries, purges) every `every`.
 pub async fn run_maintenance(
@@ -38,6 +38,24 @@ pub async fn run_maintenance(
                 crate::recorder::publish(report.expired, &metrics);
             }
             Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+        }
+    }
+}
+
+/// Purges ended OTPs, old budget windows and lapsed blocks every `every`
+/// (the embedded store; Redis expires them by key TTLs).
+pub async fn purge_otps(store: Arc<dyn OtpStore>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.purge_otps(now_micros()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "OTP maintenance"),
+            Err(e) => tracing::warn!(error = %e, "OTP maintenance failed"),
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Metrics {
     script_errors: Family<ScriptLabel, Counter>,
     scripts_broken: Gauge,
     auth_verifies: Family<CodeLabel, Counter>,
+    otp_events: Family<CodeLabel, Counter>,
+    otp_refused: Family<CodeLabel, Counter>,
+    otp_verify_seconds: Histogram,
     queue_depth: Family<ClassLabel, Gauge>,
     retry_depth: Gauge,
     admission_seconds: Histogram,
@@ -93,6 +96,9 @@ impl Metrics {
             script_errors: Family::default(),
             scripts_broken: Gauge::default(),
             auth_verifies: Family::default(),
+            otp_events: Family::default(),
+            otp_refused: Family::default(),
+            otp_verify_seconds: latency_histogram(),
             queue_depth: Family::default(),
             retry_depth: Gauge::default(),
             admission_seconds: latency_histogram(),
@@ -158,6 +164,21 @@ impl Metrics {
             "auth_verifies",
             "argon2 verifications of API key secrets, by result (ok, wrong); cached answers are not counted",
             m.auth_verifies.clone(),
+        );
+        registry.register(
+            "otp",
+            "OTP events (issued, replaced, approved, wrong_code, max_attempts, expired, canceled, prefix_blocked)",
+            m.otp_events.clone(),
+        );
+        registry.register(
+            "otp_refused",
+            "OTP requests refused by the SMS-pumping defence, by error code",
+            m.otp_refused.clone(),
+        );
+        registry.register(
+            "otp_verify_seconds",
+            "Time to answer an OTP verification",
+            m.otp_verify_seconds.clone(),
         );
         registry.register(
             "scripts_broken",
@@ -255,6 +276,22 @@ impl Metrics {
         self.auth_verifies
             .get_or_create(&CodeLabel { code: result })
             .inc();
+    }
+
+    /// Counts one OTP event.
+    pub fn otp(&self, event: &'static str) {
+        self.otp_events
+            .get_or_create(&CodeLabel { code: event })
+            .inc();
+    }
+
+    /// Counts one OTP request refused by the pumping defence.
+    pub fn otp_refused(&self, code: &'static str) {
+        self.otp_refused.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn otp_verify_latency(&self, secs: f64) {
+        self.otp_verify_seconds.observe(secs);
     }
 
     /// Sets how many script files fail to compile right now.

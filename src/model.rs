@@ -247,6 +247,11 @@ pub struct Message {
     /// earlier try, so a retry sends only the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<PartialSubmit>,
+    /// While queued: the clear text sealed (an OTP's code), when `body`
+    /// holds only a masked copy. Dropped once the message is submitted or
+    /// final, so the clear text never outlives its SMS (see `seal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_body: Option<String>,
 }
 
 impl Message {
@@ -282,6 +287,7 @@ impl Message {
             tags: Vec::new(),
             not_before: None,
             partial: None,
+            sealed_body: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch;
 use crate::metrics::Metrics;
 use crate::script::{Clock, ScriptEnv, Scripts, reload};
+use crate::seal::Sealer;
 use crate::store::{EmbeddedStore, RedisSettings, RedisStore, Role, Store, StoreError};
 
 /// Why the gateway could not start.
@@ -176,12 +177,18 @@ impl Gateway {
         } else {
             None
         };
+        // Seals OTP texts until submit; also keys the OTP code hashes.
+        let sealer = Arc::new(
+            Sealer::load_or_create(&config.seal_key_path())
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
         let app = Arc::new(App::new(
             config.clone(),
             store.clone(),
             metrics.clone(),
             connectors.clone(),
             scripts,
+            sealer.clone(),
         ));
         let shutdown = CancellationToken::new();
         let workers = TaskTracker::new();
@@ -193,6 +200,7 @@ impl Gateway {
                 connector.clone(),
                 config.dispatch.clone(),
                 metrics.clone(),
+                Some(sealer.clone()),
                 dispatch_stop.clone(),
             );
         }
@@ -215,6 +223,11 @@ impl Gateway {
             config.messages.idempotency_ttl,
             Duration::from_secs(1),
             metrics.clone(),
+            dispatch_stop.clone(),
+        ));
+        workers.spawn(crate::maintenance::purge_otps(
+            store.clone(),
+            Duration::from_secs(60),
             dispatch_stop.clone(),
         ));
         workers.close();

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::admission::AdmissionError;
 use crate::auth::{AuthError, MissingScope};
 use crate::error::FieldError;
+use crate::otp::OtpError;
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -52,7 +53,12 @@ pub enum ApiError {
     #[error("{}", .0.message)]
     Invalid(FieldError),
     #[error("{message}")]
-    RateLimited { retry_after: u64, message: String },
+    RateLimited {
+        /// `rate_limited`, or the OTP defence's budget that is used up.
+        code: &'static str,
+        retry_after: u64,
+        message: String,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// 503 with `Retry-After`: a bounded resource is in use right now.
@@ -90,7 +96,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Invalid(f) => f.code,
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { code, .. } => code,
             ApiError::Unavailable(_) | ApiError::Busy { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -141,10 +147,34 @@ impl From<AdmissionError> for ApiError {
                 retry_after,
                 message,
             } => ApiError::RateLimited {
+                code: "rate_limited",
                 retry_after,
                 message,
             },
             AdmissionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<OtpError> for ApiError {
+    fn from(e: OtpError) -> Self {
+        match e {
+            OtpError::Invalid(f) => ApiError::Invalid(f),
+            OtpError::Forbidden(reason) => ApiError::Forbidden(reason),
+            OtpError::NotFound => ApiError::NotFound("no such OTP".into()),
+            OtpError::Limited {
+                code,
+                retry_after,
+                message,
+            } => ApiError::RateLimited {
+                code,
+                retry_after,
+                message,
+            },
+            OtpError::Unavailable(cause) => {
+                tracing::error!(%cause, "OTP store or verification pool unavailable");
+                ApiError::Unavailable("OTPs are unavailable right now; retry shortly".into())
+            }
         }
     }
 }

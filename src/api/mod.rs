@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod messages;
 pub mod openapi;
 pub mod ops;
+pub mod otp;
 pub mod request;
 
 use std::sync::Arc;
@@ -37,7 +38,9 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connector::Connector;
 use crate::metrics::Metrics;
+use crate::otp::OtpService;
 use crate::script::Scripts;
+use crate::seal::Sealer;
 use crate::store::Store;
 use batch::BatchBudget;
 use error::ApiError;
@@ -49,6 +52,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
     pub admitter: Arc<Admitter>,
+    /// One-time passwords.
+    pub otp: Arc<OtpService>,
     pub connectors: Vec<Arc<dyn Connector>>,
     /// Routing, hooks and templates.
     pub scripts: Arc<Scripts>,
@@ -67,20 +72,35 @@ impl App {
         metrics: Arc<Metrics>,
         connectors: Vec<Arc<dyn Connector>>,
         scripts: Arc<Scripts>,
+        sealer: Arc<Sealer>,
     ) -> App {
+        let admitter = Arc::new(
+            Admitter::new(
+                &config,
+                store.clone(),
+                metrics.clone(),
+                scripts.clone(),
+                crate::connector::health_of(&connectors),
+            )
+            .with_sealer(sealer.clone()),
+        );
+        let otp = Arc::new(OtpService::new(
+            config.otp.clone(),
+            config.default_region(),
+            store.clone(),
+            store.clone(),
+            admitter.clone(),
+            metrics.clone(),
+            sealer.derive_key("otp code hashes"),
+        ));
         App {
             auth: Authenticator::new(store.clone(), metrics.clone()),
             batch_budget: BatchBudget::new(
                 config.http.max_batch_bytes_in_flight,
                 config.http.max_batch_body_bytes,
             ),
-            admitter: Arc::new(Admitter::new(
-                &config,
-                store.clone(),
-                metrics.clone(),
-                scripts.clone(),
-                crate::connector::health_of(&connectors),
-            )),
+            admitter,
+            otp,
             config,
             store,
             metrics,
@@ -197,6 +217,12 @@ pub fn routes() -> Vec<Route> {
         Route::new::<messages::__path_send_batch, _, _>(messages::send_batch, Batch),
         Route::new::<messages::__path_get, _, _>(messages::get, Single),
         Route::new::<inbound::__path_list, _, _>(inbound::list, Single),
+        Route::new::<otp::__path_issue, _, _>(otp::issue, Single),
+        Route::new::<otp::__path_verify, _, _>(otp::verify, Single),
+        Route::new::<otp::__path_get, _, _>(otp::get, Single),
+        Route::new::<otp::__path_cancel, _, _>(otp::cancel, Single),
+        Route::new::<otp::__path_blocked, _, _>(otp::blocked, Single),
+        Route::new::<otp::__path_unblock, _, _>(otp::unblock, Single),
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{inbound, messages, ops};
+use super::{inbound, messages, ops, otp};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,12 @@ use super::{inbound, messages, ops};
         messages::send_batch,
         messages::get,
         inbound::list,
+        otp::issue,
+        otp::verify,
+        otp::get,
+        otp::cancel,
+        otp::blocked,
+        otp::unblock,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -25,6 +31,7 @@ use super::{inbound, messages, ops};
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
         (name = "inbound", description = "Messages from handsets"),
+        (name = "otp", description = "One-time passwords: issue, verify, SMS-pumping defence"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -58,6 +58,7 @@ async fn run(
                 let to = test_number(first + i % RECIPIENTS).to_string();
                 let item = NewMessage {
                     limit: Some(policy),
+                    limit_scope: None,
                     ..NewMessage::plain(message(to, now_micros()))
                 };
                 let t = Instant::now();

@@ -55,6 +55,10 @@ pub struct NewMessage {
     /// Per-recipient limit of the message's class, checked and consumed
     /// atomically with the write. `None`: not limited (emergency).
     pub limit: Option<LimitPolicy>,
+    /// Whose budget the limit counts in: `None` counts per recipient;
+    /// `Some(owner)` per owner and recipient (OTP: one application cannot
+    /// use up another's codes for a number).
+    pub limit_scope: Option<String>,
     /// Refuse when the recipient has opted out (marketing).
     pub refuse_if_opted_out: bool,
     /// Queue only from this time on (deferred by a script, e.g. quiet hours).
@@ -68,8 +72,17 @@ impl NewMessage {
             message,
             idempotency: None,
             limit: None,
+            limit_scope: None,
             refuse_if_opted_out: false,
             not_before: None,
+        }
+    }
+
+    /// The subject the limit of the message's class is counted under.
+    pub fn limit_subject(&self) -> std::borrow::Cow<'_, str> {
+        match &self.limit_scope {
+            None => std::borrow::Cow::Borrowed(self.message.to.as_str()),
+            Some(owner) => std::borrow::Cow::Owned(format!("{owner}\n{}", self.message.to)),
         }
     }
 }
@@ -239,7 +252,7 @@ pub struct MaintenanceReport {
 /// [`WebhookStore`] for deliveries), and a feature that needs new state adds
 /// its own role trait. Every implementation passes the one conformance suite.
 #[async_trait]
-pub trait Store: MessageStore + KeyStore + InboundStore + WebhookStore {
+pub trait Store: MessageStore + KeyStore + InboundStore + WebhookStore + OtpStore {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -172,6 +172,10 @@ pub trait OtpStore: Send + Sync + 'static {
         now: Micros,
     ) -> Result<Option<usize>, StoreError>;
 
+    /// Forgets every window of `keys` (e.g. a prefix's conversion history
+    /// when an operator lifts its block).
+    async fn reset_budgets(&self, keys: &[String]) -> Result<(), StoreError>;
+
     /// The counts of `keys` in the current and the previous window, summed.
     async fn budget_counts(&self, keys: &[String], now: Micros) -> Result<Vec<u64>, StoreError>;
 

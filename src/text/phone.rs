@@ -167,6 +167,17 @@ impl Msisdn {
         split_code(&self.0).0
     }
 
+    /// The calling code and the first `digits` digits of the national
+    /// number: the unit OTP budgets and conversion blocking count in
+    /// (`"44791"` for `+447911123456` with 3 digits).
+    pub fn prefix(&self, digits: usize) -> String {
+        let (code, national) = split_code(&self.0);
+        let lead = national
+            .get(..digits.min(national.len()))
+            .unwrap_or(national);
+        format!("{code}{lead}")
+    }
+
     /// ISO 3166 alpha-2 region ("GB", "US", "CA"), or `None` for non-geographic codes such as
     /// +800. Codes shared by several regions (+1, +44, +7, +39) are resolved by number range.
     pub fn region(&self) -> Option<&'static str> {

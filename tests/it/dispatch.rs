@@ -105,6 +105,7 @@ async fn rig(carriers: Vec<Arc<ScriptedCarrier>>, max_attempts: u32) -> Rig {
             c,
             settings(max_attempts),
             metrics.clone(),
+            None,
             stop.clone(),
         );
     }

@@ -455,15 +455,29 @@ impl Drop for Served {
 /// Starts `herald serve` (the built binary) on `config` and waits for it to
 /// listen.
 pub fn serve(config: &std::path::Path) -> Served {
+    serve_logging(config, None, std::process::Stdio::null())
+}
+
+/// [`serve`] with `RUST_LOG` set to `rust_log` (when given) and the log
+/// (stderr) sent to `log`.
+pub fn serve_logging(
+    config: &std::path::Path,
+    rust_log: Option<&str>,
+    log: std::process::Stdio,
+) -> Served {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(herald_bin())
+    let mut command = Command::new(herald_bin());
+    command
         .arg("serve")
         .env("HERALD_CONFIG", config)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
+        .stderr(log);
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+    let mut child = command.spawn().expect("spawn serve");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("read");

@@ -11,6 +11,7 @@ mod inbound;
 mod interop;
 mod limits;
 mod openapi;
+mod otp;
 mod priority;
 mod redis_gateway;
 mod redis_store;

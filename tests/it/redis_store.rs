@@ -122,6 +122,7 @@ async fn limits_hold_across_nodes() {
             m.created_at = now;
             let item = NewMessage {
                 limit: Some(LimitPolicy::default_for(Class::Transactional)),
+                limit_scope: None,
                 ..NewMessage::plain(m)
             };
             store.admit(vec![item]).await.expect("admit").remove(0)

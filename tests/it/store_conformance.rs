@@ -878,6 +878,7 @@ fn limited(mut m: Message, at: Micros, policy: LimitPolicy) -> NewMessage {
     m.created_at = at;
     NewMessage {
         limit: Some(policy),
+        limit_scope: None,
         ..NewMessage::plain(m)
     }
 }

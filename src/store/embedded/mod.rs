@@ -72,6 +72,12 @@ pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn encode(m: &Message) -> Result<Vec<u8>, StoreError> {
+    if m.sealed_body.is_some() && m.status != Status::Queued {
+        // Submitted or final: the sealed clear text goes (see `seal`).
+        let mut m = m.clone();
+        m.sealed_body = None;
+        return serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt(e.to_string()));
+    }
     serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -1008,7 +1014,8 @@ impl<'t> Writer<'t> {
                 continue;
             }
             if let Some(policy) = item.limit.filter(|p| p.is_active()) {
-                let key = (m.class.index() as u8, m.to.as_str());
+                let subject = item.limit_subject();
+                let key = (m.class.index() as u8, subject.as_ref());
                 let history = self
                     .limits
                     .get(key)

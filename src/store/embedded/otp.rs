@@ -243,6 +243,25 @@ impl OtpStore for EmbeddedStore {
         self.write(1, move |w, _| take(w, &budgets, now)).await
     }
 
+    async fn reset_budgets(&self, keys: &[String]) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.write(1, move |w, _| {
+            let mut table = w.tx.open_table(OTP_BUDGETS).map_err(io)?;
+            for key in &keys {
+                let windows: Vec<i64> = table
+                    .range((key.as_str(), i64::MIN)..=(key.as_str(), i64::MAX))
+                    .map_err(io)?
+                    .map(|row| row.map(|(k, _)| k.value().1).map_err(io))
+                    .collect::<Result<_, _>>()?;
+                for window in windows {
+                    table.remove((key.as_str(), window)).map_err(io)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn budget_counts(&self, keys: &[String], now: Micros) -> Result<Vec<u64>, StoreError> {
         let window = budget_window(now);
         let tx = self.read()?;

@@ -102,6 +102,9 @@ pub(super) fn message(h: &HashMap<String, String>) -> Result<Message, StoreError
     if let Some(pf) = field::<u32>(h, "pf") {
         m.parts_failed = pf;
     }
+    if let Some(sb) = h.get("sb") {
+        m.sealed_body = Some(sb.clone());
+    }
     if let Some(er) = h.get("er") {
         m.error = Some(er.clone());
     }

@@ -217,8 +217,16 @@ impl Shared {
                 .map(|(owner, key)| format!("{owner}\n{key}"))
                 .unwrap_or_default();
             let policy = item.limit.filter(|p| p.is_active()).unwrap_or_default();
+            // The sealed clear text lives in its own field, dropped at submit.
+            let record = if m.sealed_body.is_some() {
+                let mut plain = m.clone();
+                plain.sealed_body = None;
+                json(&plain)?
+            } else {
+                json(m)?
+            };
             inv.arg(m.id.to_string())
-                .arg(json(m)?)
+                .arg(record)
                 .arg(&m.to)
                 .arg(m.class.index())
                 .arg(m.route.join("\n"))
@@ -231,7 +239,9 @@ impl Shared {
                 .arg(policy.per_day)
                 .arg(policy.min_interval_seconds)
                 .arg(m.created_at)
-                .arg(m.status.as_str());
+                .arg(m.status.as_str())
+                .arg(item.limit_subject().as_ref())
+                .arg(m.sealed_body.as_deref().unwrap_or_default());
         }
         let parts = s.with_gauges(s.invoke(&inv).await?)?;
         let results = array(parts.into_iter().next().unwrap_or_default())?;

@@ -182,6 +182,27 @@ impl OtpStore for RedisStore {
             .ok_or_else(|| corrupt("budget reply"))
     }
 
+    async fn reset_budgets(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        // Windows older than the previous one have expired by their TTL;
+        // the next one cannot have started counting yet.
+        let window = budget_window(crate::model::now_micros());
+        let mut names = Vec::with_capacity(keys.len() * 3);
+        for k in keys {
+            for w in [window - 1, window, window + 1] {
+                names.push(self.shared.key(&format!("otp_budget:{w}:{k}")));
+            }
+        }
+        let mut conn = self.shared.conn()?;
+        ::redis::cmd("DEL")
+            .arg(&names)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn budget_counts(&self, keys: &[String], now: Micros) -> Result<Vec<u64>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());

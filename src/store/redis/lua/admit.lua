@@ -1,5 +1,5 @@
 -- Admits messages: idempotency, opt-out, per-recipient limit, then store and
--- queue, each item atomically. ARGV[3] is the item count, then 15 fields per
+-- queue, each item atomically. ARGV[3] is the item count, then 17 fields per
 -- item (in the order `RedisStore::admit` writes them).
 --
 -- Per item the result is {0, seq} created, {1, record} the earlier message
@@ -40,7 +40,7 @@ local function check_limit(key, now_s, per_hour, per_day, min_interval)
   return 0
 end
 
-local FIELDS = 15
+local FIELDS = 17
 local count = tonumber(ARGV[3])
 -- One sequence block for the call, taken at the first item stored (so a
 -- call that only refuses writes nothing); refused items after it leave
@@ -53,6 +53,7 @@ for i = 0, count - 1 do
     ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7],
     ARGV[b + 8], ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], ARGV[b + 12], ARGV[b + 13], ARGV[b + 14],
     ARGV[b + 15]
+  local subject, sealed = ARGV[b + 16], ARGV[b + 17]
   local result = nil
   if scope ~= '' then
     local seen = redis.call('HGET', P .. ':idem', scope)
@@ -65,7 +66,7 @@ for i = 0, count - 1 do
     result = { 3 }
   end
   if not result and (per_hour ~= '0' or per_day ~= '0' or min_interval ~= '0') then
-    local wait = check_limit(P .. ':lim:' .. class .. ':' .. to, created,
+    local wait = check_limit(P .. ':lim:' .. class .. ':' .. subject, created,
       tonumber(per_hour), tonumber(per_day), tonumber(min_interval))
     if wait > 0 then result = { 2, wait } end
   end
@@ -82,6 +83,7 @@ for i = 0, count - 1 do
     local seq = tostring(next_seq)
     redis.call('HSET', mkey(id), 'j', json, 'sq', seq, 'st', status, 'ri', '0', 'rt', route,
       'cl', class, 'ex', ex, 'cb', cb)
+    if sealed ~= '' then redis.call('HSET', mkey(id), 'sb', sealed) end
     if status ~= 'queued' then
       -- Stored for the record only (e.g. already final): nothing to send.
     elseif not_before ~= '' and tonumber(not_before) > tonumber(created) then

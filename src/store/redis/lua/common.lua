@@ -90,6 +90,8 @@ local function finish(id, mk, status, at, finals, cb, extra)
   local args = { mk, 'st', status, 'da', at }
   for _, v in ipairs(extra or {}) do args[#args + 1] = v end
   redis.call('HSET', unpack(args))
+  -- A sealed clear text (an OTP's) never outlives its message.
+  redis.call('HDEL', mk, 'sb')
   if cb == nil then cb = redis.call('HGET', mk, 'cb') end
   if cb == '1' then
     local member = 'm:' .. id
