@@ -847,6 +847,9 @@ pub struct WebhooksConfig {
     /// A delivery still failing this long after its event is dropped.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Extra CA certificates (PEM) trusted for `https` receivers, besides
+    /// the bundled Mozilla roots: for receivers with a private CA.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for WebhooksConfig {
@@ -857,6 +860,7 @@ impl Default for WebhooksConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
             max_age: Duration::from_secs(24 * 3600),
+            tls_ca: None,
         }
     }
 }
@@ -1171,6 +1175,14 @@ impl Config {
             return Err(invalid(
                 "webhooks.retry_base",
                 "must be above 0 and at most webhooks.retry_max",
+            ));
+        }
+        if let Some(ca) = &self.webhooks.tls_ca
+            && !ca.is_file()
+        {
+            return Err(invalid(
+                "webhooks.tls_ca",
+                format!("{} is not a readable file", ca.display()),
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -22,6 +22,10 @@ use crate::model::{Micros, now_micros};
 use crate::store::{Store, WebhookEvent, WebhookJob, WebhookResult};
 use crate::view::{InboundView, MessageView};
 
+mod send;
+
+pub use send::{SendError, Sender, TlsSetupError};
+
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-herald-signature";
 /// How long to sleep when nothing is due.
@@ -78,18 +82,14 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(config.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
+    let sender = match Sender::new(config.tls_ca.as_deref(), config.timeout) {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "webhook client cannot be built; webhooks disabled");
+            tracing::error!(error = %e, "webhook sender cannot be built; webhooks disabled");
             return;
         }
     };
-    let worker = Worker::new(store, config, inbound_secret, metrics, client);
+    let worker = Worker::new(store, config, inbound_secret, metrics, sender);
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -115,7 +115,7 @@ struct Worker {
     /// How long API key secrets are cached ([`SECRET_TTL`]; tests shorten it).
     secret_ttl: Duration,
     metrics: Arc<Metrics>,
-    client: reqwest::Client,
+    sender: Sender,
     /// API key name → webhook secret, read from the store at most every
     /// [`SECRET_TTL`].
     secrets: Mutex<Secrets>,
@@ -143,7 +143,7 @@ impl Worker {
         config: WebhooksConfig,
         inbound_secret: Option<Secret>,
         metrics: Arc<Metrics>,
-        client: reqwest::Client,
+        sender: Sender,
     ) -> Self {
         Worker {
             store,
@@ -151,7 +151,7 @@ impl Worker {
             inbound_secret,
             secret_ttl: SECRET_TTL,
             metrics,
-            client,
+            sender,
             secrets: Mutex::new(Secrets::default()),
         }
     }
@@ -205,21 +205,25 @@ impl Worker {
                 return self.retry_or_give_up(job, format!("not ready to send: {error}"));
             }
         };
-        let mut request = self
-            .client
-            .post(&job.url)
-            .header("content-type", "application/json")
-            .header("x-herald-event", event)
-            .header("x-herald-delivery", job.id.to_string());
+        let mut headers = vec![
+            ("content-type", "application/json".to_string()),
+            ("x-herald-event", event.to_string()),
+            ("x-herald-delivery", job.id.to_string()),
+        ];
         if let Some(secret) = &secret {
-            request = request.header(SIGNATURE_HEADER, sign(secret, &body));
+            headers.push((SIGNATURE_HEADER, sign(secret, &body)));
         }
-        let error = match request.body(body).send().await {
-            Ok(r) if r.status().is_success() => {
+        let error = match self.sender.post(&job.url, &headers, body).await {
+            Ok(status) if status.is_success() => {
                 self.metrics.webhook("delivered");
                 return WebhookResult::Done;
             }
-            Ok(r) => format!("answered {}", r.status()),
+            Ok(status) => format!("answered {status}"),
+            Err(e) if e.is_permanent() => {
+                tracing::warn!(job = %job.id, url = %job.url, error = %e, "webhook dropped");
+                self.metrics.webhook("dropped");
+                return WebhookResult::Done;
+            }
             Err(e) => format!("request failed: {e}"),
         };
         self.retry_or_give_up(job, error)
@@ -358,7 +362,7 @@ mod tests {
             WebhooksConfig::default(),
             None,
             Arc::new(Metrics::new()),
-            reqwest::Client::new(),
+            Sender::new(None, Duration::from_secs(1)).expect("sender"),
         );
         worker.secret_ttl = ttl;
         let secret = async |owner: &str| worker.secret_of(owner).await.ok().flatten();

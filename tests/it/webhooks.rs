@@ -98,10 +98,10 @@ async fn failing_receivers_are_retried_with_backoff() {
         .await;
     capture.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(*capture.attempts.lock().expect("lock"), 4);
+    let metrics = app.metrics().await;
     assert!(
-        app.metrics()
-            .await
-            .contains("herald_webhook_deliveries_total{code=\"retried\"} 3")
+        metrics.contains("herald_webhook_deliveries_total{code=\"retried\"} 3"),
+        "{metrics}"
     );
 }
 
@@ -150,5 +150,101 @@ async fn a_webhook_still_failing_after_max_age_is_given_up() {
     // Given up means no further attempts.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(*capture.attempts.lock().expect("lock"), attempts);
+    assert!(capture.received.lock().expect("lock").is_empty());
+}
+
+/// A TLS front for `backend` with the test CA's `localhost` certificate;
+/// returns its port.
+async fn tls_front(backend: std::net::SocketAddr) -> u16 {
+    use tokio_rustls::rustls::{
+        self, ServerConfig,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(tls_fixture("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).expect("server.key");
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// An HTTPS receiver (test CA, `localhost`) in front of a [`Capture`].
+async fn https_capture() -> (Capture, String) {
+    let (capture, url) = Capture::start(0).await;
+    let backend: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/hook")
+        .parse()
+        .expect("capture address");
+    let port = tls_front(backend).await;
+    (capture, format!("https://localhost:{port}/hook"))
+}
+
+#[tokio::test]
+async fn https_receivers_with_a_private_ca_get_callbacks() {
+    let app = TestApp::spawn_with(&format!(
+        "[webhooks]\ntls_ca = \"{}\"\n",
+        tls_fixture("ca.pem").display()
+    ))
+    .await;
+    let (capture, url) = https_capture().await;
+    let accepted = app
+        .send(json!({"to": number(5), "body": "hi", "callback_url": url}))
+        .await;
+    let got = capture.wait_for(1, Duration::from_secs(10)).await;
+    let v: Value = serde_json::from_slice(&got[0].1).expect("json");
+    assert_eq!(v["id"], accepted["id"]);
+    assert_eq!(v["status"], "delivered");
+}
+
+#[tokio::test]
+async fn https_receivers_with_an_unknown_ca_are_not_trusted() {
+    let app =
+        TestApp::spawn_with("[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n").await;
+    let (capture, url) = https_capture().await;
+    app.send(json!({"to": number(6), "body": "hi", "callback_url": url}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app
+        .metrics()
+        .await
+        .contains("herald_webhook_deliveries_total{code=\"retried\"}")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never attempted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(capture.received.lock().expect("lock").is_empty());
 }
