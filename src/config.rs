@@ -850,6 +850,11 @@ pub struct WebhooksConfig {
     /// Extra CA certificates (PEM) trusted for `https` receivers, besides
     /// the bundled Mozilla roots: for receivers with a private CA.
     pub tls_ca: Option<PathBuf>,
+    /// Inside networks (loopback, private, link-local, …) webhooks may
+    /// reach anyway, as addresses or CIDR blocks: e.g. `["10.20.0.0/16"]`
+    /// for receivers on the operator's own network. Empty by default:
+    /// webhooks go to public addresses only.
+    pub allow_destinations: Vec<String>,
 }
 
 impl Default for WebhooksConfig {
@@ -861,6 +866,7 @@ impl Default for WebhooksConfig {
             retry_max: Duration::from_secs(600),
             max_age: Duration::from_secs(24 * 3600),
             tls_ca: None,
+            allow_destinations: Vec::new(),
         }
     }
 }
@@ -1177,6 +1183,14 @@ impl Config {
                 "must be above 0 and at most webhooks.retry_max",
             ));
         }
+        let policy = crate::webhook::DestinationPolicy::new(&self.webhooks.allow_destinations)
+            .map_err(|e| invalid("webhooks.allow_destinations", e))?;
+        if let Some(url) = &self.inbound.webhook_url
+            && let Ok(url) = reqwest::Url::parse(url)
+            && let Err(e) = policy.check_literal(&url)
+        {
+            return Err(invalid("inbound.webhook_url", e.to_string()));
+        }
         if let Some(ca) = &self.webhooks.tls_ca
             && !ca.is_file()
         {
@@ -1397,6 +1411,22 @@ mod tests {
         assert!(example.contains("kind = \"smpp\""), "{example}");
         let c = Config::from_toml(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
         assert_eq!(c.connectors[0].name(), "carrier-a");
+    }
+
+    #[test]
+    fn webhook_destinations_are_checked_at_load() {
+        let err = Config::from_toml("[webhooks]\nallow_destinations = [\"intranet\"]\n")
+            .expect_err("not an address");
+        assert!(
+            err.to_string().contains("webhooks.allow_destinations"),
+            "{err}"
+        );
+        let inside =
+            "[inbound]\nwebhook_url = \"http://10.1.2.3/mo\"\nwebhook_secret = \"whsec_x\"\n";
+        let err = Config::from_toml(inside).expect_err("a private address");
+        assert!(err.to_string().contains("inbound.webhook_url"), "{err}");
+        let allowed = format!("{inside}[webhooks]\nallow_destinations = [\"10.1.0.0/16\"]\n");
+        Config::from_toml(&allowed).expect("allowed explicitly");
     }
 
     #[test]

@@ -22,8 +22,10 @@ use crate::model::{Micros, now_micros};
 use crate::store::{Store, WebhookEvent, WebhookJob, WebhookResult};
 use crate::view::{InboundView, MessageView};
 
+pub mod destination;
 mod send;
 
+pub use destination::{DestinationPolicy, Forbidden};
 pub use send::{SendError, Sender, TlsSetupError};
 
 /// Header carrying the signature.
@@ -82,7 +84,13 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let sender = match Sender::new(config.tls_ca.as_deref(), config.timeout) {
+    // Config validation has checked the allowlist; an unusable one (only
+    // possible for a config built in code) allows nothing inside.
+    let policy = DestinationPolicy::new(&config.allow_destinations).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "webhooks.allow_destinations unusable; no inside address allowed");
+        DestinationPolicy::default()
+    });
+    let sender = match Sender::new(config.tls_ca.as_deref(), config.timeout, policy) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "webhook sender cannot be built; webhooks disabled");
@@ -219,6 +227,11 @@ impl Worker {
                 return WebhookResult::Done;
             }
             Ok(status) => format!("answered {status}"),
+            Err(SendError::Forbidden(e)) => {
+                tracing::warn!(job = %job.id, url = %job.url, error = %e, "webhook refused");
+                self.metrics.webhook("refused_destination");
+                return WebhookResult::Done;
+            }
             Err(e) if e.is_permanent() => {
                 tracing::warn!(job = %job.id, url = %job.url, error = %e, "webhook dropped");
                 self.metrics.webhook("dropped");
@@ -362,7 +375,8 @@ mod tests {
             WebhooksConfig::default(),
             None,
             Arc::new(Metrics::new()),
-            Sender::new(None, Duration::from_secs(1)).expect("sender"),
+            Sender::new(None, Duration::from_secs(1), DestinationPolicy::default())
+                .expect("sender"),
         );
         worker.secret_ttl = ttl;
         let secret = async |owner: &str| worker.secret_of(owner).await.ok().flatten();

@@ -8,12 +8,16 @@
 //! is exactly one we resolved ourselves. Each delivery uses a connection of
 //! its own and closes it: no pool can hand a request to a connection made
 //! for another destination.
+//!
+//! Every address is checked against the [`DestinationPolicy`] before it is
+//! connected to: literal ones, and each address a name resolves to.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::destination::{DestinationPolicy, Forbidden};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::StatusCode;
@@ -49,6 +53,8 @@ pub enum SendError {
         host: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
@@ -56,9 +62,10 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// Whether retrying can never help (the URL itself is unusable).
+    /// Whether retrying can never help (the URL is unusable or leads
+    /// inside).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SendError::BadUrl)
+        matches!(self, SendError::BadUrl | SendError::Forbidden(_))
     }
 }
 
@@ -75,16 +82,21 @@ pub struct TlsSetupError {
 pub struct Sender {
     tls: TlsConnector,
     timeout: Duration,
+    policy: DestinationPolicy,
 }
 
 impl Sender {
     /// A sender trusting the bundled Mozilla roots plus the PEM certificates
     /// in `ca_file`; one attempt (connect, TLS, request, status) takes at
-    /// most `timeout`.
+    /// most `timeout`; only addresses `policy` allows are connected to.
     ///
     /// # Errors
     /// When `ca_file` cannot be read or holds no certificate.
-    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Sender, TlsSetupError> {
+    pub fn new(
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        policy: DestinationPolicy,
+    ) -> Result<Sender, TlsSetupError> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = ca_file {
@@ -116,6 +128,7 @@ impl Sender {
         Ok(Sender {
             tls: TlsConnector::from(Arc::new(config)),
             timeout,
+            policy,
         })
     }
 
@@ -141,7 +154,7 @@ impl Sender {
         body: Vec<u8>,
     ) -> Result<StatusCode, SendError> {
         let target = Target::parse(url)?;
-        let addrs = target.resolve().await?;
+        let addrs = self.allowed(target.resolve().await?)?;
         let stream = connect(&addrs).await?;
         let mut request = hyper::Request::post(target.path_and_query.as_str())
             .header(hyper::header::HOST, target.authority.as_str())
@@ -166,6 +179,27 @@ impl Sender {
             exchange(tls, request).await
         } else {
             exchange(stream, request).await
+        }
+    }
+}
+
+impl Sender {
+    /// The addresses the policy allows; when none is, the first refusal.
+    fn allowed(&self, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, SendError> {
+        let mut refused = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match self.policy.check(a.ip()) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused.get_or_insert(e);
+                    false
+                }
+            })
+            .collect();
+        match refused {
+            Some(e) if allowed.is_empty() => Err(SendError::Forbidden(e)),
+            _ => Ok(allowed),
         }
     }
 }

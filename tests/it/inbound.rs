@@ -118,7 +118,10 @@ async fn inbound_webhooks_are_delivered_signed() {
     .await;
     let _app = TestApp::spawn_in(
         dir,
-        &format!("[inbound]\nwebhook_url = \"{url}\"\nwebhook_secret = \"whsec_in\"\n"),
+        &format!(
+            "[inbound]\nwebhook_url = \"{url}\"\nwebhook_secret = \"whsec_in\"\n{}",
+            crate::webhooks::ALLOW_LOOPBACK
+        ),
     )
     .await;
     let got = capture.wait_for(1, Duration::from_secs(10)).await;

@@ -147,9 +147,10 @@ async fn an_on_inbound_webhook_is_never_posted_unsigned() {
     .expect("write hooks");
     // Scripts, but no [inbound] webhook_secret.
     let extra = format!(
-        "[scripts]\nenabled = true\ndir = \"{}\"\ntemplates_dir = \"{}\"\n",
+        "[scripts]\nenabled = true\ndir = \"{}\"\ntemplates_dir = \"{}\"\n{}",
         dir.path().join("scripts").display(),
-        dir.path().join("templates").display()
+        dir.path().join("templates").display(),
+        crate::webhooks::ALLOW_LOOPBACK
     );
     let app = TestApp::spawn_in(dir, &gateway_config(sim.local_addr().port(), &extra)).await;
     eventually_some(UNTIL, "the bind is up", async || {
@@ -217,9 +218,10 @@ async fn on_inbound_sends_keywords_to_webhooks_replies_and_drops() {
     .expect("write hooks");
     let extra = format!(
         "[scripts]\nenabled = true\ndir = \"{}\"\ntemplates_dir = \"{}\"\n\
-         [inbound]\nwebhook_secret = \"whsec_in\"\n",
+         [inbound]\nwebhook_secret = \"whsec_in\"\n{}",
         dir.path().join("scripts").display(),
-        dir.path().join("templates").display()
+        dir.path().join("templates").display(),
+        crate::webhooks::ALLOW_LOOPBACK
     );
     let app = TestApp::spawn_in(dir, &gateway_config(sim.local_addr().port(), &extra)).await;
     eventually_some(UNTIL, "the bind is up", async || {

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, number};
 
+/// Config that lets webhooks reach the test receivers on 127.0.0.1.
+pub const ALLOW_LOOPBACK: &str = "[webhooks]\nallow_destinations = [\"127.0.0.1\"]\n";
+
 /// A webhook receiver on 127.0.0.1 that records what it gets and fails the
 /// first `fail_first` requests with 500.
 #[derive(Clone, Default)]
@@ -60,7 +63,7 @@ impl Capture {
 
 #[tokio::test]
 async fn final_statuses_are_posted_signed_with_the_keys_secret() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(ALLOW_LOOPBACK).await;
     let (token, secret) = app.create_key_with_secret("hooked", "send").await;
     assert!(secret.starts_with("whsec_"));
     let (capture, url) = Capture::start(0).await;
@@ -92,7 +95,7 @@ async fn final_statuses_are_posted_signed_with_the_keys_secret() {
 #[tokio::test]
 async fn failing_receivers_are_retried_with_backoff() {
     let app =
-        TestApp::spawn_with("[webhooks]\nretry_base = \"50ms\"\nretry_max = \"200ms\"\n").await;
+        TestApp::spawn_with("[webhooks]\nallow_destinations = [\"127.0.0.1\"]\nretry_base = \"50ms\"\nretry_max = \"200ms\"\n").await;
     let (capture, url) = Capture::start(3).await;
     app.send(json!({"to": number(2), "body": "hi", "callback_url": url}))
         .await;
@@ -108,7 +111,7 @@ async fn failing_receivers_are_retried_with_backoff() {
 #[tokio::test]
 async fn pending_webhooks_survive_a_restart() {
     let app =
-        TestApp::spawn_with("[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n").await;
+        TestApp::spawn_with("[webhooks]\nallow_destinations = [\"127.0.0.1\"]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n").await;
     // The receiver refuses everything until told otherwise.
     let (capture, url) = Capture::start(u32::MAX).await;
     app.send(json!({"to": number(3), "body": "hi", "callback_url": url}))
@@ -121,7 +124,7 @@ async fn pending_webhooks_survive_a_restart() {
     *capture.fail_first.lock().expect("lock") = 0;
     let _app = TestApp::spawn_in(
         dir,
-        "[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n",
+        "[webhooks]\nallow_destinations = [\"127.0.0.1\"]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n",
     )
     .await;
     let got = capture.wait_for(1, Duration::from_secs(10)).await;
@@ -132,7 +135,7 @@ async fn pending_webhooks_survive_a_restart() {
 #[tokio::test]
 async fn a_webhook_still_failing_after_max_age_is_given_up() {
     let app = TestApp::spawn_with(
-        "[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\nmax_age = \"1s\"\n",
+        "[webhooks]\nallow_destinations = [\"127.0.0.1\"]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\nmax_age = \"1s\"\n",
     )
     .await;
     // A receiver that never succeeds.
@@ -216,7 +219,7 @@ async fn https_capture() -> (Capture, String) {
 #[tokio::test]
 async fn https_receivers_with_a_private_ca_get_callbacks() {
     let app = TestApp::spawn_with(&format!(
-        "[webhooks]\ntls_ca = \"{}\"\n",
+        "[webhooks]\nallow_destinations = [\"127.0.0.1\"]\ntls_ca = \"{}\"\n",
         tls_fixture("ca.pem").display()
     ))
     .await;
@@ -233,7 +236,7 @@ async fn https_receivers_with_a_private_ca_get_callbacks() {
 #[tokio::test]
 async fn https_receivers_with_an_unknown_ca_are_not_trusted() {
     let app =
-        TestApp::spawn_with("[webhooks]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n").await;
+        TestApp::spawn_with("[webhooks]\nallow_destinations = [\"127.0.0.1\"]\nretry_base = \"100ms\"\nretry_max = \"100ms\"\n").await;
     let (capture, url) = https_capture().await;
     app.send(json!({"to": number(6), "body": "hi", "callback_url": url}))
         .await;
@@ -247,4 +250,57 @@ async fn https_receivers_with_an_unknown_ca_are_not_trusted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(capture.received.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn callbacks_to_literal_inside_addresses_are_refused_at_admission() {
+    let app = TestApp::spawn().await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+        "https://[::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[fd00::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0:8080/hook",
+        "http://2130706433/hook",
+    ] {
+        let r = app
+            .post(
+                "/v1/messages",
+                &json!({"to": number(7), "body": "hi", "callback_url": url}),
+            )
+            .await;
+        assert_eq!(r.status(), 422, "{url}");
+        let body: Value = r.json().await.expect("json");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("`callback_url`"), "{url}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn names_that_resolve_inside_are_refused_after_resolution() {
+    // `localhost` passes admission (it is a name) but resolves to loopback,
+    // which this gateway does not allow: the receiver is never called.
+    let app = TestApp::spawn().await;
+    let (capture, url) = Capture::start(0).await;
+    let port = url.trim_start_matches("http://127.0.0.1:");
+    let url = format!("http://localhost:{port}");
+    app.send(json!({"to": number(8), "body": "hi", "callback_url": url}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app
+        .metrics()
+        .await
+        .contains("herald_webhook_deliveries_total{code=\"refused_destination\"} 1")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {}",
+            app.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*capture.attempts.lock().expect("lock"), 0);
 }
