@@ -810,7 +810,8 @@ impl LimitsConfig {
 pub struct InboundConfig {
     /// Every inbound message is POSTed here (signed with `webhook_secret`).
     pub webhook_url: Option<String>,
-    /// Signs inbound webhooks (`X-Herald-Signature`).
+    /// Signs inbound webhooks (Standard Webhooks `webhook-signature`):
+    /// `whsec_` followed by the base64 of the HMAC key.
     pub webhook_secret: Option<Secret>,
     /// A message that is exactly one of these (any case) opts the sender out
     /// of marketing.
@@ -836,6 +837,9 @@ impl Default for InboundConfig {
 pub struct WebhooksConfig {
     /// Deliveries attempted at once.
     pub concurrency: usize,
+    /// Deliveries attempted at once to one destination (scheme, host and
+    /// port): a slow receiver holds at most this many of `concurrency`.
+    pub per_destination: usize,
     /// One attempt may take this long.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -861,6 +865,7 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
             concurrency: 16,
+            per_destination: 4,
             timeout: Duration::from_secs(10),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
@@ -1159,21 +1164,23 @@ impl Config {
                 "is required when inbound.webhook_url is set (inbound webhooks are always signed)",
             ));
         }
-        if self
-            .inbound
-            .webhook_secret
-            .as_ref()
-            .is_some_and(|s| s.expose().trim().is_empty())
+        if let Some(secret) = &self.inbound.webhook_secret
+            && let Err(e) = crate::webhook::SigningKey::from_secret(secret.expose())
         {
-            return Err(invalid(
-                "inbound.webhook_secret",
-                "must not be empty: it is the HMAC key receivers verify signatures with",
-            ));
+            return Err(invalid("inbound.webhook_secret", e.to_string()));
         }
         if self.webhooks.concurrency == 0 || self.webhooks.concurrency > 1024 {
             return Err(invalid(
                 "webhooks.concurrency",
                 "must be between 1 and 1024",
+            ));
+        }
+        if self.webhooks.per_destination == 0
+            || self.webhooks.per_destination > self.webhooks.concurrency
+        {
+            return Err(invalid(
+                "webhooks.per_destination",
+                "must be between 1 and webhooks.concurrency",
             ));
         }
         if self.webhooks.retry_base.is_zero() || self.webhooks.retry_max < self.webhooks.retry_base
@@ -1421,8 +1428,7 @@ mod tests {
             err.to_string().contains("webhooks.allow_destinations"),
             "{err}"
         );
-        let inside =
-            "[inbound]\nwebhook_url = \"http://10.1.2.3/mo\"\nwebhook_secret = \"whsec_x\"\n";
+        let inside = "[inbound]\nwebhook_url = \"http://10.1.2.3/mo\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
         let err = Config::from_toml(inside).expect_err("a private address");
         assert!(err.to_string().contains("inbound.webhook_url"), "{err}");
         let allowed = format!("{inside}[webhooks]\nallow_destinations = [\"10.1.0.0/16\"]\n");
@@ -1439,8 +1445,14 @@ mod tests {
         )
         .expect_err("an empty secret signs nothing");
         assert!(err.to_string().contains("inbound.webhook_secret"), "{err}");
-        Config::from_toml(
+        let err = Config::from_toml(
             "[inbound]\nwebhook_url = \"https://example.com/mo\"\nwebhook_secret = \"whsec_x\"\n",
+        )
+        .expect_err("not a base64 key");
+        assert!(err.to_string().contains("inbound.webhook_secret"), "{err}");
+        Config::from_toml(
+            "[inbound]\nwebhook_url = \"https://example.com/mo\"\n\
+             webhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
         )
         .expect("signed inbound webhooks are fine");
     }
@@ -1495,12 +1507,12 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let c = Config::from_toml(&format!(
             "{SMPP}password = \"hunter2\"\n[inbound]\nwebhook_url = \"https://example.com/mo\"\n\
-             webhook_secret = \"whsec_topsecret\"\n"
+             webhook_secret = \"whsec_dG9wc2VjcmV0dG9wc2VjcmV0dG9wc2VjcmV0\"\n"
         ))
         .expect("valid");
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(!shown.contains("dG9wc2VjcmV0"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
         let smpp = c.connectors[0].as_smpp().expect("smpp");
         assert_eq!(smpp.password.expose(), "hunter2");

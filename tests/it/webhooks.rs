@@ -16,6 +16,27 @@ use crate::helpers::{TestApp, number};
 /// Config that lets webhooks reach the test receivers on 127.0.0.1.
 pub const ALLOW_LOOPBACK: &str = "[webhooks]\nallow_destinations = [\"127.0.0.1\"]\n";
 
+/// The inbound webhook secret of the tests (the Standard Webhooks example).
+pub const INBOUND_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Whether a delivery carries a valid Standard Webhooks signature by `secret`.
+pub fn signed_by(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    herald::webhook::SigningKey::from_secret(secret).is_ok_and(|key| {
+        key.verify(
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            body,
+            header("webhook-signature"),
+        )
+    })
+}
+
 /// A webhook receiver on 127.0.0.1 that records what it gets and fails the
 /// first `fail_first` requests with 500.
 #[derive(Clone, Default)]
@@ -77,12 +98,21 @@ async fn final_statuses_are_posted_signed_with_the_keys_secret() {
     let accepted: Value = r.json().await.expect("json");
     let got = capture.wait_for(1, Duration::from_secs(10)).await;
     let (headers, body) = &got[0];
-    let signature = headers
-        .get("x-herald-signature")
+    assert!(signed_by(&secret, headers, body), "{headers:?}");
+    assert!(!signed_by(INBOUND_SECRET, headers, body));
+    // The timestamp is now, in seconds: receivers refuse stale ones.
+    let timestamp: i64 = headers
+        .get("webhook-timestamp")
         .and_then(|v| v.to_str().ok())
-        .expect("signature header");
-    assert!(herald::webhook::verify(&secret, body, signature));
-    assert!(!herald::webhook::verify("whsec_wrong", body, signature));
+        .and_then(|v| v.parse().ok())
+        .expect("webhook-timestamp");
+    assert!((jiff::Timestamp::now().as_second() - timestamp).abs() < 60);
+    assert!(
+        headers
+            .get("webhook-signature")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|s| s.starts_with("v1,"))
+    );
     assert_eq!(
         headers.get("x-herald-event").and_then(|v| v.to_str().ok()),
         Some("message.status")
@@ -303,4 +333,59 @@ async fn names_that_resolve_inside_are_refused_after_resolution() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(*capture.attempts.lock().expect("lock"), 0);
+}
+
+/// A receiver that accepts connections and never answers; counts them.
+async fn tarpit() -> (Arc<Mutex<usize>>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/slow", listener.local_addr().expect("addr"));
+    let connections = Arc::new(Mutex::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            *counted.lock().expect("lock") += 1;
+            held.push(stream);
+        }
+    });
+    (connections, url)
+}
+
+#[tokio::test]
+async fn a_tarpitting_receiver_does_not_delay_other_callbacks() {
+    let app = TestApp::spawn_with(
+        "[webhooks]\nallow_destinations = [\"127.0.0.1\"]\nper_destination = 2\ntimeout = \"30s\"\n",
+    )
+    .await;
+    let (tarpit_connections, slow_url) = tarpit().await;
+    for n in 0..12 {
+        app.send(json!({"to": number(100 + n), "body": "hi", "callback_url": slow_url}))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while *tarpit_connections.lock().expect("lock") < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tarpit never reached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The tarpit holds its two slots; another owner's callback still goes
+    // out at once.
+    let (capture, fast_url) = Capture::start(0).await;
+    let sent = tokio::time::Instant::now();
+    app.send(json!({"to": number(99), "body": "hi", "callback_url": fast_url}))
+        .await;
+    capture.wait_for(1, Duration::from_secs(3)).await;
+    assert!(sent.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        *tarpit_connections.lock().expect("lock"),
+        2,
+        "at most per_destination deliveries to one receiver at once"
+    );
+    // The tarpit's waiting callbacks are not counted as failed attempts.
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("code=\"retried\""), "{metrics}");
 }

@@ -1163,6 +1163,11 @@ impl<'t> Writer<'t> {
                     next.last_error = Some(error.clone());
                     self.put_job(&next)?;
                 }
+                WebhookResult::Postpone { next_at } => {
+                    let mut next = job.clone();
+                    next.next_at = *next_at;
+                    self.put_job(&next)?;
+                }
             }
         }
         Ok(())
