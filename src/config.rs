@@ -98,6 +98,14 @@ pub struct HttpConfig {
     /// Requests that take longer are answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Open connections at most; past it new ones wait in the kernel's
+    /// backlog until one closes (keep it below the process's file limit).
+    pub max_connections: usize,
+    /// A client must send a whole request head within this, counted from
+    /// when the connection opens or its previous response was sent: so it
+    /// is also how long an idle keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -109,6 +117,8 @@ impl Default for HttpConfig {
             max_batch_bytes_in_flight: 64 * 1024 * 1024,
             max_concurrent_requests: 4096,
             request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -1073,6 +1083,15 @@ impl Config {
         }
         if self.http.max_concurrent_requests == 0 {
             return Err(invalid("http.max_concurrent_requests", "must be above 0"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be above 0"));
+        }
+        if self.http.header_read_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be at least 100ms",
+            ));
         }
         match self.store.kind {
             StoreKind::Embedded => {

@@ -8,7 +8,8 @@
 //! Edge and wiring:
 //! - [`api`]: the HTTP API — routes, the Bearer extractor, the one
 //!   error → JSON mapping, OpenAPI.
-//! - [`server`]: `herald serve` builds and stops everything; [`admin`]: CLI
+//! - [`server`]: `herald serve` builds and stops everything, serving HTTP
+//!   through [`listener`] (connection cap, header-read timeout); [`admin`]: CLI
 //!   admin commands (directly or over the admin socket); [`bench`]: `herald
 //!   bench`; [`smsc_sim`]: the standalone SMSC simulator.
 //!
@@ -48,6 +49,7 @@ pub mod dispatch;
 pub mod error;
 pub mod inbound;
 pub mod limits;
+pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;

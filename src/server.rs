@@ -21,6 +21,7 @@ use crate::connector::sim::SimConnector;
 use crate::connector::smpp::SmppConnector;
 use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch;
+use crate::listener::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::script::{Clock, ScriptEnv, Scripts, reload};
 use crate::store::{EmbeddedStore, RedisSettings, RedisStore, Role, Store, StoreError};
@@ -237,19 +238,19 @@ impl Gateway {
 
         let router = api::router(app.clone());
         let http_stop = shutdown.clone();
+        let limits = ConnectionLimits {
+            max_connections: config.http.max_connections,
+            header_read_timeout: config.http.header_read_timeout,
+        };
         let done = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown({
-                    let app = app.clone();
-                    async move {
-                        http_stop.cancelled().await;
-                        app.stop_accepting();
-                    }
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
+            crate::listener::serve(listener, router, limits, {
+                let app = app.clone();
+                async move {
+                    http_stop.cancelled().await;
+                    app.stop_accepting();
+                }
+            })
+            .await;
             app.stop_accepting();
             drop(watcher);
             dispatch_stop.cancel();
