@@ -8,6 +8,7 @@ mod cli;
 mod connections;
 mod crash;
 mod dispatch;
+mod files;
 mod inbound;
 mod interop;
 mod limits;
