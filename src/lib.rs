@@ -22,7 +22,8 @@
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
 //!   batches; [`maintenance`]: retries due, expiry, purges.
-//! - [`webhook`]: signed, retried callback and inbound deliveries.
+//! - [`webhook`]: signed (Standard Webhooks), retried callback and inbound
+//!   deliveries, never to inside addresses, capped per destination.
 //! - [`connector`]: the `Connector` trait, the simulated carrier and SMPP.
 //! - [`script`]: operator scripts and templates (Rhai), sandboxed and
 //!   hot-reloaded.
