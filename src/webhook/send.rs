@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::destination::{DestinationPolicy, Forbidden};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::StatusCode;
@@ -160,6 +162,9 @@ impl Sender {
             .header(hyper::header::HOST, target.authority.as_str())
             .header(hyper::header::USER_AGENT, USER_AGENT)
             .header(hyper::header::CONNECTION, "close");
+        if let Some(credentials) = &target.basic_auth {
+            request = request.header(hyper::header::AUTHORIZATION, credentials.as_str());
+        }
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
         }
@@ -213,6 +218,9 @@ struct Target {
     port: u16,
     /// `Host` header value.
     authority: String,
+    /// `Authorization: Basic …` from the URL's user and password, which
+    /// receivers put there to authenticate Herald.
+    basic_auth: Option<String>,
     path_and_query: String,
 }
 
@@ -235,6 +243,15 @@ impl Target {
             Some(p) => format!("{host_str}:{p}"),
             None => host_str.to_string(),
         };
+        let basic_auth = (!url.username().is_empty() || url.password().is_some()).then(|| {
+            let decode = percent_decode;
+            let pair = format!(
+                "{}:{}",
+                decode(url.username()),
+                decode(url.password().unwrap_or_default())
+            );
+            format!("Basic {}", STANDARD.encode(pair))
+        });
         let path_and_query = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
@@ -244,6 +261,7 @@ impl Target {
             host,
             port,
             authority,
+            basic_auth,
             path_and_query,
         })
     }
@@ -266,6 +284,32 @@ impl Target {
         }
         Ok(addrs)
     }
+}
+
+/// `%XX` escapes decoded (userinfo in URLs is percent-encoded); invalid
+/// escapes are kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Connects to the first address that answers.
@@ -307,5 +351,29 @@ where
             closed?;
             Ok(answer.await?.status())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_host_port_host_header_path_and_credentials() {
+        let t = Target::parse("https://user:p%40ss@example.com/hook?a=1").expect("url");
+        assert!(t.tls);
+        assert_eq!((t.host.as_str(), t.port), ("example.com", 443));
+        assert_eq!(t.authority, "example.com");
+        assert_eq!(t.path_and_query, "/hook?a=1");
+        // base64("user:p@ss")
+        assert_eq!(t.basic_auth.as_deref(), Some("Basic dXNlcjpwQHNz"));
+        let t = Target::parse("http://[::1]:8080").expect("url");
+        assert!(!t.tls);
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert_eq!(t.authority, "[::1]:8080");
+        assert_eq!(t.path_and_query, "/");
+        assert_eq!(t.basic_auth, None);
+        assert!(Target::parse("ftp://example.com/").is_err());
+        assert!(Target::parse("not a url").is_err());
     }
 }
