@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use herald::testing::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -54,12 +55,12 @@ async fn idle_and_slow_connections_are_closed_and_real_clients_still_served() {
     // A real client is answered while they are held (once the idle ones
     // ahead of it have been let go).
     let started = tokio::time::Instant::now();
-    let r = tokio::time::timeout(
+    let r = within(
         Duration::from_secs(10),
+        "a real client served",
         reqwest::Client::new().get(app.url("/healthz")).send(),
     )
     .await
-    .expect("served within 10 s")
     .expect("request");
     assert_eq!(r.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -125,9 +126,12 @@ async fn open_connections_never_exceed_the_cap() {
     );
     // ...and is as soon as one closes.
     drop(held.pop());
-    let n = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut buf))
-        .await
-        .expect("served once a slot freed")
-        .expect("read");
+    let n = within(
+        Duration::from_secs(5),
+        "served once a slot freed",
+        fifth.read(&mut buf),
+    )
+    .await
+    .expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }

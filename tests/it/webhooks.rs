@@ -270,15 +270,12 @@ async fn https_receivers_with_an_unknown_ca_are_not_trusted() {
     let (capture, url) = https_capture().await;
     app.send(json!({"to": number(6), "body": "hi", "callback_url": url}))
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app
-        .metrics()
-        .await
-        .contains("herald_webhook_deliveries_total{code=\"retried\"}")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never attempted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(Duration::from_secs(10), "a failed attempt", async || {
+        app.metrics()
+            .await
+            .contains("herald_webhook_deliveries_total{code=\"retried\"}")
+    })
+    .await;
     assert!(capture.received.lock().expect("lock").is_empty());
 }
 
@@ -319,19 +316,16 @@ async fn names_that_resolve_inside_are_refused_after_resolution() {
     let url = format!("http://localhost:{port}");
     app.send(json!({"to": number(8), "body": "hi", "callback_url": url}))
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app
-        .metrics()
-        .await
-        .contains("herald_webhook_deliveries_total{code=\"refused_destination\"} 1")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never refused: {}",
-            app.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        Duration::from_secs(10),
+        "the delivery refused",
+        async || {
+            app.metrics()
+                .await
+                .contains("herald_webhook_deliveries_total{code=\"refused_destination\"} 1")
+        },
+    )
+    .await;
     assert_eq!(*capture.attempts.lock().expect("lock"), 0);
 }
 
@@ -364,14 +358,10 @@ async fn a_tarpitting_receiver_does_not_delay_other_callbacks() {
         app.send(json!({"to": number(100 + n), "body": "hi", "callback_url": slow_url}))
             .await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while *tarpit_connections.lock().expect("lock") < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tarpit never reached"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), "two tarpit connections", || {
+        *tarpit_connections.lock().expect("lock") >= 2
+    })
+    .await;
     // The tarpit holds its two slots; another owner's callback still goes
     // out at once.
     let (capture, fast_url) = Capture::start(0).await;
