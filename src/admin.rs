@@ -121,20 +121,79 @@ fn normalise(number: &str) -> Result<String, String> {
         .map_err(|e| format!("'{number}' {e}"))
 }
 
-/// Binds the admin socket at `path` (replacing a stale one a crashed server
-/// left). `None` if it cannot: admin commands then need the server stopped.
-pub fn bind_socket(path: &Path) -> Option<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    match UnixListener::bind(path) {
-        Ok(l) => {
-            restrict_to_owner(path);
-            Some(l)
-        }
+/// Why the admin socket cannot be offered safely.
+#[derive(Debug, thiserror::Error)]
+#[error("admin socket {path}: {reason}; refusing to serve it to other local users")]
+pub struct SocketError {
+    path: String,
+    reason: String,
+}
+
+/// Binds the admin socket at `path`, private from the start: it is bound
+/// inside a fresh 0700 directory next to `path`, made 0600 and checked
+/// there, then renamed into place (replacing a stale one a crashed server
+/// left). Anyone who can connect to it can create API keys.
+///
+/// `Ok(None)` if it cannot be bound at all: admin commands then need the
+/// server stopped.
+///
+/// # Errors
+/// When it was bound but cannot be made private or put in place: the
+/// server must not start.
+pub fn bind_socket(path: &Path) -> Result<Option<UnixListener>, SocketError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |reason: String| SocketError {
+        path: path.display().to_string(),
+        reason,
+    };
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; CLI admin commands need the server stopped");
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Created 0700 (the mode is given to mkdir: no wider moment), and
+    // checked rather than assumed.
+    let staging = match tempfile::Builder::new()
+        .prefix(".adm")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+    {
+        Ok(d) => d,
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "admin socket unavailable; CLI admin commands need the server stopped");
-            None
+            unavailable(&e);
+            return Ok(None);
         }
+    };
+    let mode_of = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .map_err(|e| fail(e.to_string()))
+    };
+    let staging_mode = mode_of(staging.path())?;
+    if staging_mode & 0o077 != 0 {
+        return Err(fail(format!(
+            "its staging directory is mode {staging_mode:o}"
+        )));
     }
+    let staged = staging.path().join("s");
+    let listener = match UnixListener::bind(&staged) {
+        Ok(l) => l,
+        Err(e) => {
+            unavailable(&e);
+            return Ok(None);
+        }
+    };
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(format!("cannot make it 0600: {e}")))?;
+    let mode = mode_of(&staged)?;
+    if mode != 0o600 {
+        return Err(fail(format!("it is mode {mode:o}, not 0600")));
+    }
+    let _ = std::fs::remove_file(path);
+    std::fs::rename(&staged, path).map_err(|e| fail(format!("cannot move it into place: {e}")))?;
+    Ok(Some(listener))
 }
 
 /// Serves admin commands on `listener` until `shutdown`, then removes `path`.
@@ -165,13 +224,6 @@ pub async fn serve_socket(
         });
     }
     let _ = std::fs::remove_file(&path);
-}
-
-fn restrict_to_owner(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-        tracing::warn!(error = %e, "cannot restrict admin socket permissions");
-    }
 }
 
 async fn handle(stream: UnixStream, store: &dyn Store, app: &App) -> std::io::Result<()> {

@@ -21,6 +21,7 @@ use crate::script::{self, RouteDecision, ScriptMessage, Scripts, SubmitDecision,
 use crate::seal::Sealer;
 use crate::store::{Admission, MessageStore, NewMessage, StoreError};
 use crate::text;
+use crate::webhook::DestinationPolicy;
 
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -148,6 +149,8 @@ pub struct Admitter {
     /// Seals secret text ([`Content::Sealed`]); without it such content is
     /// refused.
     sealer: Option<Arc<Sealer>>,
+    /// Where callbacks may go: literal inside addresses are refused here.
+    destinations: DestinationPolicy,
 }
 
 impl Admitter {
@@ -170,6 +173,9 @@ impl Admitter {
             scripts,
             health,
             sealer: None,
+            // Config validation has checked the allowlist.
+            destinations: DestinationPolicy::new(&config.webhooks.allow_destinations)
+                .unwrap_or_default(),
         }
     }
 
@@ -214,7 +220,10 @@ impl Admitter {
             .idempotency_key
             .map(validate_idempotency_key)
             .transpose()?;
-        let callback_url = req.callback_url.map(validate_callback_url).transpose()?;
+        let callback_url = req
+            .callback_url
+            .map(|url| validate_callback_url(url, &self.destinations))
+            .transpose()?;
         let tags = validate_tags(req.tags)?;
         let validity = match req.validity {
             None => self.validity.for_class(class),
@@ -636,7 +645,7 @@ fn validate_idempotency_key(key: String) -> Result<String, FieldError> {
     Ok(key)
 }
 
-fn validate_callback_url(url: String) -> Result<String, FieldError> {
+fn validate_callback_url(url: String, policy: &DestinationPolicy) -> Result<String, FieldError> {
     let bad = || {
         FieldError::new(
             "invalid_callback_url",
@@ -652,6 +661,9 @@ fn validate_callback_url(url: String) -> Result<String, FieldError> {
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(bad());
     }
+    policy
+        .check_literal(&parsed)
+        .map_err(|e| FieldError::new("forbidden_callback_url", format!("`callback_url`: {e}")))?;
     Ok(url)
 }
 
@@ -685,9 +697,27 @@ mod tests {
 
     #[test]
     fn callback_urls_must_be_http() {
-        assert!(validate_callback_url("https://example.com/hook".into()).is_ok());
-        assert!(validate_callback_url("ftp://example.com".into()).is_err());
-        assert!(validate_callback_url("not a url".into()).is_err());
+        let p = DestinationPolicy::default();
+        assert!(validate_callback_url("https://example.com/hook".into(), &p).is_ok());
+        assert!(validate_callback_url("ftp://example.com".into(), &p).is_err());
+        assert!(validate_callback_url("not a url".into(), &p).is_err());
+    }
+
+    #[test]
+    fn callback_urls_to_literal_inside_addresses_are_refused() {
+        let p = DestinationPolicy::default();
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "https://[::1]/hook",
+            "http://[::ffff:10.0.0.1]/hook",
+        ] {
+            let e = validate_callback_url(url.into(), &p).expect_err(url);
+            assert_eq!(e.code, "forbidden_callback_url");
+            assert!(e.message.contains("`callback_url`"), "{}", e.message);
+        }
+        let allowed = DestinationPolicy::new(&["127.0.0.1".into()]).expect("policy");
+        assert!(validate_callback_url("http://127.0.0.1:8080/hook".into(), &allowed).is_ok());
     }
 
     #[test]

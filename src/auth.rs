@@ -381,7 +381,7 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
         hash: hash_secret(&secret)?,
         created_at: now_micros(),
         revoked_at: None,
-        webhook_secret: Some(format!("whsec_{}", random_hex(24)?)),
+        webhook_secret: Some(crate::webhook::signature::new_secret()?),
     };
     Ok((format!("hk_{id}_{secret}"), record))
 }

@@ -100,6 +100,14 @@ pub struct HttpConfig {
     /// Requests that take longer are answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Open connections at most; past it new ones wait in the kernel's
+    /// backlog until one closes (keep it below the process's file limit).
+    pub max_connections: usize,
+    /// A client must send a whole request head within this, counted from
+    /// when the connection opens or its previous response was sent: so it
+    /// is also how long an idle keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -111,6 +119,8 @@ impl Default for HttpConfig {
             max_batch_bytes_in_flight: 64 * 1024 * 1024,
             max_concurrent_requests: 4096,
             request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -812,7 +822,8 @@ impl LimitsConfig {
 pub struct InboundConfig {
     /// Every inbound message is POSTed here (signed with `webhook_secret`).
     pub webhook_url: Option<String>,
-    /// Signs inbound webhooks (`X-Herald-Signature`).
+    /// Signs inbound webhooks (Standard Webhooks `webhook-signature`):
+    /// `whsec_` followed by the base64 of the HMAC key.
     pub webhook_secret: Option<Secret>,
     /// A message that is exactly one of these (any case) opts the sender out
     /// of marketing.
@@ -838,6 +849,9 @@ impl Default for InboundConfig {
 pub struct WebhooksConfig {
     /// Deliveries attempted at once.
     pub concurrency: usize,
+    /// Deliveries attempted at once to one destination (scheme, host and
+    /// port): a slow receiver holds at most this many of `concurrency`.
+    pub per_destination: usize,
     /// One attempt may take this long.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -849,16 +863,27 @@ pub struct WebhooksConfig {
     /// A delivery still failing this long after its event is dropped.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Extra CA certificates (PEM) trusted for `https` receivers, besides
+    /// the bundled Mozilla roots: for receivers with a private CA.
+    pub tls_ca: Option<PathBuf>,
+    /// Inside networks (loopback, private, link-local, …) webhooks may
+    /// reach anyway, as addresses or CIDR blocks: e.g. `["10.20.0.0/16"]`
+    /// for receivers on the operator's own network. Empty by default:
+    /// webhooks go to public addresses only.
+    pub allow_destinations: Vec<String>,
 }
 
 impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
             concurrency: 16,
+            per_destination: 4,
             timeout: Duration::from_secs(10),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
             max_age: Duration::from_secs(24 * 3600),
+            tls_ca: None,
+            allow_destinations: Vec::new(),
         }
     }
 }
@@ -1064,6 +1089,15 @@ impl Config {
         if self.http.max_concurrent_requests == 0 {
             return Err(invalid("http.max_concurrent_requests", "must be above 0"));
         }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be above 0"));
+        }
+        if self.http.header_read_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be at least 100ms",
+            ));
+        }
         match self.store.kind {
             StoreKind::Embedded => {
                 if self.store.path.as_os_str().is_empty() {
@@ -1154,16 +1188,10 @@ impl Config {
                 "is required when inbound.webhook_url is set (inbound webhooks are always signed)",
             ));
         }
-        if self
-            .inbound
-            .webhook_secret
-            .as_ref()
-            .is_some_and(|s| s.expose().trim().is_empty())
+        if let Some(secret) = &self.inbound.webhook_secret
+            && let Err(e) = crate::webhook::SigningKey::from_secret(secret.expose())
         {
-            return Err(invalid(
-                "inbound.webhook_secret",
-                "must not be empty: it is the HMAC key receivers verify signatures with",
-            ));
+            return Err(invalid("inbound.webhook_secret", e.to_string()));
         }
         if self.webhooks.concurrency == 0 || self.webhooks.concurrency > 1024 {
             return Err(invalid(
@@ -1171,11 +1199,35 @@ impl Config {
                 "must be between 1 and 1024",
             ));
         }
+        if self.webhooks.per_destination == 0
+            || self.webhooks.per_destination > self.webhooks.concurrency
+        {
+            return Err(invalid(
+                "webhooks.per_destination",
+                "must be between 1 and webhooks.concurrency",
+            ));
+        }
         if self.webhooks.retry_base.is_zero() || self.webhooks.retry_max < self.webhooks.retry_base
         {
             return Err(invalid(
                 "webhooks.retry_base",
                 "must be above 0 and at most webhooks.retry_max",
+            ));
+        }
+        let policy = crate::webhook::DestinationPolicy::new(&self.webhooks.allow_destinations)
+            .map_err(|e| invalid("webhooks.allow_destinations", e))?;
+        if let Some(url) = &self.inbound.webhook_url
+            && let Ok(url) = reqwest::Url::parse(url)
+            && let Err(e) = policy.check_literal(&url)
+        {
+            return Err(invalid("inbound.webhook_url", e.to_string()));
+        }
+        if let Some(ca) = &self.webhooks.tls_ca
+            && !ca.is_file()
+        {
+            return Err(invalid(
+                "webhooks.tls_ca",
+                format!("{} is not a readable file", ca.display()),
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -1401,6 +1453,21 @@ mod tests {
     }
 
     #[test]
+    fn webhook_destinations_are_checked_at_load() {
+        let err = Config::from_toml("[webhooks]\nallow_destinations = [\"intranet\"]\n")
+            .expect_err("not an address");
+        assert!(
+            err.to_string().contains("webhooks.allow_destinations"),
+            "{err}"
+        );
+        let inside = "[inbound]\nwebhook_url = \"http://10.1.2.3/mo\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+        let err = Config::from_toml(inside).expect_err("a private address");
+        assert!(err.to_string().contains("inbound.webhook_url"), "{err}");
+        let allowed = format!("{inside}[webhooks]\nallow_destinations = [\"10.1.0.0/16\"]\n");
+        Config::from_toml(&allowed).expect("allowed explicitly");
+    }
+
+    #[test]
     fn an_inbound_webhook_without_a_secret_is_refused_naming_the_key() {
         let err = Config::from_toml("[inbound]\nwebhook_url = \"https://example.com/mo\"\n")
             .expect_err("unsigned inbound webhooks are refused");
@@ -1410,8 +1477,14 @@ mod tests {
         )
         .expect_err("an empty secret signs nothing");
         assert!(err.to_string().contains("inbound.webhook_secret"), "{err}");
-        Config::from_toml(
+        let err = Config::from_toml(
             "[inbound]\nwebhook_url = \"https://example.com/mo\"\nwebhook_secret = \"whsec_x\"\n",
+        )
+        .expect_err("not a base64 key");
+        assert!(err.to_string().contains("inbound.webhook_secret"), "{err}");
+        Config::from_toml(
+            "[inbound]\nwebhook_url = \"https://example.com/mo\"\n\
+             webhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
         )
         .expect("signed inbound webhooks are fine");
     }
@@ -1466,12 +1539,12 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let c = Config::from_toml(&format!(
             "{SMPP}password = \"hunter2\"\n[inbound]\nwebhook_url = \"https://example.com/mo\"\n\
-             webhook_secret = \"whsec_topsecret\"\n"
+             webhook_secret = \"whsec_dG9wc2VjcmV0dG9wc2VjcmV0dG9wc2VjcmV0\"\n"
         ))
         .expect("valid");
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(!shown.contains("dG9wc2VjcmV0"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
         let smpp = c.connectors[0].as_smpp().expect("smpp");
         assert_eq!(smpp.password.expose(), "hunter2");

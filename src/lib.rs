@@ -8,7 +8,8 @@
 //! Edge and wiring:
 //! - [`api`]: the HTTP API — routes, the Bearer extractor, the one
 //!   error → JSON mapping, OpenAPI.
-//! - [`server`]: `herald serve` builds and stops everything; [`admin`]: CLI
+//! - [`server`]: `herald serve` builds and stops everything, serving HTTP
+//!   through [`listener`] (connection cap, header-read timeout); [`admin`]: CLI
 //!   admin commands (directly or over the admin socket); [`bench`]: `herald
 //!   bench`; [`smsc_sim`]: the standalone SMSC simulator.
 //!
@@ -21,7 +22,8 @@
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
 //!   batches; [`maintenance`]: retries due, expiry, purges.
-//! - [`webhook`]: signed, retried callback and inbound deliveries.
+//! - [`webhook`]: signed (Standard Webhooks), retried callback and inbound
+//!   deliveries, never to inside addresses, capped per destination.
 //! - [`connector`]: the `Connector` trait, the simulated carrier and SMPP.
 //! - [`script`]: operator scripts and templates (Rhai), sandboxed and
 //!   hot-reloaded.
@@ -48,6 +50,7 @@ pub mod dispatch;
 pub mod error;
 pub mod inbound;
 pub mod limits;
+pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;

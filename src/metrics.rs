@@ -142,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "webhook_deliveries",
-            "Webhook attempts by result (delivered, retried, given_up, dropped)",
+            "Webhook attempts by result (delivered, retried, given_up, dropped, refused_destination)",
             m.webhooks.clone(),
         );
         registry.register(

@@ -21,6 +21,7 @@ use crate::connector::sim::SimConnector;
 use crate::connector::smpp::SmppConnector;
 use crate::connector::{Connector, ConnectorEvent};
 use crate::dispatch;
+use crate::listener::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::script::{Clock, ScriptEnv, Scripts, reload};
 use crate::seal::Sealer;
@@ -35,6 +36,8 @@ pub enum StartError {
     Config(String),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
+    #[error(transparent)]
+    AdminSocket(#[from] crate::admin::SocketError),
 }
 
 /// Opens the configured store. A gateway opens it as a [`Role::Node`]
@@ -133,6 +136,22 @@ impl Gateway {
         let config = Arc::new(config);
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let store = open_store(&config, Role::Node).await?;
+        // The embedded store is held by this process alone, so CLI commands
+        // reach it through this socket; Redis they can reach themselves.
+        // Bound before anything runs: a socket that cannot be made private
+        // stops the start.
+        let admin_path = admin_socket_path(&config);
+        let admin_listener = if config.store.kind == StoreKind::Embedded {
+            match crate::admin::bind_socket(&admin_path) {
+                Ok(l) => l,
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         let metrics = Arc::new(Metrics::new());
         let (events_tx, events_rx) = mpsc::channel::<ConnectorEvent>(65_536);
         let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
@@ -232,37 +251,31 @@ impl Gateway {
         ));
         workers.close();
 
-        // The embedded store is held by this process alone, so CLI commands
-        // reach it through this socket; Redis they can reach themselves.
-        let admin_path = admin_socket_path(&config);
-        let admin = (config.store.kind == StoreKind::Embedded)
-            .then(|| crate::admin::bind_socket(&admin_path))
-            .flatten()
-            .map(|listener| {
-                tokio::spawn(crate::admin::serve_socket(
-                    listener,
-                    admin_path,
-                    store.clone(),
-                    app.clone(),
-                    shutdown.clone(),
-                ))
-            });
+        let admin = admin_listener.map(|listener| {
+            tokio::spawn(crate::admin::serve_socket(
+                listener,
+                admin_path,
+                store.clone(),
+                app.clone(),
+                shutdown.clone(),
+            ))
+        });
 
         let router = api::router(app.clone());
         let http_stop = shutdown.clone();
+        let limits = ConnectionLimits {
+            max_connections: config.http.max_connections,
+            header_read_timeout: config.http.header_read_timeout,
+        };
         let done = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown({
-                    let app = app.clone();
-                    async move {
-                        http_stop.cancelled().await;
-                        app.stop_accepting();
-                    }
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
+            crate::listener::serve(listener, router, limits, {
+                let app = app.clone();
+                async move {
+                    http_stop.cancelled().await;
+                    app.stop_accepting();
+                }
+            })
+            .await;
             app.stop_accepting();
             drop(watcher);
             dispatch_stop.cancel();

@@ -18,10 +18,12 @@ pub const MAX_PAGE: usize = 1000;
 /// Paging parameters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InboundQuery {
     /// Return messages after this id (the previous page's `next_after`).
     pub after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -47,8 +47,8 @@ impl Accepted {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// Up to 10,000 messages, each like `POST /v1/messages`.
-    #[schema(value_type = Vec<SendRequest>)]
+    /// 1 to 10,000 messages, each like `POST /v1/messages`.
+    #[schema(value_type = Vec<SendRequest>, min_items = 1, max_items = 10000)]
     pub messages: Vec<serde_json::Value>,
 }
 

@@ -40,8 +40,10 @@ pub struct SendRequest {
     /// Template locale, e.g. `es-MX`.
     #[serde(default)]
     pub locale: Option<String>,
-    /// How long Herald may keep trying; default per class.
+    /// How long Herald may keep trying, at least 1 second and at most
+    /// `messages.max_validity`; default per class.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub validity_seconds: Option<u64>,
     /// Free-form labels, visible to routing scripts.
     #[serde(default)]

@@ -162,6 +162,9 @@ pub enum WebhookResult {
     Done,
     /// Try again at `next_at`.
     Retry { next_at: Micros, error: String },
+    /// Not attempted (its destination was busy): due again at `next_at`,
+    /// without counting as an attempt.
+    Postpone { next_at: Micros },
 }
 
 /// What happened to a claimed message.

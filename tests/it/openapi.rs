@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, number};
 
 fn committed_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json")
@@ -132,4 +132,105 @@ async fn the_served_document_is_the_committed_one_and_every_route_is_live() {
             .unwrap_or_default()
             .contains("no such endpoint")
     );
+}
+
+/// The parameter `name` of operation `method path` in `doc`.
+fn parameter<'a>(doc: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+    doc["paths"][path][method]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("{method} {path} documents no parameter {name}"))
+}
+
+fn bound(schema: &Value, key: &str) -> u64 {
+    schema[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {schema}"))
+}
+
+/// The bounds the served document states are the ones the API enforces:
+/// each is read from the document and tried just inside and just outside.
+#[tokio::test]
+async fn documented_bounds_are_the_enforced_ones() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+
+    // GET /v1/inbound: query parameters, `limit` within its bounds.
+    let limit = parameter(&doc, "/v1/inbound", "get", "limit");
+    assert_eq!(limit["in"], "query");
+    assert_eq!(limit["required"], false);
+    assert_eq!(
+        parameter(&doc, "/v1/inbound", "get", "after")["in"],
+        "query"
+    );
+    let (min, max) = (
+        bound(&limit["schema"], "minimum"),
+        bound(&limit["schema"], "maximum"),
+    );
+    for (value, served) in [(min - 1, false), (min, true), (max, true), (max + 1, false)] {
+        let status = app
+            .get(&format!("/v1/inbound?limit={value}"))
+            .await
+            .status();
+        assert_eq!(status == 200, served, "limit={value}: {status}");
+        if !served {
+            assert_eq!(status, 422, "limit={value}");
+        }
+    }
+
+    // POST /v1/messages/batch: `messages` between minItems and maxItems,
+    // no other top-level field.
+    let batch = &doc["components"]["schemas"]["BatchRequest"];
+    assert_eq!(batch["additionalProperties"], false);
+    let messages = &batch["properties"]["messages"];
+    let (min_items, max_items) = (bound(messages, "minItems"), bound(messages, "maxItems"));
+    let items = |n: u64| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"to": number(u32::try_from(i % 1000).unwrap_or(0)), "body": "b"}))
+            .collect()
+    };
+    let post_batch = async |body: Value| app.post("/v1/messages/batch", &body).await.status();
+    assert_eq!(
+        post_batch(json!({"messages": items(min_items - 1)})).await,
+        422
+    );
+    assert_eq!(post_batch(json!({"messages": items(min_items)})).await, 202);
+    assert_eq!(
+        post_batch(json!({"messages": items(max_items + 1)})).await,
+        413
+    );
+    assert_eq!(
+        post_batch(json!({"messages": items(min_items), "colour": "red"})).await,
+        422
+    );
+
+    // SendRequest (a message, and each batch item): no unknown fields, and
+    // `validity_seconds` from its minimum.
+    let send = &doc["components"]["schemas"]["SendRequest"];
+    assert_eq!(send["additionalProperties"], false);
+    let r = app
+        .post(
+            "/v1/messages",
+            &json!({"to": number(1), "body": "b", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = app
+        .post(
+            "/v1/messages/batch",
+            &json!({"messages": [{"to": number(1), "body": "b", "colour": "red"}]}),
+        )
+        .await;
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["rejected"][0]["index"], 0, "{v}");
+    let min_validity = bound(&send["properties"]["validity_seconds"], "minimum");
+    for (value, status) in [(min_validity - 1, 422), (min_validity, 202)] {
+        let r = app
+            .post(
+                "/v1/messages",
+                &json!({"to": number(2), "body": "b", "validity_seconds": value}),
+            )
+            .await;
+        assert_eq!(r.status(), status, "validity_seconds={value}");
+    }
 }

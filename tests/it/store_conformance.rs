@@ -220,6 +220,7 @@ macro_rules! conformance {
             #[tokio::test] async fn budget_windows_start_fresh_and_counts_span_two() { super::budget_windows_start_fresh_and_counts_span_two(&super::$factory()).await }
             #[tokio::test] async fn blocked_prefixes_lapse_and_can_be_lifted() { super::blocked_prefixes_lapse_and_can_be_lifted(&super::$factory()).await }
             #[tokio::test] async fn ended_otps_go_after_otp_keep() { super::ended_otps_go_after_otp_keep(&super::$factory()).await }
+            #[tokio::test] async fn postponed_webhooks_wait_without_counting_an_attempt() { super::postponed_webhooks_wait_without_counting_an_attempt(&super::$factory()).await }
         }
         )+
     };
@@ -1689,4 +1690,40 @@ async fn ended_otps_go_after_otp_keep(f: &dyn StoreFactory) {
         None,
         "a purged OTP leaves the pending index"
     );
+}
+
+async fn postponed_webhooks_wait_without_counting_an_attempt(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    store
+        .record_inbound(
+            vec![inbound(501, "x", None)],
+            Some("http://127.0.0.1:9/in".into()),
+        )
+        .await
+        .expect("record");
+    let t = now_micros() + 1;
+    let lease = Duration::from_secs(10);
+    let jobs = store.claim_webhooks(t, 10, lease).await.expect("claim");
+    assert_eq!(jobs.len(), 1);
+    let due = t + 2 * SEC;
+    store
+        .finish_webhooks(vec![(
+            jobs[0].clone(),
+            WebhookResult::Postpone { next_at: due },
+        )])
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .claim_webhooks(due - 1, 10, lease)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store.claim_webhooks(due, 10, lease).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 0);
+    assert_eq!(again[0].last_error, None);
+    assert_eq!(store.webhook_depth(), 1);
+    store.close().await;
 }

@@ -194,9 +194,9 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+            private_dir(dir).map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
+        private_file(path).map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)
@@ -552,6 +552,37 @@ impl WebhookStore for EmbeddedStore {
     fn webhook_depth(&self) -> u64 {
         self.shared.webhooks.load(Ordering::Relaxed)
     }
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only (0700):
+/// it holds messages, phone numbers and API key hashes. An existing
+/// directory is left as the operator made it.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates the database file 0600 before redb opens it, so it is never
+/// readable by others, not even for a moment; an existing file readable by
+/// others is made private.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "store file was readable by others; now 0600");
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// What a committed transaction changes in memory.
@@ -1168,6 +1199,11 @@ impl<'t> Writer<'t> {
                     next.attempts += 1;
                     next.next_at = *next_at;
                     next.last_error = Some(error.clone());
+                    self.put_job(&next)?;
+                }
+                WebhookResult::Postpone { next_at } => {
+                    let mut next = job.clone();
+                    next.next_at = *next_at;
                     self.put_job(&next)?;
                 }
             }

@@ -1068,6 +1068,7 @@ impl WebhookStore for RedisStore {
             match result {
                 WebhookResult::Done => inv.arg("D").arg(0).arg(""),
                 WebhookResult::Retry { next_at, error } => inv.arg("R").arg(*next_at).arg(error),
+                WebhookResult::Postpone { next_at } => inv.arg("P").arg(*next_at).arg(""),
             };
         }
         s.gauges.set(s.invoke(&inv).await?)

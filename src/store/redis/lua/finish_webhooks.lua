@@ -1,6 +1,7 @@
 -- Records what became of claimed deliveries. ARGV[3] is the count, then 5
--- fields each: member, the claim's lapse time, "D" done or "R" retry, retry
--- time, error. A claim that lapsed and was taken again is stale: ignored.
+-- fields each: member, the claim's lapse time, "D" done, "R" retry or "P"
+-- postpone (due again without counting an attempt), retry time, error. A
+-- claim that lapsed and was taken again is stale: ignored.
 for i = 0, tonumber(ARGV[3]) - 1 do
   local b = 3 + i * 5
   local member, claimed, kind, at, err = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
@@ -9,6 +10,8 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     if kind == 'D' then
       redis.call('ZREM', WEBHOOKS, member)
       redis.call('DEL', P .. ':wh:' .. member)
+    elseif kind == 'P' then
+      redis.call('ZADD', WEBHOOKS, at, member)
     else
       redis.call('HINCRBY', P .. ':wh:' .. member, 'a', 1)
       redis.call('HSET', P .. ':wh:' .. member, 'e', err)
