@@ -43,6 +43,12 @@ pub enum AdminRequest {
     OptIn {
         number: String,
     },
+    /// Number prefixes the OTP pumping defence blocked.
+    OtpBlocked,
+    /// Lift an OTP prefix block.
+    OtpUnblock {
+        prefix: String,
+    },
 }
 
 /// The answer: printable text, or an error message.
@@ -99,6 +105,27 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
                 Ok(format!("{number} opted back in"))
             } else {
                 Err(format!("{number} had not opted out"))
+            }
+        }
+        AdminRequest::OtpBlocked => {
+            let blocked = store
+                .blocked_prefixes(now_micros())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = String::from("PREFIX\tUNTIL\n");
+            for (prefix, until) in blocked {
+                out.push_str(&format!("{prefix}\t{}\n", format_micros(until)));
+            }
+            Ok(out.trim_end().to_string())
+        }
+        AdminRequest::OtpUnblock { prefix } => {
+            if crate::otp::unblock_prefix(store, prefix)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Ok(format!("OTPs to +{prefix}… may be sent again"))
+            } else {
+                Err(format!("prefix {prefix} is not blocked"))
             }
         }
         AdminRequest::ApiKeyRevoke { name } => {

@@ -17,7 +17,10 @@
 //! - [`auth`]: principals, scopes, API keys and their verification.
 //! - [`admission`]: a message to send → validated, rendered, routed and
 //!   durably stored, or an [`admission::AdmissionError`]; used by the API
-//!   and by internal senders (inbound auto-replies).
+//!   and by internal senders (inbound auto-replies, OTP).
+//! - [`otp`]: one-time passwords — codes, their hashes, attempts, the
+//!   SMS-pumping defence; [`seal`]: secret message text kept sealed until
+//!   submit.
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
@@ -28,7 +31,7 @@
 //! - [`script`]: operator scripts and templates (Rhai), sandboxed and
 //!   hot-reloaded.
 //! - [`store`]: the role traits (`MessageStore`, `KeyStore`,
-//!   `InboundStore`, `WebhookStore`) and their embedded (redb) and Redis
+//!   `InboundStore`, `WebhookStore`, `OtpStore`) and their embedded (redb) and Redis
 //!   implementations.
 //! - [`limits`]: the per-recipient limit algorithm.
 //! - [`view`]: the JSON views the API answers and webhooks POST.

@@ -60,6 +60,21 @@ enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+    /// OTP number prefixes blocked by the SMS-pumping defence.
+    Otp {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: OtpAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OtpAction {
+    /// List blocked prefixes and when each block ends.
+    Blocked,
+    /// Lift a block (and forget the prefix's conversion history).
+    Unblock { prefix: String },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +127,13 @@ fn main() -> ExitCode {
                     }
                     ApikeyAction::List => AdminRequest::ApiKeyList,
                     ApikeyAction::Revoke { name } => AdminRequest::ApiKeyRevoke { name },
+                };
+                admin_command(&config, request).await
+            }
+            Command::Otp { config, action } => {
+                let request = match action {
+                    OtpAction::Blocked => AdminRequest::OtpBlocked,
+                    OtpAction::Unblock { prefix } => AdminRequest::OtpUnblock { prefix },
                 };
                 admin_command(&config, request).await
             }

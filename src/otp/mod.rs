@@ -542,14 +542,11 @@ impl OtpService {
     /// # Errors
     /// The store down.
     pub async fn unblock(&self, prefix: &str) -> Result<bool, OtpError> {
-        if !self.store.unblock_prefix(prefix).await? {
-            return Ok(false);
+        let lifted = unblock_prefix(&*self.store, prefix).await?;
+        if lifted {
+            self.metrics.otp("prefix_unblocked");
         }
-        self.store
-            .reset_budgets(&[issued_key(prefix), verified_key(prefix)])
-            .await?;
-        self.metrics.otp("prefix_unblocked");
-        Ok(true)
+        Ok(lifted)
     }
 
     async fn owned(&self, who: &Principal, id: &str) -> Result<OtpRecord, OtpError> {
@@ -561,6 +558,22 @@ impl OtpService {
             _ => Err(OtpError::NotFound),
         }
     }
+}
+
+/// Lifts the block of `prefix` and forgets its conversion history, so it
+/// is not blocked again by the same figures; `false` when it was not
+/// blocked. (Used by the API and by `herald otp unblock`.)
+///
+/// # Errors
+/// The store down.
+pub async fn unblock_prefix(store: &dyn OtpStore, prefix: &str) -> Result<bool, StoreError> {
+    if !store.unblock_prefix(prefix).await? {
+        return Ok(false);
+    }
+    store
+        .reset_budgets(&[issued_key(prefix), verified_key(prefix)])
+        .await?;
+    Ok(true)
 }
 
 fn require_otp_scope(who: &Principal) -> Result<(), OtpError> {

@@ -283,3 +283,45 @@ fn bench_with_tiny_counts_reports_every_scenario_as_json() {
         );
     }
 }
+
+#[tokio::test]
+async fn otp_blocked_and_unblock_list_and_lift_prefix_blocks() {
+    use herald::store::OtpStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(dir.path(), "");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    let store = herald::store::EmbeddedStore::open(&dir.path().join("data/herald.db"), 8 << 20)
+        .expect("open");
+    let until = herald::model::now_micros() + 3_600_000_000;
+    store.block_prefix("44791", until).await.expect("block");
+    herald::store::Store::close(&store).await;
+    drop(store);
+    let run = |args: &[&str]| {
+        Command::new(herald_bin())
+            .args(args)
+            .env("HERALD_CONFIG", &config)
+            .output()
+            .expect("run")
+    };
+    let out = run(&["otp", "blocked"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.lines().any(|l| l.starts_with("44791\t")), "{listed}");
+    let out = run(&["otp", "unblock", "44791"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["otp", "unblock", "44791"]);
+    assert!(
+        !out.status.success(),
+        "a second unblock has nothing to lift"
+    );
+    let out = run(&["otp", "blocked"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("44791"));
+}
