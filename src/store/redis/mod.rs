@@ -20,6 +20,7 @@
 //! The layout is documented in README ("Redis store").
 
 mod decode;
+mod groups;
 mod lua;
 mod otp;
 
