@@ -56,6 +56,7 @@ pub struct Metrics {
     submit_errors: Family<ConnectorLabel, Counter>,
     script_errors: Family<ScriptLabel, Counter>,
     scripts_broken: Gauge,
+    script_reloads: Counter,
     auth_verifies: Family<CodeLabel, Counter>,
     queue_depth: Family<ClassLabel, Gauge>,
     retry_depth: Gauge,
@@ -92,6 +93,7 @@ impl Metrics {
             submit_errors: Family::default(),
             script_errors: Family::default(),
             scripts_broken: Gauge::default(),
+            script_reloads: Counter::default(),
             auth_verifies: Family::default(),
             queue_depth: Family::default(),
             retry_depth: Gauge::default(),
@@ -163,6 +165,11 @@ impl Metrics {
             "scripts_broken",
             "Script and template files that currently fail to compile (their previous version, if any, still serves)",
             m.scripts_broken.clone(),
+        );
+        registry.register(
+            "script_reloads",
+            "Loads of the script and template directories (the first at start included)",
+            m.script_reloads.clone(),
         );
         registry.register(
             "queue_depth",
@@ -255,6 +262,11 @@ impl Metrics {
         self.auth_verifies
             .get_or_create(&CodeLabel { code: result })
             .inc();
+    }
+
+    /// Counts one load of the script and template directories.
+    pub fn script_reloaded(&self) {
+        self.script_reloads.inc();
     }
 
     /// Sets how many script files fail to compile right now.
