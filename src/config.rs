@@ -501,7 +501,10 @@ pub struct SmppConfig {
     /// First reconnect delay; doubles per failed attempt (with jitter)...
     #[serde(default = "default_reconnect_min", with = "humantime_serde")]
     pub reconnect_min: Duration,
-    /// ...up to this.
+    /// ...up to this, while the SMSC cannot be reached or drops the link.
+    /// Short, so the first submit follows within about this long once the
+    /// SMSC is back; a connect to a host that is down costs it nothing.
+    /// Binds the SMSC refuses back off further (see the connector).
     #[serde(default = "default_reconnect_max", with = "humantime_serde")]
     pub reconnect_max: Duration,
     /// How long a bind stops submitting after ESME_RTHROTTLED or
@@ -715,11 +718,11 @@ fn default_response_timeout() -> Duration {
 }
 
 fn default_reconnect_min() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(100)
 }
 
 fn default_reconnect_max() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_millis(500)
 }
 
 fn default_throttle_pause() -> Duration {

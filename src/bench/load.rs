@@ -20,7 +20,7 @@ const WINDOW: usize = 64;
 fn carrier(args: &BenchArgs) -> String {
     Carrier::parse(&args.connector).map_or_else(
         |_| args.connector.clone(),
-        |c| c.describe(WINDOW, args.dlr_delay_ms),
+        |c| c.describe(WINDOW, args.dlr_delay_ms, args.sim_nodelay),
     )
 }
 

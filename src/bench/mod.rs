@@ -77,6 +77,11 @@ pub struct BenchArgs {
     /// Simulated carrier submit → receipt delay, ms.
     #[arg(long, default_value_t = 5)]
     pub dlr_delay_ms: u64,
+    /// With `--connector smpp`: start the `herald smsc-sim` child with
+    /// TCP_NODELAY. By default it leaves Nagle's algorithm on, as most real
+    /// SMSCs do, so the figures include how the connector copes with that.
+    #[arg(long)]
+    pub sim_nodelay: bool,
     /// Run the servers with the scripts and templates of this directory
     /// (holding scripts/ and templates/, e.g. `.`); without it, none.
     #[arg(long)]
