@@ -203,6 +203,13 @@ impl BenchServer {
                 )
             }
         };
+        // One seal key for every node (it also keys the OTP code hashes),
+        // kept with the run; the pumping defence is off so the `otp`
+        // scenario can issue thousands of codes to one prefix.
+        let otp = format!(
+            "[otp]\nseal_key_file = \"{}\"\napp_per_hour = 0\nprefix_per_hour = 0\nblock_min_issued = 0\n",
+            dir.path().join("seal.key").display()
+        );
         let mut configs = Vec::new();
         for n in 0..args.nodes {
             let store_toml = match &redis {
@@ -223,6 +230,7 @@ impl BenchServer {
                      {store_toml}\
                      [log]\nlevel = \"warn\"\n\
                      {scripts}\
+                     {otp}\
                      {connector}"
                 ),
             )?;
