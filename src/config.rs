@@ -57,7 +57,7 @@ pub struct Config {
     pub log: LogConfig,
     pub inbound: InboundConfig,
     pub webhooks: WebhooksConfig,
-    pub otp: crate::otp::OtpConfig,
+    pub otp: crate::otp::config::OtpConfig,
 }
 
 impl Default for Config {
@@ -74,7 +74,7 @@ impl Default for Config {
             log: LogConfig::default(),
             inbound: InboundConfig::default(),
             webhooks: WebhooksConfig::default(),
-            otp: crate::otp::OtpConfig::default(),
+            otp: crate::otp::config::OtpConfig::default(),
         }
     }
 }
@@ -1192,7 +1192,7 @@ impl Config {
             ));
         }
         if let Some(secret) = &self.inbound.webhook_secret
-            && let Err(e) = crate::webhook::SigningKey::from_secret(secret.expose())
+            && let Err(e) = crate::webhook::signature::SigningKey::from_secret(secret.expose())
         {
             return Err(invalid("inbound.webhook_secret", e.to_string()));
         }
@@ -1217,7 +1217,7 @@ impl Config {
                 "must be above 0 and at most webhooks.retry_max",
             ));
         }
-        let policy = crate::webhook::DestinationPolicy::new(&self.webhooks.allow_destinations)
+        let policy = crate::webhook::destination::DestinationPolicy::new(&self.webhooks.allow_destinations)
             .map_err(|e| invalid("webhooks.allow_destinations", e))?;
         if let Some(url) = &self.inbound.webhook_url
             && let Ok(url) = reqwest::Url::parse(url)
