@@ -91,7 +91,8 @@ fn upload_error(e: UploadError) -> ApiError {
             ApiError::invalid(
                 "invalid_members",
                 format!(
-                    "{count} members are not valid numbers (nothing was stored): {}{}",
+                    "{count} {} not valid numbers (nothing was stored): {}{}",
+                    if count == 1 { "member is" } else { "members are" },
                     listed.join("; "),
                     if count > listed.len() { "; …" } else { "" }
                 ),
