@@ -194,6 +194,11 @@ impl Dispatcher {
                 {
                     // Each part is one submit to the carrier; the cap counts parts.
                     let _ = limiter.until_n_ready(extra).await;
+                    // That wait may have outlasted the message's validity.
+                    if m.expires_at <= now_micros() {
+                        self.send_outcome(Outcome::Expired { id: m.id }).await;
+                        continue;
+                    }
                 }
                 let connector = self.connector.clone();
                 let timeout = self.settings.submit_timeout;
@@ -333,6 +338,7 @@ impl Dispatcher {
                     SubmitError::Temporary(_) => "temporary",
                     SubmitError::Throttled => "throttled",
                     SubmitError::Permanent(_) => "permanent",
+                    SubmitError::Expired => "expired",
                 };
                 self.metrics.submit_error(self.connector.name(), kind);
                 tracing::info!(
@@ -363,6 +369,8 @@ impl Dispatcher {
             partial,
         } = failure;
         match err {
+            // Never sent, and never to be sent: not worth another connector.
+            SubmitError::Expired => Outcome::Expired { id: m.id },
             SubmitError::Permanent(reason) => Outcome::Failover {
                 id: m.id,
                 error: reason,
