@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::model::{Message, Micros, PartialSubmit, now_micros};
 use crate::seal::Sealer;
 use crate::store::{MessageStore, Outcome};
+use crate::supervise::Supervisor;
 
 /// Most messages claimed in one go.
 const MAX_CLAIM: usize = 512;
@@ -45,9 +46,14 @@ const SWEEP_HOLD_MAX: usize = 100_000;
 const SWEEP_AGAIN: Duration = Duration::from_secs(1);
 
 /// Runs the dispatcher of `connector` until `shutdown`, then drains its
-/// window for at most `drain_timeout`.
+/// window for at most `drain_timeout`. It and its outcome recorder run on
+/// `tracker` under `supervisor` (`dispatcher/<name>`, `outcomes/<name>`): a
+/// panic in either stops the gateway, as neither can be restarted without
+/// losing track of claimed messages.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_dispatcher(
     tracker: &TaskTracker,
+    supervisor: &Supervisor,
     store: Arc<dyn MessageStore>,
     connector: Arc<dyn Connector>,
     settings: DispatchConfig,
@@ -56,10 +62,10 @@ pub fn spawn_dispatcher(
     shutdown: CancellationToken,
 ) {
     let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(connector.window().max(64) * 4);
-    tracker.spawn(crate::recorder::record_outcomes(
-        store.clone(),
-        outcome_rx,
-        metrics.clone(),
+    let name = connector.name().to_string();
+    tracker.spawn(supervisor.stopping(
+        format!("outcomes/{name}"),
+        crate::recorder::record_outcomes(store.clone(), outcome_rx, metrics.clone()),
     ));
     let dispatcher = Dispatcher {
         limiter: connector
@@ -73,7 +79,7 @@ pub fn spawn_dispatcher(
         sealer,
         shutdown,
     };
-    tracker.spawn(dispatcher.run());
+    tracker.spawn(supervisor.stopping(format!("dispatcher/{name}"), dispatcher.run()));
 }
 
 /// Fewest free window slots worth a claim while submits are in flight.

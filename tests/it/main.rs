@@ -21,5 +21,6 @@ mod scripts;
 mod smpp;
 mod smpp_faults;
 mod store_conformance;
+mod supervision;
 mod test_command;
 mod webhooks;
