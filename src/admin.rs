@@ -142,8 +142,11 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
     }
 }
 
+/// An operator's number for an opt-out or opt-in: E.164 of an existing
+/// calling code, whatever `[messages] number_policy` says, so a number the
+/// gateway may send to (under `e164`) can always be opted out.
 fn normalise(number: &str) -> Result<String, String> {
-    crate::text::parse_msisdn(number, None)
+    crate::text::parse_msisdn_with(number, None, crate::text::NumberPolicy::E164)
         .map(crate::text::Msisdn::into_string)
         .map_err(|e| format!("'{number}' {e}"))
 }

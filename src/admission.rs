@@ -139,6 +139,7 @@ pub struct Admitter {
     metrics: Arc<Metrics>,
     max_segments: u32,
     default_region: Option<text::Region>,
+    number_policy: text::NumberPolicy,
     validity: ValidityConfig,
     max_validity: Duration,
     default_route: Vec<String>,
@@ -166,6 +167,7 @@ impl Admitter {
             metrics,
             max_segments: config.messages.max_segments,
             default_region: config.default_region(),
+            number_policy: config.messages.number_policy,
             validity: config.messages.validity.clone(),
             max_validity: config.messages.max_validity,
             default_route: config.default_route(),
@@ -202,7 +204,7 @@ impl Admitter {
                 "otp messages need an API key with the 'otp' scope".into(),
             ));
         }
-        let to = text::parse_msisdn(&req.to, self.default_region)
+        let to = text::parse_msisdn_with(&req.to, self.default_region, self.number_policy)
             .map_err(|e| FieldError::new("invalid_to", format!("`to` {e}")))?;
         // One snapshot for the template and both hooks: a reload mid-request
         // never mixes versions.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::LimitPolicy;
 use crate::model::Class;
+use crate::text::NumberPolicy;
 
 /// Default location of the config file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
@@ -180,6 +181,10 @@ pub struct MessagesConfig {
     /// ISO 3166 region (e.g. "GB") used to read national-format numbers.
     /// Empty: only E.164 is accepted.
     pub default_region: String,
+    /// `strict`: recipients must be in a range libphonenumber's metadata
+    /// knows; `e164`: any well-formed E.164 number of an existing calling
+    /// code, for ranges newer than the metadata (see [`NumberPolicy`]).
+    pub number_policy: NumberPolicy,
     /// How long idempotency keys are remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
@@ -195,6 +200,7 @@ impl Default for MessagesConfig {
         MessagesConfig {
             max_segments: 10,
             default_region: String::new(),
+            number_policy: NumberPolicy::Strict,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             validity: ValidityConfig::default(),
             max_validity: Duration::from_secs(7 * 24 * 3600),

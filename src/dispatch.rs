@@ -43,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::model::{Message, Micros, PartialSubmit, now_micros};
 use crate::seal::Sealer;
 use crate::store::{MessageStore, Outcome};
+use crate::supervise::Supervisor;
 
 /// Most messages claimed in one go.
 const MAX_CLAIM: usize = 512;
@@ -54,9 +55,14 @@ const SWEEP_HOLD_MAX: usize = 100_000;
 const SWEEP_AGAIN: Duration = Duration::from_secs(1);
 
 /// Runs the dispatcher of `connector` until `shutdown`, then drains its
-/// window for at most `drain_timeout`.
+/// window for at most `drain_timeout`. It and its outcome recorder run on
+/// `tracker` under `supervisor` (`dispatcher/<name>`, `outcomes/<name>`): a
+/// panic in either stops the gateway, as neither can be restarted without
+/// losing track of claimed messages.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_dispatcher(
     tracker: &TaskTracker,
+    supervisor: &Supervisor,
     store: Arc<dyn MessageStore>,
     connector: Arc<dyn Connector>,
     settings: DispatchConfig,
@@ -65,10 +71,10 @@ pub fn spawn_dispatcher(
     shutdown: CancellationToken,
 ) {
     let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(connector.window().max(64) * 4);
-    tracker.spawn(crate::recorder::record_outcomes(
-        store.clone(),
-        outcome_rx,
-        metrics.clone(),
+    let name = connector.name().to_string();
+    tracker.spawn(supervisor.stopping(
+        format!("outcomes/{name}"),
+        crate::recorder::record_outcomes(store.clone(), outcome_rx, metrics.clone()),
     ));
     let dispatcher = Dispatcher {
         limiter: connector
@@ -82,7 +88,7 @@ pub fn spawn_dispatcher(
         sealer,
         shutdown,
     };
-    tracker.spawn(dispatcher.run());
+    tracker.spawn(supervisor.stopping(format!("dispatcher/{name}"), dispatcher.run()));
 }
 
 /// A tenth of a second of traffic: smooth, yet enough to batch claims.
@@ -194,6 +200,11 @@ impl Dispatcher {
                 {
                     // Each part is one submit to the carrier; the cap counts parts.
                     let _ = limiter.until_n_ready(extra).await;
+                    // That wait may have outlasted the message's validity.
+                    if m.expires_at <= now_micros() {
+                        self.send_outcome(Outcome::Expired { id: m.id }).await;
+                        continue;
+                    }
                 }
                 let connector = self.connector.clone();
                 let timeout = self.settings.submit_timeout;
@@ -333,6 +344,7 @@ impl Dispatcher {
                     SubmitError::Temporary(_) => "temporary",
                     SubmitError::Throttled => "throttled",
                     SubmitError::Permanent(_) => "permanent",
+                    SubmitError::Expired => "expired",
                 };
                 self.metrics.submit_error(self.connector.name(), kind);
                 tracing::info!(
@@ -363,6 +375,8 @@ impl Dispatcher {
             partial,
         } = failure;
         match err {
+            // Never sent, and never to be sent: not worth another connector.
+            SubmitError::Expired => Outcome::Expired { id: m.id },
             SubmitError::Permanent(reason) => Outcome::Failover {
                 id: m.id,
                 error: reason,

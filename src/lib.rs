@@ -65,6 +65,7 @@ pub mod seal;
 pub mod server;
 pub mod smsc_sim;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod testing;
 pub mod text;

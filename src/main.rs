@@ -178,11 +178,14 @@ async fn serve(arg: &ConfigArg) -> Result<(), String> {
         })?;
     // Parents (tests, the benchmark) read the bound port from this line.
     println!("herald listening on {}", gateway.local_addr());
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    tokio::select! {
+        () = wait_for_signal() => tracing::info!("shutting down"),
+        () = gateway.failed() => tracing::error!("a task failed; shutting down"),
+    }
     gateway.shutdown();
-    gateway.wait().await;
-    Ok(())
+    // A task that stopped the gateway makes the exit status non-zero, so
+    // the process manager restarts it.
+    gateway.wait().await.map_err(|e| e.to_string())
 }
 
 async fn wait_for_signal() {

@@ -34,6 +34,12 @@ pub struct ScriptLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    /// `dispatcher/<connector>`, `webhooks`, …: bounded by the connectors.
+    pub task: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -55,6 +61,7 @@ pub struct Metrics {
     inbound: Family<CodeLabel, Counter>,
     submit_errors: Family<ConnectorLabel, Counter>,
     script_errors: Family<ScriptLabel, Counter>,
+    task_panics: Family<TaskLabel, Counter>,
     scripts_broken: Gauge,
     script_reloads: Counter,
     auth_verifies: Family<CodeLabel, Counter>,
@@ -95,6 +102,7 @@ impl Metrics {
             inbound: Family::default(),
             submit_errors: Family::default(),
             script_errors: Family::default(),
+            task_panics: Family::default(),
             scripts_broken: Gauge::default(),
             script_reloads: Counter::default(),
             auth_verifies: Family::default(),
@@ -154,13 +162,18 @@ impl Metrics {
         );
         registry.register(
             "submit_errors",
-            "Submits that failed, by connector and kind (temporary, throttled, permanent)",
+            "Submits that failed, by connector and kind (temporary, throttled, permanent, expired)",
             m.submit_errors.clone(),
         );
         registry.register(
             "script_errors",
             "Script and template failures, by file and kind (compile, runtime, operations, timeout, call_depth, size, decision)",
             m.script_errors.clone(),
+        );
+        registry.register(
+            "task_panics",
+            "Panics of supervised tasks (dispatchers, recorders, webhooks, maintenance), by task",
+            m.task_panics.clone(),
         );
         registry.register(
             "auth_verifies",
@@ -269,6 +282,15 @@ impl Metrics {
     }
 
     /// Counts a script or template failure.
+    /// A supervised task panicked (see [`crate::supervise`]).
+    pub fn task_panic(&self, task: &str) {
+        self.task_panics
+            .get_or_create(&TaskLabel {
+                task: task.to_string(),
+            })
+            .inc();
+    }
+
     pub fn script_error(&self, script: &str, kind: &'static str) {
         self.script_errors
             .get_or_create(&ScriptLabel {

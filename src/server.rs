@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::script::{Clock, ScriptEnv, Scripts, reload};
 use crate::seal::Sealer;
 use crate::store::{EmbeddedStore, RedisSettings, RedisStore, Role, Store, StoreError};
+use crate::supervise::{Supervisor, TaskFailure};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,7 @@ pub struct Gateway {
     addr: SocketAddr,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
+    supervisor: Supervisor,
 }
 
 impl Gateway {
@@ -201,6 +203,9 @@ impl Gateway {
             Sealer::load_or_create(&config.seal_key_path())
                 .map_err(|e| StartError::Config(e.to_string()))?,
         );
+        let dispatch_stop = CancellationToken::new();
+        // Every long-running task below is supervised: see `crate::supervise`.
+        let supervisor = Supervisor::new(metrics.clone(), dispatch_stop.clone());
         let app = Arc::new(App::new(
             config.clone(),
             store.clone(),
@@ -208,13 +213,14 @@ impl Gateway {
             connectors.clone(),
             scripts,
             sealer.clone(),
+            supervisor.clone(),
         ));
         let shutdown = CancellationToken::new();
         let workers = TaskTracker::new();
-        let dispatch_stop = CancellationToken::new();
         for connector in &connectors {
             dispatch::spawn_dispatcher(
                 &workers,
+                &supervisor,
                 store.clone(),
                 connector.clone(),
                 config.dispatch.clone(),
@@ -223,33 +229,73 @@ impl Gateway {
                 dispatch_stop.clone(),
             );
         }
-        let receipts = tokio::spawn(crate::recorder::record_receipts(
-            store.clone(),
-            events_rx,
-            metrics.clone(),
-            crate::inbound::InboundHandler::new(config.inbound.clone())
-                .with_scripts(app.scripts.clone(), app.admitter.clone()),
-        ));
-        workers.spawn(crate::webhook::run(
-            store.clone(),
-            config.webhooks.clone(),
-            config.inbound.webhook_secret.clone(),
-            metrics.clone(),
-            dispatch_stop.clone(),
-        ));
-        workers.spawn(crate::maintenance::run_maintenance(
-            store.clone(),
-            config.messages.idempotency_ttl,
-            Duration::from_secs(1),
-            metrics.clone(),
-            dispatch_stop.clone(),
-        ));
-        workers.spawn(crate::maintenance::purge_otps(
-            store.clone(),
-            Duration::from_secs(60),
-            dispatch_stop.clone(),
-        ));
+        // Not on `workers`: it runs until the connectors (the event senders)
+        // are gone, after the workers stopped.
+        let receipts = tokio::spawn(
+            supervisor.stopping(
+                "receipts",
+                crate::recorder::record_receipts(
+                    store.clone(),
+                    events_rx,
+                    metrics.clone(),
+                    crate::inbound::InboundHandler::new(config.inbound.clone())
+                        .with_scripts(app.scripts.clone(), app.admitter.clone()),
+                ),
+            ),
+        );
+        // Their work is in the store: a new copy takes over where one panicked.
+        workers.spawn(supervisor.restarting("webhooks", {
+            let (store, config, metrics, stop) = (
+                store.clone(),
+                config.clone(),
+                metrics.clone(),
+                dispatch_stop.clone(),
+            );
+            move || {
+                crate::webhook::run(
+                    store.clone(),
+                    config.webhooks.clone(),
+                    config.inbound.webhook_secret.clone(),
+                    metrics.clone(),
+                    stop.clone(),
+                )
+            }
+        }));
+        workers.spawn(supervisor.restarting("maintenance", {
+            let (store, ttl, metrics, stop) = (
+                store.clone(),
+                config.messages.idempotency_ttl,
+                metrics.clone(),
+                dispatch_stop.clone(),
+            );
+            move || {
+                crate::maintenance::run_maintenance(
+                    store.clone(),
+                    ttl,
+                    Duration::from_secs(1),
+                    metrics.clone(),
+                    stop.clone(),
+                )
+            }
+        }));
+        workers.spawn(supervisor.restarting("otp_purge", {
+            let (store, stop) = (store.clone(), dispatch_stop.clone());
+            move || {
+                crate::maintenance::purge_otps(store.clone(), Duration::from_secs(60), stop.clone())
+            }
+        }));
         workers.close();
+        // A task that cannot go on stops the gateway (and `herald serve`
+        // exits non-zero, see `Gateway::wait`).
+        tokio::spawn({
+            let (supervisor, shutdown) = (supervisor.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    () = supervisor.failed() => shutdown.cancel(),
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        });
 
         let admin = admin_listener.map(|listener| {
             tokio::spawn(crate::admin::serve_socket(
@@ -296,6 +342,7 @@ impl Gateway {
             addr,
             shutdown,
             done,
+            supervisor,
         })
     }
 
@@ -309,8 +356,23 @@ impl Gateway {
         self.shutdown.cancel();
     }
 
+    /// The supervisor of the gateway's tasks.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Resolves when a task failed for good and the gateway is stopping
+    /// because of it (then [`Gateway::wait`] returns the failure).
+    pub async fn failed(&self) {
+        self.supervisor.failed().await;
+    }
+
     /// Waits until everything stopped.
-    pub async fn wait(self) {
+    ///
+    /// # Errors
+    /// The task whose panic stopped the gateway, if one did.
+    pub async fn wait(self) -> Result<(), TaskFailure> {
         let _ = self.done.await;
+        self.supervisor.failure().map_or(Ok(()), Err)
     }
 }

@@ -43,6 +43,7 @@ use crate::otp::OtpService;
 use crate::script::Scripts;
 use crate::seal::Sealer;
 use crate::store::Store;
+use crate::supervise::Supervisor;
 use batch::BatchBudget;
 use error::ApiError;
 
@@ -60,6 +61,8 @@ pub struct App {
     pub scripts: Arc<Scripts>,
     /// Bytes of batch bodies admitted at once (`http.max_batch_bytes_in_flight`).
     pub batch_budget: BatchBudget,
+    /// The gateway's long-running tasks; `/readyz` reports those down.
+    pub tasks: Supervisor,
     accepting: AtomicBool,
 }
 
@@ -74,6 +77,7 @@ impl App {
         connectors: Vec<Arc<dyn Connector>>,
         scripts: Arc<Scripts>,
         sealer: Arc<Sealer>,
+        tasks: Supervisor,
     ) -> App {
         let admitter = Arc::new(
             Admitter::new(
@@ -107,6 +111,7 @@ impl App {
             metrics,
             connectors,
             scripts,
+            tasks,
             accepting: AtomicBool::new(true),
         }
     }

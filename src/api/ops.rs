@@ -34,7 +34,9 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The store answers and at least one connector can take submits.
+/// The store answers, at least one connector can take submits, and no
+/// supervised task (dispatcher, recorder, webhook worker, maintenance) is
+/// down after a panic.
 ///
 /// Scripts that fail to compile are reported as warnings: the gateway serves on
 /// (with their previous version or the default route), so they do not make
@@ -52,6 +54,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     if !app.connectors.iter().any(|c| c.is_ready()) {
         problems.push("no connector is ready".to_string());
     }
+    problems.extend(app.tasks.problems());
     if !app.is_accepting() {
         problems.push("shutting down".to_string());
     }

@@ -35,6 +35,11 @@ pub enum SubmitError {
     /// try the next connector of the route, or fail.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The message's validity ended while it waited to be written (for a
+    /// window slot, a throttle pause, a TPS permit): it was not sent, and a
+    /// late alert or code is worse than none, so it expires.
+    #[error("validity ended before the carrier got it")]
+    Expired,
 }
 
 /// A submit that did not (entirely) succeed.
@@ -122,7 +127,9 @@ pub trait Connector: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
     /// Hands one message to the carrier and waits for its answer. A message
     /// carrying a [`PartialSubmit`] of this connector has only its missing
-    /// parts sent.
+    /// parts sent. Nothing is written to the carrier once `msg.expires_at`
+    /// has passed ([`SubmitError::Expired`]), however long the submit
+    /// waited inside the connector.
     async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitFailure>;
     /// Stops: unbinds, drops links. Receipts still in flight may be lost to
     /// the carrier's retry.

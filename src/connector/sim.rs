@@ -169,7 +169,7 @@ impl Connector for SimConnector {
         !self.settings.offline && !self.stop.is_cancelled()
     }
 
-    async fn submit(&self, _msg: &Message) -> Result<SubmitAck, SubmitFailure> {
+    async fn submit(&self, msg: &Message) -> Result<SubmitAck, SubmitFailure> {
         if self.stop.is_cancelled() {
             return Err(SubmitError::Temporary("connector stopped".into()).into());
         }
@@ -183,6 +183,9 @@ impl Connector for SimConnector {
                 }
                 () = tokio::time::sleep(self.settings.submit_delay()) => {}
             }
+        }
+        if msg.expires_at <= now_micros() {
+            return Err(SubmitError::Expired.into());
         }
         let smsc_id = format!("sim-{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let was_empty = {

@@ -17,6 +17,7 @@ use super::{RouteDecision, ScriptMessage, Scripts, SubmitDecision};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{Class, format_micros};
+use crate::text::Encoding;
 
 /// `herald script …`.
 #[derive(Debug, Clone, Subcommand)]
@@ -33,7 +34,10 @@ pub enum ScriptCommand {
     Test {
         /// The script file, e.g. scripts/route.rhai.
         script: PathBuf,
-        /// The message: {"to", "body", "class"?, "from"?, "tags"?}.
+        /// The message: {"to", "body", "class"?, "from"?, "tags"?}, or a
+        /// message as a script sees it: `encoding` and `segments` are
+        /// computed from `body` and, when given, must agree; `not_before`
+        /// is ignored.
         #[arg(long)]
         message: String,
         /// Pretend it is this time (RFC 3339), e.g. to try quiet hours.
@@ -131,7 +135,10 @@ fn check(dir: Option<&Path>, config: &Config, out: &mut dyn Write) -> Result<(),
     }
 }
 
-/// The message given to `script test`.
+/// The message given to `script test`: the fields a caller sends, plus
+/// those a script sees, so a message copied from a script's view (logged
+/// or printed while debugging) can be tried as it is. Unknown fields are
+/// still refused: a typo must not silently test another message.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestMessage {
@@ -143,6 +150,39 @@ struct TestMessage {
     from: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
+    /// Computed from `body`; checked when given.
+    #[serde(default)]
+    encoding: Option<Encoding>,
+    /// Computed from `body`; checked when given.
+    #[serde(default)]
+    segments: Option<u32>,
+    /// What `on_submit` may set; not an input, so ignored.
+    #[serde(default, rename = "not_before")]
+    _not_before: Option<serde_json::Value>,
+}
+
+/// A given `encoding` or `segments` that the body does not produce: the
+/// copied message is not the one the script saw (e.g. its body was
+/// changed or mis-escaped on the way).
+fn check_computed(given: &TestMessage, msg: &ScriptMessage) -> Result<(), String> {
+    if let Some(encoding) = given.encoding
+        && encoding != msg.encoding
+    {
+        return Err(format!(
+            "--message: `encoding` is {:?} but the body is {:?} (encoding and segments are computed from body)",
+            encoding.as_str(),
+            msg.encoding.as_str()
+        ));
+    }
+    if let Some(segments) = given.segments
+        && segments != msg.segments
+    {
+        return Err(format!(
+            "--message: `segments` is {segments} but the body makes {} (encoding and segments are computed from body)",
+            msg.segments
+        ));
+    }
+    Ok(())
 }
 
 fn test(
@@ -154,8 +194,12 @@ fn test(
 ) -> Result<(), String> {
     let given: TestMessage =
         serde_json::from_str(message).map_err(|e| format!("--message: {e}"))?;
-    let to = crate::text::parse_msisdn(&given.to, config.default_region())
-        .map_err(|e| format!("--message: `to` {e}"))?;
+    let to = crate::text::parse_msisdn_with(
+        &given.to,
+        config.default_region(),
+        config.messages.number_policy,
+    )
+    .map_err(|e| format!("--message: `to` {e}"))?;
     let mut env = env_for(config);
     if let Some(at) = at {
         let t: jiff::Timestamp = at
@@ -173,10 +217,11 @@ fn test(
     let mut msg = ScriptMessage::new(
         to.into_string(),
         given.class.unwrap_or(Class::Transactional),
-        given.body,
-        given.from,
-        given.tags,
+        given.body.clone(),
+        given.from.clone(),
+        given.tags.clone(),
     );
+    check_computed(&given, &msg)?;
     let mut report = serde_json::Map::new();
     if scripts.has_hook(Hook::OnSubmit) {
         match scripts
@@ -225,4 +270,80 @@ fn print(
     report: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), String> {
     writeln!(out, "{}", serde_json::Value::Object(report)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route that shows what the script saw: `sim` for a one-part UCS-2
+    /// message, the default route otherwise.
+    const ROUTE: &str = "fn route(msg) { if msg.encoding == \"ucs2\" && msg.segments == 1 { \"sim\" } else { () } }\n";
+
+    fn try_message(config: &Config, message: &str) -> Result<serde_json::Value, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("route.rhai");
+        std::fs::write(&script, ROUTE).expect("write");
+        let mut out = Vec::new();
+        run(
+            ScriptCommand::Test {
+                script,
+                message: message.to_string(),
+                at: None,
+            },
+            config,
+            &mut out,
+        )?;
+        Ok(serde_json::from_slice(&out).expect("json report"))
+    }
+
+    #[test]
+    fn a_message_as_a_script_sees_it_can_be_tried_as_it_is() {
+        let seen = r#"{"body":"Привет","class":"transactional","encoding":"ucs2","from":null,
+            "not_before":null,"segments":1,"tags":["a"],"to":"+447400123456"}"#;
+        let report = try_message(&Config::default(), seen).expect("accepted");
+        assert_eq!(report["decision"], "route", "{report}");
+        assert_eq!(report["connectors"], json!(["sim"]));
+    }
+
+    #[test]
+    fn given_encoding_and_segments_must_match_the_body() {
+        let config = Config::default();
+        let err = try_message(
+            &config,
+            r#"{"to":"+447400123456","body":"Привет","segments":2}"#,
+        )
+        .expect_err("segments checked");
+        assert!(
+            err.contains("`segments` is 2 but the body makes 1"),
+            "{err}"
+        );
+        let err = try_message(
+            &config,
+            r#"{"to":"+447400123456","body":"hello","encoding":"ucs2"}"#,
+        )
+        .expect_err("encoding checked");
+        assert!(
+            err.contains("`encoding` is \"ucs2\" but the body is \"gsm7\""),
+            "{err}"
+        );
+        let err = try_message(
+            &config,
+            r#"{"to":"+447400123456","body":"hello","encoding":"utf8"}"#,
+        )
+        .expect_err("unknown encoding");
+        assert!(err.starts_with("--message:"), "{err}");
+    }
+
+    #[test]
+    fn the_number_policy_applies_to_tried_messages() {
+        // Ofcom's drama range: well-formed, not assigned in the metadata.
+        let message = r#"{"to":"+447700900123","body":"hello"}"#;
+        let err = try_message(&Config::default(), message).expect_err("strict");
+        assert!(err.contains("`to` is not a valid phone number"), "{err}");
+        let mut config = Config::default();
+        config.messages.number_policy = crate::text::NumberPolicy::E164;
+        let report = try_message(&config, message).expect("e164");
+        assert_eq!(report["decision"], "default", "{report}");
+    }
 }

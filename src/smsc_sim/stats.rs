@@ -214,6 +214,8 @@ pub struct SubmittedMessage {
     pub sar_total_segments: Option<u8>,
     /// `sar_segment_seqnum` TLV (0x020F), if present.
     pub sar_segment_seqnum: Option<u8>,
+    /// `validity_period` as sent (SMPP time format; empty: the SMSC default).
+    pub validity_period: String,
     pub received_at: SystemTime,
 }
 

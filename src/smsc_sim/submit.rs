@@ -78,6 +78,7 @@ pub(super) fn accept(shared: &Shared, origin: Origin<'_>, submit: SubmitSm) -> A
             sar_msg_ref_num: sar_ref,
             sar_total_segments: sar_total,
             sar_segment_seqnum: sar_seq,
+            validity_period: submit.validity_period.as_str().to_owned(),
             received_at: now,
         });
     }

@@ -7,5 +7,6 @@ mod phone;
 
 pub use encoding::{EncodedText, Encoding, SplitText, TextError, analyse, split};
 pub use phone::{
-    Msisdn, PhoneError, Region, e164_country_code, e164_region, parse_msisdn, test_number,
+    Msisdn, NumberPolicy, PhoneError, Region, e164_country_code, e164_region, parse_msisdn,
+    parse_msisdn_with, test_number,
 };

@@ -28,6 +28,23 @@ const REGEX_CACHE_CAPACITY: usize = 8192;
 #[serde(into = "String", try_from = "String")]
 pub struct Msisdn(String);
 
+/// How strictly recipients are checked: `[messages] number_policy`.
+///
+/// libphonenumber's metadata lags the numbering plans: a range a country
+/// opens is refused as invalid until phonenumber ships the update. `E164`
+/// lets an operator still reach such numbers (an alert to a real number
+/// matters more than refusing a wrong one early); the carrier then rejects
+/// unassigned ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberPolicy {
+    /// In an assigned range per libphonenumber's metadata (the default).
+    #[default]
+    Strict,
+    /// E.164 shape with a calling code that exists; ranges are not checked.
+    E164,
+}
+
 /// Why input is not an acceptable recipient. Messages follow the field name in API errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
@@ -52,6 +69,17 @@ pub enum PhoneError {
 /// phonenumber quirk: in countries whose trunk prefix is 8 (Russia, Kazakhstan, Belarus,
 /// Lithuania) it strips the 8 of toll-free `8xx` numbers too, so those are rejected.
 pub fn parse_msisdn(input: &str, default_region: Option<Region>) -> Result<Msisdn, PhoneError> {
+    parse_msisdn_with(input, default_region, NumberPolicy::Strict)
+}
+
+/// [`parse_msisdn`] under `policy`: with [`NumberPolicy::E164`] the number
+/// must still parse (a calling code that exists, no extension) and end up
+/// as strict E.164, but need not lie in a range the metadata knows.
+pub fn parse_msisdn_with(
+    input: &str,
+    default_region: Option<Region>,
+    policy: NumberPolicy,
+) -> Result<Msisdn, PhoneError> {
     if input.len() > MAX_INPUT_LEN {
         return Err(PhoneError::TooLong);
     }
@@ -60,7 +88,8 @@ pub fn parse_msisdn(input: &str, default_region: Option<Region>) -> Result<Msisd
     }
     size_regex_cache();
     let number = phonenumber::parse(default_region, input).map_err(|_| PhoneError::Invalid)?;
-    if number.extension().is_some() || !number.is_valid() {
+    let in_known_range = || policy == NumberPolicy::E164 || number.is_valid();
+    if number.extension().is_some() || !in_known_range() {
         return Err(PhoneError::Invalid);
     }
     // What phonenumber's E.164 formatter writes, without the regex work it does for other modes.
@@ -370,6 +399,31 @@ mod tests {
         ] {
             assert_eq!(e164(input), Err(PhoneError::Invalid), "{input:?}");
         }
+    }
+
+    #[test]
+    fn the_e164_policy_accepts_well_formed_numbers_outside_known_ranges() {
+        let e164_only = |input: &str, region: Option<Region>| {
+            parse_msisdn_with(input, region, NumberPolicy::E164).map(Msisdn::into_string)
+        };
+        // Refused by the strict policy (see above), taken by the E.164 one.
+        for input in ["+15555550100", "+44740012345", "+447700900123"] {
+            assert_eq!(e164(input), Err(PhoneError::Invalid), "{input}");
+            assert_eq!(e164_only(input, None).as_deref(), Ok(input), "{input}");
+        }
+        // Still refused: a calling code that does not exist, the wrong shape,
+        // an extension.
+        assert_eq!(e164_only("+99912345678", None), Err(PhoneError::Invalid));
+        assert_eq!(e164_only("447700900123", None), Err(PhoneError::NotE164));
+        assert_eq!(
+            e164_only("07700 900123 ext 12", Some(country::GB)),
+            Err(PhoneError::Invalid)
+        );
+        // National formats are still read with a default region.
+        assert_eq!(
+            e164_only("07700 900123", Some(country::GB)).as_deref(),
+            Ok("+447700900123")
+        );
     }
 
     #[test]

@@ -344,3 +344,29 @@ async fn messages_survive_a_graceful_restart() {
         assert_eq!(m["status"], "delivered", "{m}");
     }
 }
+
+#[tokio::test]
+async fn the_e164_number_policy_accepts_numbers_outside_known_ranges() {
+    // Well-formed, but in a range libphonenumber's metadata does not assign.
+    let body = json!({"to": "+447700900123", "body": "alert"});
+    let strict = TestApp::spawn().await;
+    let r = strict.post("/v1/messages", &body).await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "invalid_to", "{v}");
+    strict.stop().await;
+
+    let e164 = TestApp::spawn_with("[messages]\nnumber_policy = \"e164\"\n").await;
+    let v = e164.send(body).await;
+    let m = e164.message(v["id"].as_str().expect("id")).await;
+    assert_eq!(m["to"], "+447700900123", "{m}");
+    // A calling code that does not exist is still refused.
+    let r = e164
+        .post(
+            "/v1/messages",
+            &json!({"to": "+99912345678", "body": "alert"}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    e164.stop().await;
+}

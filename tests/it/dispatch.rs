@@ -14,6 +14,7 @@ use herald::dispatch::spawn_dispatcher;
 use herald::metrics::Metrics;
 use herald::model::{Class, Message, MessageId, Status};
 use herald::store::{EmbeddedStore, NewMessage, Store};
+use herald::supervise::Supervisor;
 use herald::testing::eventually_some;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,9 +99,11 @@ async fn rig(carriers: Vec<Arc<ScriptedCarrier>>, max_attempts: u32) -> Rig {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::new());
+    let supervisor = Supervisor::new(metrics.clone(), stop.clone());
     for c in carriers {
         spawn_dispatcher(
             &tracker,
+            &supervisor,
             store.clone(),
             c,
             settings(max_attempts),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald::admin::{AdminRequest, AdminResponse, call_socket};
 use herald::config::Config;
 use herald::server::{Gateway, admin_socket_path};
-use herald::testing::eventually_some;
+use herald::testing::{eventually_some, within};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -211,9 +211,22 @@ impl TestApp {
     pub async fn stop(mut self) -> TempDir {
         if let Some(g) = self.gateway.take() {
             g.shutdown();
-            g.wait().await;
+            g.wait().await.expect("no supervised task failed");
         }
         self.dir
+    }
+
+    /// The gateway's task supervisor.
+    pub fn supervisor(&self) -> herald::supervise::Supervisor {
+        self.gateway.as_ref().expect("running").supervisor().clone()
+    }
+
+    /// Waits until the gateway stopped by itself (a task failed) and
+    /// returns why.
+    pub async fn wait_stopped(mut self) -> Result<(), herald::supervise::TaskFailure> {
+        let g = self.gateway.take().expect("running");
+        within(Duration::from_secs(15), "the gateway stops", g.failed()).await;
+        g.wait().await
     }
 }
 

@@ -22,4 +22,6 @@ mod scripts;
 mod smpp;
 mod smpp_faults;
 mod store_conformance;
+mod supervision;
+mod test_command;
 mod webhooks;

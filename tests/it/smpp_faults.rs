@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald::smsc_sim::{SimConfig, SmscSim, SubmittedMessage};
-use herald::testing::eventually;
+use herald::testing::{eventually, eventually_async};
+use rusmpp::CommandStatus;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -446,4 +447,65 @@ async fn a_carrier_that_stays_down_hands_its_messages_to_the_next_on_the_route()
     app.stop().await;
     down.shutdown().await;
     backup.shutdown().await;
+}
+
+/// `expires_at` (RFC 3339) in SMPP 3.4 absolute time, `YYMMDDhhmmsstnnp`, UTC.
+fn smpp_time(expires_at: &str) -> String {
+    let ts: jiff::Timestamp = expires_at.parse().expect("RFC 3339");
+    let utc = ts.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let tenths = utc.subsec_nanosecond() / 100_000_000;
+    format!("{}{tenths}00+", utc.strftime("%y%m%d%H%M%S"))
+}
+
+#[tokio::test]
+async fn validity_reaches_the_carrier_and_a_message_that_outwaits_it_is_never_sent() {
+    let sim = start_sim(sim_config(10)).await;
+    // The SMSC throttles the first submit: the bind then pauses 2 s, twice
+    // as long as the first message is valid.
+    sim.script_submits([CommandStatus::EsmeRthrottled]);
+    let connector = smpp_connector("carrier", sim.local_addr().port(), "")
+        .replace("throttle_pause = \"100ms\"", "throttle_pause = \"2s\"");
+    let app = TestApp::spawn_with(&format!("{connector}{DISPATCH}")).await;
+    eventually_async(Duration::from_secs(10), "the bind is up", async || {
+        app.get("/readyz").await.status() == 200
+    })
+    .await;
+
+    let short = app
+        .send(json!({"to": number(1), "body": "valid for a second", "validity_seconds": 1}))
+        .await;
+    let short_id = short["id"].as_str().expect("id");
+    // It is retried at once, and then waits out the pause for a window slot.
+    let m = app.wait_final(short_id, Duration::from_secs(15)).await;
+    assert_eq!(m["status"], "expired", "{m}");
+    assert_eq!(
+        sim.stats().scripted,
+        1,
+        "one throttled answer: {:?}",
+        sim.stats()
+    );
+
+    let long = app
+        .send(json!({"to": number(2), "body": "valid for ten minutes", "validity_seconds": 600}))
+        .await;
+    let long_id = long["id"].as_str().expect("id");
+    let m = app.wait_final(long_id, Duration::from_secs(15)).await;
+    assert_eq!(m["status"], "delivered", "{m}");
+
+    let submitted = sim.submitted();
+    assert!(
+        submitted
+            .iter()
+            .all(|sm| sm.destination_addr != number(1)[1..]),
+        "the expired message reached the SMSC: {submitted:?}"
+    );
+    let carried: Vec<&str> = submitted
+        .iter()
+        .filter(|sm| sm.destination_addr == number(2)[1..])
+        .map(|sm| sm.validity_period.as_str())
+        .collect();
+    let expires_at = m["expires_at"].as_str().expect("expires_at");
+    assert_eq!(carried, [smpp_time(expires_at)], "expires at {expires_at}");
+    app.stop().await;
+    sim.shutdown().await;
 }

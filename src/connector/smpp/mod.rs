@@ -73,7 +73,7 @@ use self::status::Verdict;
 use self::transport::Transport;
 use super::{Connector, EventSender, SubmitAck, SubmitError, SubmitFailure};
 use crate::config::BindMode;
-use crate::model::{Message, PartialSubmit};
+use crate::model::{Message, Micros, PartialSubmit, now_micros};
 
 /// Longest wait for the bind tasks to unbind on shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -231,7 +231,8 @@ impl SmppConnector {
     /// order on one bind, each holding its own window slot: never more
     /// `submit_sm` outstanding than the window, however long the message.
     /// After the first failure no further part is sent (the carrier is
-    /// throttling, refusing or gone); parts already in flight are awaited.
+    /// throttling, refusing or gone), nor any once the message's validity
+    /// has ended (`expires_at`); parts already in flight are awaited.
     /// Fills `ids` with what the carrier took; returns the worst failure.
     async fn send_parts(
         &self,
@@ -239,6 +240,7 @@ impl SmppConnector {
         slot: &BindSlot,
         parts: Vec<(usize, SubmitSm)>,
         ids: &mut [Option<String>],
+        expires_at: Micros,
     ) -> Option<SubmitError> {
         let mut queue = parts.into_iter().peekable();
         let mut inflight = FuturesUnordered::new();
@@ -269,6 +271,10 @@ impl SmppConnector {
                         worst = Some(SubmitError::Temporary("connector stopped".into()));
                         continue;
                     };
+                    if expired(expires_at) {
+                        worst = Some(SubmitError::Expired);
+                        continue;
+                    }
                     inflight.push(async move {
                         let result = client.submit_sm(pdu).await;
                         drop(permit);
@@ -310,11 +316,20 @@ impl SmppConnector {
         Ok((pdus, reference, ids))
     }
 
-    /// A one-part message: one window slot, one `submit_sm`.
-    async fn submit_one(&self, slot: &BindSlot, pdu: SubmitSm) -> Result<SubmitAck, SubmitError> {
+    /// A one-part message: one window slot, one `submit_sm`, unless the
+    /// wait for the slot outlasted the message's validity.
+    async fn submit_one(
+        &self,
+        slot: &BindSlot,
+        pdu: SubmitSm,
+        expires_at: Micros,
+    ) -> Result<SubmitAck, SubmitError> {
         let Some(_permit) = free_slot(slot, &self.stop).await else {
             return Err(SubmitError::Temporary("connector stopped".into()));
         };
+        if expired(expires_at) {
+            return Err(SubmitError::Expired);
+        }
         let (client, generation) = slot
             .client()
             .ok_or_else(|| SubmitError::Temporary("SMPP bind went down".into()))?;
@@ -344,6 +359,12 @@ fn part_result(
     result
 }
 
+/// Whether a message valid until `expires_at` must no longer be written:
+/// checked right before each `submit_sm`, after any wait for a slot.
+fn expired(expires_at: Micros) -> bool {
+    expires_at <= now_micros()
+}
+
 /// A window slot on `slot` once no throttle pause runs; `None` if stopped.
 async fn free_slot(slot: &BindSlot, stop: &CancellationToken) -> Option<OwnedSemaphorePermit> {
     let permit = slot.window.clone().acquire_owned().await.ok()?;
@@ -355,10 +376,11 @@ async fn free_slot(slot: &BindSlot, stop: &CancellationToken) -> Option<OwnedSem
 /// part already taken (`None`: still to send).
 type Prepared = (Vec<SubmitSm>, u16, Vec<Option<String>>);
 
-/// The failure that decides a multi-part message: permanent beats
-/// throttled beats temporary.
+/// The failure that decides a multi-part message: expired beats permanent
+/// beats throttled beats temporary.
 fn worse(a: SubmitError, b: SubmitError) -> SubmitError {
     let rank = |e: &SubmitError| match e {
+        SubmitError::Expired => 3,
         SubmitError::Permanent(_) => 2,
         SubmitError::Throttled => 1,
         SubmitError::Temporary(_) => 0,
@@ -392,7 +414,7 @@ impl Connector for SmppConnector {
         let result = if pdus.len() == 1
             && let Some(pdu) = pdus.pop()
         {
-            self.submit_one(&slot, pdu)
+            self.submit_one(&slot, pdu, msg.expires_at)
                 .await
                 .map_err(SubmitFailure::from)
         } else {
@@ -405,7 +427,7 @@ impl Connector for SmppConnector {
                 .filter(|(i, _)| ids.get(*i).is_some_and(Option::is_none))
                 .collect();
             let worst = self
-                .send_parts((&client, generation), &slot, todo, &mut ids)
+                .send_parts((&client, generation), &slot, todo, &mut ids, msg.expires_at)
                 .await;
             match worst {
                 None if ids.iter().all(Option::is_some) => Ok(SubmitAck {

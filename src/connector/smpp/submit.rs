@@ -6,18 +6,20 @@
 //! Every field the carrier sees is set explicitly (rusmpp's defaults are
 //! SMPP 5.0's, e.g. `esm_class` 0x08), and every part asks for a delivery
 //! receipt (`registered_delivery` 1) because the store matches receipts per
-//! part.
+//! part. Every part carries the message's expiry as its `validity_period`,
+//! so the carrier stops trying to deliver when Herald would have: an OTP or
+//! alert that arrives after its validity only misleads.
 
 use rusmpp::{
     pdus::SubmitSm,
     tlvs::MessageSubmissionRequestTlvValue,
-    types::{COctetString, OctetString},
+    types::{COctetString, EmptyOrFullCOctetString, OctetString},
     values::{DataCoding, EsmClass, Npi, PriorityFlag, RegisteredDelivery, Ton},
 };
 
 use crate::config::SmppConfig;
 use crate::config::SplitMode;
-use crate::model::{Class, Message};
+use crate::model::{Class, Message, Micros};
 use crate::text::{self, Encoding, TextError};
 
 /// esm_class: default message mode and type, no GSM features.
@@ -82,6 +84,27 @@ fn source(from: &str, s: &SmppConfig) -> Result<(Numbering, COctetString<1, 21>)
     Ok(((ton, npi), addr))
 }
 
+/// `at` in SMPP 3.4 absolute time format (§7.1.1), `YYMMDDhhmmsstnnp`, in
+/// UTC (`nn` = 00 quarter hours, `p` = `+`). Absolute rather than relative
+/// because the PDUs are built before the submit waits for a window slot: a
+/// relative period would grow stale while it waits, an absolute time stays
+/// the message's own expiry. Tenths are truncated so the carrier never keeps
+/// a message past `at`. A time SMPP cannot express (before 2000 or after
+/// 2099) leaves the field empty: the carrier's default validity.
+pub fn smpp_absolute_time(at: Micros) -> EmptyOrFullCOctetString<17> {
+    let Ok(ts) = jiff::Timestamp::from_microsecond(at) else {
+        return EmptyOrFullCOctetString::empty();
+    };
+    let utc = ts.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    if !(2000..=2099).contains(&utc.year()) {
+        return EmptyOrFullCOctetString::empty();
+    }
+    let tenths = utc.subsec_nanosecond() / 100_000_000;
+    let text = format!("{}{tenths}00+\0", utc.strftime("%y%m%d%H%M%S"));
+    EmptyOrFullCOctetString::from_vec(text.into_bytes())
+        .unwrap_or_else(|_| EmptyOrFullCOctetString::empty())
+}
+
 /// The concatenation user data header: IEI 0x00 (8-bit reference), length 3.
 pub fn concat_udh(reference: u8, total: u8, seq: u8) -> [u8; 6] {
     [0x05, 0x00, 0x03, reference, total, seq]
@@ -120,6 +143,7 @@ pub fn submit_pdus(
         .protocol_id(0)
         .priority_flag(priority)
         .registered_delivery(RegisteredDelivery::from(RECEIPT_ON_FINAL))
+        .validity_period(smpp_absolute_time(msg.expires_at))
         .data_coding(data_coding);
     let mut pdus = Vec::with_capacity(total);
     for (i, payload) in split.parts.into_iter().enumerate() {
@@ -246,6 +270,31 @@ mod tests {
         let ((ton, _), _) = source("12345", &s).expect("ok");
         assert_eq!(ton, Ton::Unknown);
         assert!(source("this sender is far too long", &s).is_err());
+    }
+
+    #[test]
+    fn validity_period_is_the_expiry_in_smpp_absolute_time() {
+        // 2026-12-05T08:10:30.250Z
+        let at = jiff::Timestamp::from_second(1_796_458_230)
+            .expect("ts")
+            .as_microsecond()
+            + 250_000;
+        assert_eq!(smpp_absolute_time(at).as_str(), "261205081030200+");
+        let mut m = msg("x");
+        m.expires_at = at;
+        for split in ["udh", "sar"] {
+            let m = Message {
+                body: "a".repeat(200),
+                ..m.clone()
+            };
+            for p in submit_pdus(&m, &settings(split), 1).expect("pdus") {
+                assert_eq!(p.validity_period.as_str(), "261205081030200+");
+            }
+        }
+        let one = submit_pdus(&m, &settings("udh"), 1).expect("pdus");
+        assert_eq!(one[0].validity_period.as_str(), "261205081030200+");
+        // Outside SMPP's two-digit years: the carrier's default.
+        assert!(smpp_absolute_time(0).is_empty());
     }
 
     #[test]
