@@ -1223,8 +1223,9 @@ impl Config {
                 "must be above 0 and at most webhooks.retry_max",
             ));
         }
-        let policy = crate::webhook::destination::DestinationPolicy::new(&self.webhooks.allow_destinations)
-            .map_err(|e| invalid("webhooks.allow_destinations", e))?;
+        let policy =
+            crate::webhook::destination::DestinationPolicy::new(&self.webhooks.allow_destinations)
+                .map_err(|e| invalid("webhooks.allow_destinations", e))?;
         if let Some(url) = &self.inbound.webhook_url
             && let Ok(url) = reqwest::Url::parse(url)
             && let Err(e) = policy.check_literal(&url)

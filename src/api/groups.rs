@@ -92,7 +92,11 @@ fn upload_error(e: UploadError) -> ApiError {
                 "invalid_members",
                 format!(
                     "{count} {} not valid numbers (nothing was stored): {}{}",
-                    if count == 1 { "member is" } else { "members are" },
+                    if count == 1 {
+                        "member is"
+                    } else {
+                        "members are"
+                    },
                     listed.join("; "),
                     if count > listed.len() { "; …" } else { "" }
                 ),
