@@ -155,6 +155,29 @@ pub struct StoreConfig {
     /// the other nodes.
     #[serde(with = "humantime_serde")]
     pub lease_timeout: Duration,
+    /// How much loss of acknowledged messages the operator accepts from
+    /// Redis; checked against its `appendonly`/`appendfsync` at start.
+    pub redis_durability: RedisDurability,
+}
+
+/// What Redis must guarantee before a node serves: a 202 promises the
+/// message is stored, and on Redis that promise is only as good as its
+/// append-only file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisDurability {
+    /// `appendonly yes` and `appendfsync always`: nothing acknowledged is
+    /// lost even if Redis or its host crashes.
+    #[default]
+    Always,
+    /// `appendonly yes` and `appendfsync everysec` (or `always`): a crash of
+    /// Redis or its host may lose about the last second of acknowledged
+    /// messages; a clean restart loses nothing.
+    Everysec,
+    /// Nothing is required (no persistence, or a Redis whose `CONFIG` is
+    /// disabled and whose durability the operator vouches for): what the
+    /// check finds is only logged.
+    AcceptLoss,
 }
 
 impl Default for StoreConfig {
@@ -167,6 +190,7 @@ impl Default for StoreConfig {
             prefix: "herald".into(),
             node_id: None,
             lease_timeout: Duration::from_secs(10),
+            redis_durability: RedisDurability::default(),
         }
     }
 }

@@ -66,6 +66,7 @@ pub async fn open_store(config: &Config, role: Role) -> Result<Arc<dyn Store>, S
                     .clone()
                     .unwrap_or_else(|| default_node_id(config)),
                 lease: config.store.lease_timeout,
+                durability: config.store.redis_durability,
             };
             if role == Role::Node {
                 tracing::info!(node = %settings.node_id, prefix = %settings.prefix, "joining the redis store");

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// The store is shutting down and takes no more work.
     #[error("store is closed")]
     Closed,
+    /// Redis persists less than `[store] redis_durability` requires, so a
+    /// 202 could be lost: the node refuses to serve.
+    #[error("{0}")]
+    NotDurable(String),
 }
 
 /// A message ready to be persisted: everything admission decided.

@@ -18,6 +18,7 @@ use crate::store_conformance::message;
 async fn node(redis: &TestRedis, id: &str, lease: Duration) -> Arc<RedisStore> {
     let settings = RedisSettings {
         url: herald::config::Secret::new(redis.url.clone()),
+        durability: redis.durability(),
         prefix: redis.prefix.clone(),
         node_id: id.into(),
         lease,
@@ -275,4 +276,74 @@ async fn a_killed_redis_with_fsync_always_loses_nothing_accepted() {
     assert_eq!(store.claim("a", 1000).await.expect("claim").len(), 150);
     assert_eq!(store.awaiting_receipts("a").await.expect("list").len(), 50);
     store.close().await;
+}
+
+async fn open_with(
+    redis: &TestRedis,
+    durability: herald::config::RedisDurability,
+) -> Result<(), String> {
+    let settings = RedisSettings {
+        url: herald::config::Secret::new(redis.url.clone()),
+        durability,
+        prefix: redis.prefix.clone(),
+        node_id: "durability".into(),
+        lease: Duration::from_secs(10),
+    };
+    match RedisStore::open(&settings, Role::Node).await {
+        Ok(store) => {
+            store.close().await;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_could_lose_acknowledged_messages_is_refused_unless_accepted() {
+    use herald::config::RedisDurability::{AcceptLoss, Always, Everysec};
+    let volatile = TestRedis::own(Persistence::None);
+    let err = open_with(&volatile, Always)
+        .await
+        .expect_err("no AOF is refused");
+    assert!(
+        err.contains("appendonly no") && err.contains("accept_loss"),
+        "{err}"
+    );
+    assert!(open_with(&volatile, Everysec).await.is_err());
+    open_with(&volatile, AcceptLoss)
+        .await
+        .expect("loss accepted");
+
+    let everysec = TestRedis::own(Persistence::AofEverySec);
+    let err = open_with(&everysec, Always)
+        .await
+        .expect_err("everysec is not always");
+    assert!(err.contains("appendfsync everysec"), "{err}");
+    open_with(&everysec, Everysec)
+        .await
+        .expect("everysec accepted");
+
+    let always = TestRedis::own(Persistence::AofAlways);
+    open_with(&always, Always)
+        .await
+        .expect("fsync always is durable");
+}
+
+#[tokio::test]
+async fn a_gateway_on_a_redis_without_aof_does_not_start_by_default() {
+    let redis = TestRedis::own(Persistence::None);
+    let toml = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nnode_id = \"n\"\n",
+        redis.url
+    );
+    let config = herald::config::Config::from_toml(&toml).expect("config");
+    assert_eq!(
+        config.store.redis_durability,
+        herald::config::RedisDurability::Always
+    );
+    let err = match herald::server::open_store(&config, Role::Node).await {
+        Ok(_) => panic!("a volatile redis was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("could be lost"), "{err}");
 }

@@ -74,6 +74,7 @@ impl Redis {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let settings = RedisSettings {
             url: herald::config::Secret::new(self.redis.url.clone()),
+            durability: self.redis.durability(),
             prefix: self.redis.prefix.clone(),
             node_id: format!("conformance-otp-{n}"),
             lease: Duration::from_secs(10),
@@ -91,6 +92,7 @@ impl StoreFactory for Redis {
     async fn open(&self) -> Arc<dyn Store> {
         let settings = RedisSettings {
             url: herald::config::Secret::new(self.redis.url.clone()),
+            durability: self.redis.durability(),
             prefix: self.redis.prefix.clone(),
             node_id: "conformance".into(),
             lease: Duration::from_secs(10),

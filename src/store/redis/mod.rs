@@ -20,6 +20,7 @@
 //! The layout is documented in README ("Redis store").
 
 mod decode;
+pub mod durability;
 mod lua;
 mod otp;
 
@@ -74,6 +75,8 @@ pub struct RedisSettings {
     /// A node that shows no sign of life for this long has its claims put
     /// back in the queues by the others.
     pub lease: Duration,
+    /// What Redis must persist before this store is used (checked at open).
+    pub durability: crate::config::RedisDurability,
 }
 
 /// What the opening process is.
@@ -343,6 +346,12 @@ impl RedisStore {
         let claims = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| StoreError::Open(format!("redis at {shown}: {e}")))?;
+        let seen = durability::observe(&conn).await;
+        durability::judge(settings.durability, &seen)?;
+        let always = matches!(&seen, durability::Persistence::Known { aof: true, fsync } if fsync == "always");
+        if role == Role::Node && !always {
+            tracing::warn!(redis = %shown, persistence = %seen, "redis may lose acknowledged messages in a crash");
+        }
         let prefix = format!("{{{}}}", settings.prefix);
         let shared = Arc::new(Shared {
             conn,
