@@ -240,7 +240,7 @@ impl Gateway {
         ));
         workers.spawn(crate::maintenance::run_maintenance(
             store.clone(),
-            config.messages.idempotency_ttl,
+            config.retention(),
             Duration::from_secs(1),
             metrics.clone(),
             dispatch_stop.clone(),

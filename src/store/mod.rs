@@ -240,6 +240,41 @@ pub struct ApiKeyRecord {
     pub webhook_secret: Option<String>,
 }
 
+/// How long finished records are kept, per class. Nothing with work still
+/// pending (queued, submitted and waiting for a receipt, a status webhook
+/// not yet delivered) ever ages out: a message's time starts when its last
+/// piece of work ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Idempotency keys, from their admission.
+    pub idempotency: Duration,
+    /// Final messages and their carrier-id links, from their final status
+    /// (or from the delivery of their status webhook).
+    pub messages: Duration,
+    /// Inbound messages, from their arrival.
+    pub inbound: Duration,
+    /// Receipts that matched no submit, from their arrival.
+    pub receipts: Duration,
+}
+
+impl Retention {
+    /// Messages and inbound messages are kept 30 days, unmatched receipts
+    /// an hour.
+    pub const DEFAULT_MESSAGES: Duration = Duration::from_secs(30 * 86_400);
+    pub const DEFAULT_INBOUND: Duration = Duration::from_secs(30 * 86_400);
+    pub const DEFAULT_RECEIPTS: Duration = Duration::from_secs(3600);
+
+    /// The default retention with idempotency keys kept for `ttl`.
+    pub fn with_idempotency_ttl(ttl: Duration) -> Self {
+        Retention {
+            idempotency: ttl,
+            messages: Self::DEFAULT_MESSAGES,
+            inbound: Self::DEFAULT_INBOUND,
+            receipts: Self::DEFAULT_RECEIPTS,
+        }
+    }
+}
+
 /// What a maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MaintenanceReport {
@@ -247,7 +282,9 @@ pub struct MaintenanceReport {
     pub promoted: usize,
     /// Queued messages past their validity, now `expired`.
     pub expired: Vec<Message>,
-    /// Idempotency keys and unmatched receipts dropped for age.
+    /// Idempotency keys, unmatched receipts, finished messages and inbound
+    /// messages dropped for age (a Redis store counts the messages its key
+    /// TTLs drop elsewhere).
     pub purged: usize,
     /// Claims of nodes that stopped answering, queued again (Redis store).
     pub reclaimed: usize,
@@ -297,11 +334,11 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Message>, StoreError>;
 
     /// Moves due retries back to their queue, expires overdue queued
-    /// messages and purges aged idempotency keys and unmatched receipts.
+    /// messages and purges what `retention` no longer keeps.
     async fn maintain(
         &self,
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
     ) -> Result<MaintenanceReport, StoreError>;
 
     /// Carrier ids of `connector` submits still waiting for a receipt. The

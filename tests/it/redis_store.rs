@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use herald::bench::redis_server::Persistence;
 use herald::limits::LimitPolicy;
 use herald::model::{Class, MessageId, Status, now_micros};
-use herald::store::{Admission, MessageStore, NewMessage, RedisSettings, RedisStore, Role, Store};
+use herald::store::{
+    Admission, MessageStore, NewMessage, RedisSettings, RedisStore, Retention, Role, Store,
+};
 
 use crate::helpers::TestRedis;
 use crate::store_conformance::message;
@@ -158,7 +160,10 @@ async fn a_dead_nodes_claims_are_taken_over_after_its_lease() {
     // Node a dies: no close, no more heartbeats.
     drop(a);
     let report = b
-        .maintain(now_micros(), Duration::from_secs(3600))
+        .maintain(
+            now_micros(),
+            Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+        )
         .await
         .expect("maintain");
     assert_eq!(report.reclaimed, 0, "the lease has not lapsed yet");
@@ -171,7 +176,10 @@ async fn a_dead_nodes_claims_are_taken_over_after_its_lease() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
         reclaimed = b
-            .maintain(now_micros(), Duration::from_secs(3600))
+            .maintain(
+                now_micros(),
+                Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+            )
             .await
             .expect("maintain")
             .reclaimed;
@@ -194,7 +202,10 @@ async fn a_live_node_keeps_its_claims() {
     assert_eq!(a.claim("a", 3).await.expect("claim").len(), 3);
     tokio::time::sleep(lease * 3).await;
     let report = b
-        .maintain(now_micros(), Duration::from_secs(3600))
+        .maintain(
+            now_micros(),
+            Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+        )
         .await
         .expect("maintain");
     assert_eq!(report.reclaimed, 0, "heartbeats keep the claims");

@@ -42,12 +42,11 @@ use self::decode::{array, corrupt, int, text};
 use self::lua::Scripts;
 use super::{
     Admission, ApiKeyRecord, InboundStore, KeyStore, MaintenanceReport, MessageStore, NewMessage,
-    Outcome, QueueDepths, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
+    Outcome, QueueDepths, Retention, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
+    WebhookStore,
 };
 use crate::model::{InboundRecord, MessageId, Micros, Receipt, Status, now_micros};
 
-/// Receipts nobody claimed within this are dropped (as in the embedded store).
-const EARLY_RECEIPT_TTL: Micros = 3_600_000_000;
 /// Most items one admission script call takes (about a millisecond of
 /// Redis time); larger batches are split.
 const ADMIT_CHUNK: usize = 100;
@@ -825,14 +824,16 @@ impl MessageStore for RedisStore {
     async fn maintain(
         &self,
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
     ) -> Result<MaintenanceReport, StoreError> {
         let s = &self.shared;
         let mut inv = s.invocation(&s.scripts.maintain, now);
-        inv.arg(now.saturating_sub(micros_of(idempotency_ttl)))
-            .arg(now.saturating_sub(EARLY_RECEIPT_TTL))
+        inv.arg(now.saturating_sub(micros_of(retention.idempotency)))
+            .arg(now.saturating_sub(micros_of(retention.receipts)))
             .arg(MAINTAIN_MOST)
-            .arg(&s.node);
+            .arg(&s.node)
+            .arg(retention.messages.as_millis().max(1).to_string())
+            .arg(MessageId::first_at(now.saturating_sub(micros_of(retention.inbound))).to_string());
         let mut parts = s.with_gauges(s.invoke(&inv).await?)?.into_iter();
         let expired = decode::messages(parts.next().unwrap_or_default())?;
         let mut count = || -> Result<usize, StoreError> {
