@@ -323,7 +323,7 @@ impl Admitter {
             attempts: 0,
             seq: 0,
             callback_url,
-            owner: who.name.clone(),
+            owner: who.owner.clone(),
             idempotency_key: idempotency_key.clone(),
             tags: msg.tags,
             // Only a deferral into the future holds the message.
@@ -333,10 +333,10 @@ impl Admitter {
         };
         let limit = self.limits.for_class(class);
         Ok(NewMessage {
-            idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
+            idempotency: idempotency_key.map(|k| (who.owner.clone(), k)),
             limit,
             // One application cannot use up another's OTPs for a number.
-            limit_scope: (class == Class::Otp).then(|| who.name.clone()),
+            limit_scope: (class == Class::Otp).then(|| who.owner.clone()),
             refuse_if_opted_out: class == Class::Marketing,
             not_before,
             message,

@@ -367,6 +367,11 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Revokes the key named `name`. `false` if there is none.
     async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError>;
+
+    /// How many keys were ever revoked: read every fraction of a second by
+    /// every node, which drops its cached verifications when it grows, so
+    /// it must be cheap.
+    async fn revocations(&self) -> Result<u64, StoreError>;
 }
 
 /// Inbound messages and the opt-outs their STOP/START keywords set.

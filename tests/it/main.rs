@@ -21,4 +21,5 @@ mod scripts;
 mod smpp;
 mod smpp_faults;
 mod store_conformance;
+mod tenancy;
 mod webhooks;

@@ -899,6 +899,14 @@ impl KeyStore for RedisStore {
         Ok(Some(key))
     }
 
+    /// `HLEN` of the revoked-key hash: one O(1) command.
+    async fn revocations(&self) -> Result<u64, StoreError> {
+        let mut conn = self.shared.conn()?;
+        conn.hlen(self.shared.key("apikey_revoked"))
+            .await
+            .map_err(unavailable)
+    }
+
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let mut conn = self.shared.conn()?;
         let (records, revoked): (HashMap<String, String>, HashMap<String, Micros>) =
