@@ -151,6 +151,8 @@ pub struct Admitter {
     sealer: Option<Arc<Sealer>>,
     /// Where callbacks may go: literal inside addresses are refused here.
     destinations: DestinationPolicy,
+    /// Sender ids only `broadcast` keys may use.
+    reserved_senders: crate::senders::SenderPatterns,
 }
 
 impl Admitter {
@@ -176,6 +178,7 @@ impl Admitter {
             // Config validation has checked the allowlist.
             destinations: DestinationPolicy::new(&config.webhooks.allow_destinations)
                 .unwrap_or_default(),
+            reserved_senders: config.reserved_senders(),
         }
     }
 
@@ -216,6 +219,9 @@ impl Admitter {
         let encoded = text::analyse(sealed.as_deref().unwrap_or(&body));
         self.check_length(&encoded, "`body`")?;
         let from = req.from.map(validate_sender).transpose()?;
+        if let Some(from) = &from {
+            crate::senders::check(who, from, &self.reserved_senders)?;
+        }
         let idempotency_key = req
             .idempotency_key
             .map(validate_idempotency_key)

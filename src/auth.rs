@@ -150,6 +150,8 @@ pub struct Principal {
     /// sender's name.
     pub owner: String,
     pub scopes: Scopes,
+    /// The sender ids it may put in `from` (see [`crate::senders`]).
+    pub senders: crate::senders::Senders,
 }
 
 /// A principal lacks the scope an operation needs.
@@ -164,6 +166,7 @@ impl Principal {
         Principal {
             name: name.to_string(),
             owner: name.to_string(),
+            senders: crate::senders::Senders::Any,
             scopes: Scopes(scopes.iter().fold(0, |bits, s| bits | s.bit())),
         }
     }
@@ -412,10 +415,13 @@ impl Authenticator {
             return Err(AuthError::Unauthorized);
         }
         let scopes = Scopes::parse(&record.scopes.join(",")).map_err(AuthError::Internal)?;
+        let senders =
+            crate::senders::SenderPatterns::parse(&record.senders).map_err(AuthError::Internal)?;
         let principal = Principal {
             name: record.name,
             owner: record.id,
             scopes,
+            senders: crate::senders::Senders::Only(senders),
         };
         let mut cache = self.cache();
         if cache.len() >= MAX_CACHED {
@@ -483,7 +489,11 @@ pub fn random_hex(bytes: usize) -> Result<String, String> {
 ///
 /// # Errors
 /// Bad name or scopes, or RNG/hash failure.
-pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), String> {
+pub fn new_api_key(
+    name: &str,
+    scopes: &str,
+    senders: &str,
+) -> Result<(String, ApiKeyRecord), String> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -493,6 +503,12 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
         return Err("name must be 1 to 64 letters, digits, '-', '_' or '.'".into());
     }
     let scopes = Scopes::parse(scopes)?;
+    let senders: Vec<&str> = senders
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let senders = crate::senders::SenderPatterns::parse(&senders)?;
     let id = random_hex(8)?;
     let secret = random_hex(32)?;
     let record = ApiKeyRecord {
@@ -503,6 +519,7 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
         created_at: now_micros(),
         revoked_at: None,
         webhook_secret: Some(crate::webhook::signature::new_secret()?),
+        senders: senders.as_slice().to_vec(),
     };
     Ok((format!("hk_{id}_{secret}"), record))
 }
@@ -516,11 +533,13 @@ pub async fn create_api_key(
     store: &dyn KeyStore,
     name: &str,
     scopes: &str,
+    senders: &str,
 ) -> Result<String, String> {
-    let (name, scopes) = (name.to_string(), scopes.to_string());
-    let (token, record) = tokio::task::spawn_blocking(move || new_api_key(&name, &scopes))
-        .await
-        .map_err(|e| e.to_string())??;
+    let (name, scopes, senders) = (name.to_string(), scopes.to_string(), senders.to_string());
+    let (token, record) =
+        tokio::task::spawn_blocking(move || new_api_key(&name, &scopes, &senders))
+            .await
+            .map_err(|e| e.to_string())??;
     let name = record.name.clone();
     let webhook_secret = record.webhook_secret.clone().unwrap_or_default();
     match store.create_api_key(record).await {
@@ -552,7 +571,7 @@ mod tests {
 
     #[test]
     fn new_key_verifies_and_others_do_not() {
-        let (token, record) = new_api_key("app", "send").expect("key");
+        let (token, record) = new_api_key("app", "send", "").expect("key");
         let (id, secret) = split_token(&token).expect("shape");
         assert_eq!(id, record.id);
         assert!(verify_secret(secret, &record.hash));

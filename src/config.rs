@@ -59,6 +59,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub otp: crate::otp::OtpConfig,
     pub retention: RetentionConfig,
+    pub senders: SendersConfig,
 }
 
 impl Default for Config {
@@ -77,7 +78,24 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             otp: crate::otp::OtpConfig::default(),
             retention: RetentionConfig::default(),
+            senders: SendersConfig::default(),
         }
+    }
+}
+
+/// `[senders]`: sender ids no ordinary key may use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendersConfig {
+    /// Patterns (`*` wildcard, any case) of sender ids only keys with the
+    /// `broadcast` scope may use, e.g. public-warning names.
+    pub reserved: Vec<String>,
+}
+
+impl Config {
+    /// The reserved sender ids (validated at load).
+    pub fn reserved_senders(&self) -> crate::senders::SenderPatterns {
+        crate::senders::SenderPatterns::parse(&self.senders.reserved).unwrap_or_default()
     }
 }
 
@@ -1140,6 +1158,8 @@ impl Config {
         self.otp
             .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        crate::senders::SenderPatterns::parse(&self.senders.reserved)
+            .map_err(|problem| invalid("senders.reserved", problem))?;
         if self.retention.messages < self.messages.idempotency_ttl {
             return Err(invalid(
                 "retention.messages",

@@ -426,6 +426,7 @@ mod tests {
             created_at,
             revoked_at: None,
             webhook_secret: Some(secret.into()),
+            senders: Vec::new(),
         }
     }
 

@@ -238,6 +238,10 @@ pub struct ApiKeyRecord {
     /// signing needs it, and it grants nothing on the API.
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Sender-id patterns this key may use in `from` (none: only the
+    /// default sender); see [`crate::senders`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
 }
 
 /// How long finished records are kept, per class. Nothing with work still

@@ -90,6 +90,7 @@ impl TestApp {
         let request = AdminRequest::ApiKeyCreate {
             name: unique,
             scopes: scopes.into(),
+            senders: String::new(),
         };
         let response = if self.config.store.kind == herald::config::StoreKind::Redis {
             let store = herald::server::open_store(&self.config, herald::store::Role::Client)

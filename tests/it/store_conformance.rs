@@ -825,6 +825,7 @@ async fn api_keys_are_unique_by_name_and_revocable(f: &dyn StoreFactory) {
         created_at: now_micros(),
         revoked_at: None,
         webhook_secret: Some("whsec_x".into()),
+        senders: Vec::new(),
     };
     assert!(
         store

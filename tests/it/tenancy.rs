@@ -10,9 +10,15 @@ use crate::helpers::{TestApp, TestRedis, number};
 
 /// Creates a key with exactly `name` through the admin socket.
 async fn key_named(app: &TestApp, name: &str, scopes: &str) -> String {
+    key_with_senders(app, name, scopes, "").await
+}
+
+/// Creates a key that may use the sender ids `senders` (comma-separated).
+async fn key_with_senders(app: &TestApp, name: &str, scopes: &str, senders: &str) -> String {
     let request = AdminRequest::ApiKeyCreate {
         name: name.into(),
         scopes: scopes.into(),
+        senders: senders.into(),
     };
     match app.admin(request).await {
         AdminResponse::Ok(text) => text.lines().next().unwrap_or_default().to_string(),
@@ -150,4 +156,62 @@ async fn wrong_secrets_for_one_key_are_throttled_and_leave_verifications_to_othe
     );
     // The real key, verified before the guessing, still works.
     assert_eq!(get_as(&app, &victim, "/v1/inbound").await.status(), 200);
+}
+
+/// Sends `from` as `key`; the status and the error code, if any.
+async fn send_from(app: &TestApp, key: &str, n: u32, from: Option<&str>) -> (u16, String) {
+    let mut body = json!({"to": number(n), "body": "hello"});
+    if let Some(from) = from {
+        body["from"] = json!(from);
+    }
+    let r = app.post_as(key, "/v1/messages", &body).await;
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.expect("json");
+    let code = v["error"]["code"].as_str().unwrap_or_default().to_string();
+    if status == 422 {
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`from`"),
+            "the refusal names `from`: {message}"
+        );
+    }
+    (status, code)
+}
+
+#[tokio::test]
+async fn a_key_sends_only_as_its_own_sender_ids() {
+    let app = TestApp::spawn().await;
+    let shop = key_with_senders(&app, "shop", "send", "SHOP*,+4479111*").await;
+    let plain = key_named(&app, "plain", "send").await;
+    assert_eq!(send_from(&app, &shop, 1, Some("SHOP")).await.0, 202);
+    assert_eq!(send_from(&app, &shop, 2, Some("shop-uk")).await.0, 202);
+    assert_eq!(
+        send_from(&app, &shop, 3, Some("+447911100001")).await.0,
+        202
+    );
+    assert_eq!(send_from(&app, &shop, 4, None).await.0, 202);
+    let refused = (422, "forbidden_from".to_string());
+    assert_eq!(send_from(&app, &shop, 5, Some("BANK")).await, refused);
+    assert_eq!(
+        send_from(&app, &shop, 6, Some("+447800100001")).await,
+        refused
+    );
+    // A key given no sender ids sends only as the default sender.
+    assert_eq!(send_from(&app, &plain, 7, None).await.0, 202);
+    assert_eq!(send_from(&app, &plain, 8, Some("SHOP")).await, refused);
+    // Admin keys may use any sender id.
+    assert_eq!(send_from(&app, &app.key, 9, Some("BANK")).await.0, 202);
+}
+
+#[tokio::test]
+async fn reserved_sender_ids_need_the_broadcast_scope() {
+    let app = TestApp::spawn_with("[senders]\nreserved = [\"GOV*\"]\n").await;
+    let sender = key_with_senders(&app, "not-gov", "send", "GOV*").await;
+    let broadcaster = key_with_senders(&app, "gov", "send,broadcast", "GOV*").await;
+    let (status, code) = send_from(&app, &sender, 1, Some("GOV-ALERT")).await;
+    assert_eq!((status, code.as_str()), (422, "forbidden_from"));
+    assert_eq!(
+        send_from(&app, &broadcaster, 2, Some("gov-alert")).await.0,
+        202
+    );
 }
