@@ -124,6 +124,21 @@ pub fn check(who: &Principal, from: &str, reserved: &SenderPatterns) -> Result<(
     }
 }
 
+/// Whether `who` may read an inbound message sent to `to`: admin keys and
+/// Herald itself read all; a key reads those sent to a number or short
+/// code among its own sender ids (with or without `+`). The default sender
+/// is shared by every key, so replies to it are for admin keys only.
+pub fn may_read_inbound(who: &Principal, to: &str) -> bool {
+    match &who.senders {
+        _ if who.has(Scope::Admin) => true,
+        Senders::Any => true,
+        Senders::Only(own) => {
+            let bare = to.strip_prefix('+').unwrap_or(to);
+            own.matches(bare) || own.matches(&format!("+{bare}"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
