@@ -57,7 +57,7 @@ pub struct Config {
     pub log: LogConfig,
     pub inbound: InboundConfig,
     pub webhooks: WebhooksConfig,
-    pub otp: crate::otp::OtpConfig,
+    pub otp: crate::otp::config::OtpConfig,
     pub retention: RetentionConfig,
     pub senders: SendersConfig,
 }
@@ -76,7 +76,7 @@ impl Default for Config {
             log: LogConfig::default(),
             inbound: InboundConfig::default(),
             webhooks: WebhooksConfig::default(),
-            otp: crate::otp::OtpConfig::default(),
+            otp: crate::otp::config::OtpConfig::default(),
             retention: RetentionConfig::default(),
             senders: SendersConfig::default(),
         }
@@ -588,7 +588,10 @@ pub struct SmppConfig {
     /// First reconnect delay; doubles per failed attempt (with jitter)...
     #[serde(default = "default_reconnect_min", with = "humantime_serde")]
     pub reconnect_min: Duration,
-    /// ...up to this.
+    /// ...up to this, while the SMSC cannot be reached or drops the link.
+    /// Short, so the first submit follows within about this long once the
+    /// SMSC is back; a connect to a host that is down costs it nothing.
+    /// Binds the SMSC refuses back off further (see the connector).
     #[serde(default = "default_reconnect_max", with = "humantime_serde")]
     pub reconnect_max: Duration,
     /// How long a bind stops submitting after ESME_RTHROTTLED or
@@ -802,11 +805,11 @@ fn default_response_timeout() -> Duration {
 }
 
 fn default_reconnect_min() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(100)
 }
 
 fn default_reconnect_max() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_millis(500)
 }
 
 fn default_throttle_pause() -> Duration {
@@ -1293,7 +1296,7 @@ impl Config {
             ));
         }
         if let Some(secret) = &self.inbound.webhook_secret
-            && let Err(e) = crate::webhook::SigningKey::from_secret(secret.expose())
+            && let Err(e) = crate::webhook::signature::SigningKey::from_secret(secret.expose())
         {
             return Err(invalid("inbound.webhook_secret", e.to_string()));
         }
@@ -1318,8 +1321,9 @@ impl Config {
                 "must be above 0 and at most webhooks.retry_max",
             ));
         }
-        let policy = crate::webhook::DestinationPolicy::new(&self.webhooks.allow_destinations)
-            .map_err(|e| invalid("webhooks.allow_destinations", e))?;
+        let policy =
+            crate::webhook::destination::DestinationPolicy::new(&self.webhooks.allow_destinations)
+                .map_err(|e| invalid("webhooks.allow_destinations", e))?;
         if let Some(url) = &self.inbound.webhook_url
             && let Ok(url) = reqwest::Url::parse(url)
             && let Err(e) = policy.check_literal(&url)

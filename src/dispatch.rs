@@ -10,6 +10,15 @@
 //! Outcomes are recorded by their own task in batches ([`crate::recorder`]),
 //! so the submit loop never waits on the store's commits.
 //!
+//! A freed window slot is refilled at once, not after several have freed up.
+//! Refilling is what makes our side write after reading a response, and that
+//! write carries the TCP acknowledgement of the response. An SMSC that leaves
+//! Nagle's algorithm on (most do) sends its next responses only once its
+//! previous one is acknowledged; if we wrote nothing, our kernel would hold
+//! that acknowledgement for its delayed-ACK timer (40 ms on Linux) and the
+//! bind would move one window per 40 ms. Claims still batch by themselves:
+//! every slot that frees while a claim runs is filled by the next one.
+//!
 //! A connector that stays not ready (e.g. every SMPP bind down or refused)
 //! for longer than `failover_after` has its queue swept: messages whose route
 //! has a next connector move there (`Outcome::Failover`), the others are
@@ -76,11 +85,6 @@ pub fn spawn_dispatcher(
     tracker.spawn(dispatcher.run());
 }
 
-/// Fewest free window slots worth a claim while submits are in flight.
-fn claim_threshold(window: usize) -> usize {
-    (window / 4).max(1)
-}
-
 /// A tenth of a second of traffic: smooth, yet enough to batch claims.
 fn burst_for(tps: NonZeroU32) -> NonZeroU32 {
     NonZeroU32::new(tps.get() / 10).unwrap_or(NonZeroU32::MIN)
@@ -123,14 +127,10 @@ impl Dispatcher {
             while let Some(Some(done)) = inflight.next().now_or_never() {
                 self.finish(done).await;
             }
+            // Any free slot is claimed for at once (see the module docs):
+            // waiting for more would leave the SMSC's responses unacknowledged.
             let free = window.saturating_sub(inflight.len());
-            // With submits in flight, wait until a quarter of the window is
-            // free: a claim is a store round trip (with Redis, a network one
-            // and an fsync), so claiming slot by slot would bound throughput
-            // by store latency. An urgent message waits at most for a quarter
-            // of the window's submits to finish.
-            let worth_claiming = free >= claim_threshold(window) || inflight.is_empty();
-            if free == 0 || !ready || !worth_claiming {
+            if free == 0 || !ready {
                 tokio::select! {
                     biased;
                     () = self.shutdown.cancelled() => break,

@@ -20,7 +20,7 @@
 //!   and by internal senders (inbound auto-replies, OTP).
 //! - [`otp`]: one-time passwords — codes, their hashes, attempts, the
 //!   SMS-pumping defence; [`seal`]: secret message text kept sealed until
-//!   submit.
+//!   submit; [`group`]: recipient groups (names, uploads).
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
@@ -31,7 +31,7 @@
 //! - [`script`]: operator scripts and templates (Rhai), sandboxed and
 //!   hot-reloaded.
 //! - [`store`]: the role traits (`MessageStore`, `KeyStore`,
-//!   `InboundStore`, `WebhookStore`, `OtpStore`) and their embedded (redb) and Redis
+//!   `InboundStore`, `WebhookStore`, `OtpStore`, `GroupStore`) and their embedded (redb) and Redis
 //!   implementations.
 //! - [`limits`]: the per-recipient limit algorithm.
 //! - [`view`]: the JSON views the API answers and webhooks POST.
@@ -51,6 +51,7 @@ pub mod config;
 pub mod connector;
 pub mod dispatch;
 pub mod error;
+pub mod group;
 pub mod inbound;
 pub mod limits;
 pub mod listener;

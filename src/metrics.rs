@@ -56,6 +56,7 @@ pub struct Metrics {
     submit_errors: Family<ConnectorLabel, Counter>,
     script_errors: Family<ScriptLabel, Counter>,
     scripts_broken: Gauge,
+    script_reloads: Counter,
     auth_verifies: Family<CodeLabel, Counter>,
     otp_events: Family<CodeLabel, Counter>,
     otp_refused: Family<CodeLabel, Counter>,
@@ -95,6 +96,7 @@ impl Metrics {
             submit_errors: Family::default(),
             script_errors: Family::default(),
             scripts_broken: Gauge::default(),
+            script_reloads: Counter::default(),
             auth_verifies: Family::default(),
             otp_events: Family::default(),
             otp_refused: Family::default(),
@@ -184,6 +186,11 @@ impl Metrics {
             "scripts_broken",
             "Script and template files that currently fail to compile (their previous version, if any, still serves)",
             m.scripts_broken.clone(),
+        );
+        registry.register(
+            "script_reloads",
+            "Loads of the script and template directories (the first at start included)",
+            m.script_reloads.clone(),
         );
         registry.register(
             "queue_depth",
@@ -292,6 +299,11 @@ impl Metrics {
 
     pub fn otp_verify_latency(&self, secs: f64) {
         self.otp_verify_seconds.observe(secs);
+    }
+
+    /// Counts one load of the script and template directories.
+    pub fn script_reloaded(&self) {
+        self.script_reloads.inc();
     }
 
     /// Sets how many script files fail to compile right now.

@@ -271,7 +271,7 @@ impl Worker {
                 return WebhookResult::Done;
             }
             Err(PayloadError::Unsigned(key)) => {
-                tracing::error!(job = %job.id, url = %job.url, "webhook dropped: it would go unsigned; set {key}");
+                tracing::error!(job = %job.id, url = %loggable_url(&job.url), "webhook dropped: it would go unsigned; set {key}");
                 self.metrics.webhook("dropped");
                 return WebhookResult::Done;
             }
@@ -297,12 +297,12 @@ impl Worker {
             }
             Ok(status) => format!("answered {status}"),
             Err(SendError::Forbidden(e)) => {
-                tracing::warn!(job = %job.id, url = %job.url, error = %e, "webhook refused");
+                tracing::warn!(job = %job.id, url = %loggable_url(&job.url), error = %e, "webhook refused");
                 self.metrics.webhook("refused_destination");
                 return WebhookResult::Done;
             }
             Err(e) if e.is_permanent() => {
-                tracing::warn!(job = %job.id, url = %job.url, error = %e, "webhook dropped");
+                tracing::warn!(job = %job.id, url = %loggable_url(&job.url), error = %e, "webhook dropped");
                 self.metrics.webhook("dropped");
                 return WebhookResult::Done;
             }
@@ -316,13 +316,13 @@ impl Worker {
         let now = now_micros();
         let age = Duration::from_micros(u64::try_from(now - job.created_at).unwrap_or(0));
         if age >= self.config.max_age {
-            tracing::warn!(job = %job.id, url = %job.url, %error, attempts = job.attempts + 1, "webhook given up");
+            tracing::warn!(job = %job.id, url = %loggable_url(&job.url), %error, attempts = job.attempts + 1, "webhook given up");
             self.metrics.webhook("given_up");
             return WebhookResult::Done;
         }
         self.metrics.webhook("retried");
         let delay = backoff(&self.config, job.attempts);
-        tracing::info!(job = %job.id, url = %job.url, %error, retry_in = ?delay, "webhook failed");
+        tracing::info!(job = %job.id, url = %loggable_url(&job.url), %error, retry_in = ?delay, "webhook failed");
         WebhookResult::Retry {
             next_at: now + Micros::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2),
             error,
@@ -413,8 +413,32 @@ fn lock(m: &Mutex<Secrets>) -> std::sync::MutexGuard<'_, Secrets> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// `url` as it may appear in a log: scheme, host, port and path only. A
+/// query string or user-info often carries a token, and logs travel
+/// further than the config that holds them.
+pub fn loggable_url(url: &str) -> String {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return "(unparseable URL)".into();
+    };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return "(unparseable URL)".into();
+    };
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn logged_urls_keep_neither_query_nor_user_info() {
+        assert_eq!(
+            super::loggable_url("https://user:pw@hooks.example.com:8443/cb?token=s3cret#x"),
+            "https://hooks.example.com:8443/cb"
+        );
+        assert_eq!(super::loggable_url("http://h/p"), "http://h/p");
+        assert_eq!(super::loggable_url("not a url"), "(unparseable URL)");
+    }
+
     use super::*;
 
     fn key(name: &str, id: &str, secret: &str, created_at: Micros) -> crate::store::ApiKeyRecord {

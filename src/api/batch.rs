@@ -362,3 +362,35 @@ mod tests {
         drop(unknown);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any bytes get an answer: items or an error, never a panic.
+        #[test]
+        fn any_bytes_are_answered(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_batch(&bytes, 1024);
+        }
+
+        /// Batch-shaped JSON with arbitrary items: every item is answered
+        /// in its place.
+        #[test]
+        fn every_item_is_answered_in_place(items in proptest::collection::vec(prop_oneof![
+            Just(serde_json::json!({"to": "+447400123456", "body": "hi"})),
+            Just(serde_json::json!({"to": 5})),
+            Just(serde_json::json!("text")),
+            Just(serde_json::json!({"to": "+447400123456", "body": "x", "extra": 1})),
+            any::<String>().prop_map(|s| serde_json::json!({"to": s, "body": s})),
+        ], 1..20)) {
+            let body = serde_json::to_vec(&serde_json::json!({ "messages": items })).expect("json");
+            let parsed = parse_batch(&body, 4096).expect("a batch");
+            prop_assert_eq!(parsed.len(), items.len());
+        }
+    }
+}

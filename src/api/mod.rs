@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod batch;
 pub mod error;
+pub mod groups;
 pub mod inbound;
 pub mod messages;
 pub mod openapi;
@@ -223,6 +224,11 @@ pub fn routes() -> Vec<Route> {
         Route::new::<otp::__path_cancel, _, _>(otp::cancel, Single),
         Route::new::<otp::__path_blocked, _, _>(otp::blocked, Single),
         Route::new::<otp::__path_unblock, _, _>(otp::unblock, Single),
+        // Uploads may be large: read as they stream, bounded by the batch limit.
+        Route::new::<groups::__path_put, _, _>(groups::put, Batch),
+        Route::new::<groups::__path_list, _, _>(groups::list, Single),
+        Route::new::<groups::__path_get, _, _>(groups::get, Single),
+        Route::new::<groups::__path_delete, _, _>(groups::delete, Single),
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{inbound, messages, ops, otp};
+use super::{groups, inbound, messages, ops, otp};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,10 @@ use super::{inbound, messages, ops, otp};
         otp::cancel,
         otp::blocked,
         otp::unblock,
+        groups::put,
+        groups::list,
+        groups::get,
+        groups::delete,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -31,6 +35,7 @@ use super::{inbound, messages, ops, otp};
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
         (name = "inbound", description = "Messages from handsets"),
+        (name = "groups", description = "Recipient lists for broadcasts"),
         (name = "otp", description = "One-time passwords: issue, verify, SMS-pumping defence"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -146,6 +146,7 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         head_of_line: None,
         script_calls: None,
         store_calls: Some(calls),
+        otp: None,
         backlog: None,
         store: Some(StoreInfo {
             kind: args.store.clone(),

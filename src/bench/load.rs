@@ -14,20 +14,20 @@ use super::server::{BenchServer, Carrier};
 use crate::text::test_number;
 
 /// Outstanding submits of the carrier connection in every scenario.
-const WINDOW: usize = 64;
+pub(super) const WINDOW: usize = 64;
 
 /// How the scenario's carrier is reached, for its description.
-fn carrier(args: &BenchArgs) -> String {
+pub(super) fn carrier(args: &BenchArgs) -> String {
     Carrier::parse(&args.connector).map_or_else(
         |_| args.connector.clone(),
-        |c| c.describe(WINDOW, args.dlr_delay_ms),
+        |c| c.describe(WINDOW, args.dlr_delay_ms, args.sim_nodelay),
     )
 }
 
 /// Longest wait for a scenario's receipts.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(900);
 
-fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+pub(super) fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency.max(8))
         .tcp_nodelay(true)
@@ -111,7 +111,7 @@ async fn counter(
 }
 
 /// `herald_queue_depth{class}`: messages of `class` ready to send now.
-async fn queue_depth(
+pub(super) async fn queue_depth(
     client: &reqwest::Client,
     server: &BenchServer,
     class: &str,
@@ -220,6 +220,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
         backlog: None,
         script_calls: None,
         store_calls: None,
+        otp: None,
         store: super::report::StoreInfo::of(args, &server),
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
@@ -231,7 +232,7 @@ pub async fn single_posts(args: &BenchArgs) -> anyhow::Result<Summary> {
 /// Sends `total` messages of `class` to test numbers `first..first + total`
 /// in batches, `parallel` requests at a time.
 #[allow(clippy::too_many_arguments)] // one call site per scenario, all named
-async fn send_batches(
+pub(super) async fn send_batches(
     client: &reqwest::Client,
     server: &BenchServer,
     first: u32,
@@ -331,6 +332,7 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
         backlog: None,
         script_calls: None,
         store_calls: None,
+        otp: None,
         store: super::report::StoreInfo::of(args, &server),
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),
@@ -339,7 +341,7 @@ pub async fn batches(args: &BenchArgs) -> anyhow::Result<Summary> {
     })
 }
 
-fn micros_of(v: &Value, field: &str) -> Option<i64> {
+pub(super) fn micros_of(v: &Value, field: &str) -> Option<i64> {
     let ts: jiff::Timestamp = v[field].as_str()?.parse().ok()?;
     Some(ts.as_microsecond())
 }
@@ -487,6 +489,7 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
         }),
         script_calls: None,
         store_calls: None,
+        otp: None,
         store: super::report::StoreInfo::of(args, &server),
         peak_rss_mib: server.peak_rss_mib(),
         smsc_peak_rss_mib: server.smsc_peak_rss_mib(),

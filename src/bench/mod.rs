@@ -11,6 +11,7 @@
 
 mod limits;
 mod load;
+mod otp;
 pub mod redis_server;
 mod report;
 mod route;
@@ -26,9 +27,9 @@ pub use report::{Report, Summary};
 /// Options of `herald bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Which scenarios to run: all, single, batch, hol, route (in-process
-    /// script calls) and limits (in-process store limit checks); the last
-    /// two are not part of all.
+    /// Which scenarios to run: all, single, batch, hol, otp, route
+    /// (in-process script calls) and limits (in-process store limit
+    /// checks); the last two are not part of all.
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Carrier: `sim` (in-process) or `smpp` (TCP to a `herald smsc-sim`
@@ -68,15 +69,29 @@ pub struct BenchArgs {
     /// Marketing messages queued behind the throttled carrier in `hol`.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u32,
-    /// Submits per second of the throttled carrier (the connector's `tps`) in `hol`.
+    /// Submits per second of the throttled carrier (the connector's `tps`) in `hol` and `otp`.
     #[arg(long, default_value_t = 500)]
     pub throttle_tps: u32,
+    /// OTPs issued (and each verified once) in `otp`.
+    #[arg(long, default_value_t = 2_000)]
+    pub otp_count: u32,
+    /// OTPs issued per second in `otp` (a fixed rate).
+    #[arg(long, default_value_t = 200)]
+    pub otp_rate: u32,
+    /// Marketing messages queued behind the throttled carrier in `otp`.
+    #[arg(long, default_value_t = 100_000)]
+    pub otp_backlog: u32,
     /// Emergency messages measured in `hol`.
     #[arg(long, default_value_t = 200)]
     pub emergency_messages: u32,
     /// Simulated carrier submit → receipt delay, ms.
     #[arg(long, default_value_t = 5)]
     pub dlr_delay_ms: u64,
+    /// With `--connector smpp`: start the `herald smsc-sim` child with
+    /// TCP_NODELAY. By default it leaves Nagle's algorithm on, as most real
+    /// SMSCs do, so the figures include how the connector copes with that.
+    #[arg(long)]
+    pub sim_nodelay: bool,
     /// Run the servers with the scripts and templates of this directory
     /// (holding scripts/ and templates/, e.g. `.`); without it, none.
     #[arg(long)]
@@ -104,7 +119,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server::Carrier::parse(&args.connector)?;
     server::StoreChoice::parse(&args.store)?;
     let wanted: Vec<&str> = if args.scenario == "all" {
-        vec!["single", "batch", "hol"]
+        vec!["single", "batch", "hol", "otp"]
     } else {
         args.scenario.split(',').map(str::trim).collect()
     };
@@ -114,10 +129,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "single" => load::single_posts(&args).await?,
             "batch" => load::batches(&args).await?,
             "hol" => load::head_of_line(&args).await?,
+            "otp" => otp::otp(&args).await?,
             "route" => route::route_calls(&args)?,
             "limits" => limits::limit_calls(&args).await?,
             other => {
-                anyhow::bail!("unknown scenario '{other}' (single, batch, hol, route, limits)")
+                anyhow::bail!("unknown scenario '{other}' (single, batch, hol, otp, route, limits)")
             }
         };
         println!("{}", summary.text());

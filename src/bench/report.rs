@@ -78,6 +78,9 @@ pub struct Summary {
     /// In-process store calls, by kind (`limits` scenario).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_calls: Option<std::collections::BTreeMap<String, Latency>>,
+    /// `otp`: issue, verify and issue → submit behind the backlog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp: Option<OtpFigures>,
     /// Which store, how many nodes (absent for in-process scenarios).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreInfo>,
@@ -99,6 +102,35 @@ pub struct Backlog {
     pub queued_before_emergencies: u64,
     /// Queued right after the last one was accepted.
     pub queued_after_emergencies: u64,
+}
+
+/// The figures of the `otp` scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtpFigures {
+    /// OTPs issued (each verified once).
+    pub issued: u64,
+    /// `--otp-rate`: issues per second asked for.
+    pub rate_per_sec: f64,
+    /// Issues per second the bench kept up (first to last request start).
+    pub achieved_rate_per_sec: f64,
+    /// Which code the verifications sent (`wrong`: the code never leaves
+    /// Herald; a wrong code costs the same argon2id check as the right one).
+    pub verify_code: String,
+    /// Verifications that answered `valid: true`.
+    pub approved: u64,
+    /// `POST /v1/otp` round trip.
+    pub issue_latency: Latency,
+    /// `POST /v1/otp/verify` round trip.
+    pub verify_latency: Latency,
+    /// Start of `POST /v1/otp` → the code's SMS submitted to the carrier
+    /// (its message's `submitted_at`).
+    pub issue_to_submit: Latency,
+    /// `--otp-backlog`.
+    pub backlog_requested: u64,
+    /// Marketing queued right before the first OTP was issued.
+    pub queued_before_first_otp: u64,
+    /// Marketing queued right after the last OTP was verified.
+    pub queued_after_last_otp: u64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -153,6 +185,9 @@ impl Summary {
                 b.queued_before_emergencies, b.queued_after_emergencies, b.requested
             ));
         }
+        if let Some(o) = &self.otp {
+            s.push_str(&o.text());
+        }
         for (call, l) in self.store_calls.iter().flatten() {
             s.push_str(&format!(
                 "\n   {call}: p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} calls)",
@@ -168,6 +203,41 @@ impl Summary {
                 l.samples
             ));
         }
+        s
+    }
+}
+
+impl OtpFigures {
+    fn text(&self) -> String {
+        let line = |name: &str, l: &Latency, what: &str| {
+            format!(
+                "\n   {name}: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} {what})",
+                l.p50_ms, l.p99_ms, l.max_ms, l.samples
+            )
+        };
+        let mut s = format!(
+            "\n   OTPs: {} issued at {:.0}/s (asked {:.0}/s), each verified once with the {} code, {} approved",
+            self.issued,
+            self.achieved_rate_per_sec,
+            self.rate_per_sec,
+            self.verify_code,
+            self.approved
+        );
+        s.push_str(&line(
+            "issue (POST /v1/otp)",
+            &self.issue_latency,
+            "requests",
+        ));
+        s.push_str(&line(
+            "verify (POST /v1/otp/verify)",
+            &self.verify_latency,
+            "requests",
+        ));
+        s.push_str(&line("issue -> submit_sm", &self.issue_to_submit, "OTPs"));
+        s.push_str(&format!(
+            "\n   marketing queued: {} when the first OTP was issued, {} after the last (requested {})",
+            self.queued_before_first_otp, self.queued_after_last_otp, self.backlog_requested
+        ));
         s
     }
 }

@@ -127,6 +127,7 @@ pub fn route_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         backlog: None,
         script_calls: Some(calls),
         store_calls: None,
+        otp: None,
         store: None,
         // In process: no carrier at all.
         connector: String::new(),

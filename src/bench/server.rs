@@ -33,12 +33,19 @@ impl Carrier {
     }
 
     /// How the carrier is reached, for reports.
-    pub fn describe(self, window: usize, dlr_delay_ms: u64) -> String {
+    pub fn describe(self, window: usize, dlr_delay_ms: u64, sim_nodelay: bool) -> String {
         match self {
             Carrier::Sim => format!("sim carrier ({dlr_delay_ms} ms receipts)"),
-            Carrier::Smpp => format!(
-                "SMPP over TCP to a herald smsc-sim process (1 bind, window {window}, {dlr_delay_ms} ms receipts)"
-            ),
+            Carrier::Smpp => {
+                let nagle = if sim_nodelay {
+                    "TCP_NODELAY"
+                } else {
+                    "Nagle on"
+                };
+                format!(
+                    "SMPP over TCP to a herald smsc-sim process (1 bind, window {window}, {dlr_delay_ms} ms receipts, {nagle})"
+                )
+            }
         }
     }
 }
@@ -145,9 +152,13 @@ impl BenchServer {
                 None,
             ),
             Carrier::Smpp => {
-                let mut child = Command::new(&exe)
-                    .args(["smsc-sim", "--listen", "127.0.0.1:0", "--dlr-delay-ms"])
-                    .arg(dlr_delay_ms.to_string())
+                let mut sim = Command::new(&exe);
+                sim.args(["smsc-sim", "--listen", "127.0.0.1:0", "--dlr-delay-ms"])
+                    .arg(dlr_delay_ms.to_string());
+                if !args.sim_nodelay {
+                    sim.arg("--nagle");
+                }
+                let mut child = sim
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
@@ -192,6 +203,13 @@ impl BenchServer {
                 )
             }
         };
+        // One seal key for every node (it also keys the OTP code hashes),
+        // kept with the run; the pumping defence is off so the `otp`
+        // scenario can issue thousands of codes to one prefix.
+        let otp = format!(
+            "[otp]\nseal_key_file = \"{}\"\napp_per_hour = 0\nprefix_per_hour = 0\nblock_min_issued = 0\n",
+            dir.path().join("seal.key").display()
+        );
         let mut configs = Vec::new();
         for n in 0..args.nodes {
             let store_toml = match &redis {
@@ -221,6 +239,7 @@ impl BenchServer {
                      {store_toml}\
                      [log]\nlevel = \"warn\"\n\
                      {scripts}\
+                     {otp}\
                      {connector}"
                 ),
             )?;

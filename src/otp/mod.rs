@@ -254,13 +254,17 @@ impl OtpService {
             done_at: None,
             message_id: message.id,
         };
-        if self.store.put_otp(otp.clone()).await?.is_some() {
+        // Conversion counts only codes that were really sent. The two
+        // writes are independent: one round trip, not two.
+        let issued = [counter(&issued_key(&prefix))];
+        let (replaced, counted) = tokio::join!(
+            self.store.put_otp(otp.clone()),
+            self.store.take_budgets(&issued, now)
+        );
+        if replaced?.is_some() {
             self.metrics.otp("replaced");
         }
-        // Conversion counts only codes that were really sent.
-        self.store
-            .take_budgets(&[counter(&issued_key(&prefix))], now)
-            .await?;
+        counted?;
         self.metrics.otp("issued");
         Ok(otp)
     }
@@ -336,23 +340,25 @@ impl OtpService {
     /// When `prefix` is blocked, until when; blocks it first if its
     /// conversion has collapsed.
     async fn blocked_until(&self, prefix: &str, now: Micros) -> Result<Option<Micros>, OtpError> {
-        if let Some((_, until)) = self
-            .store
-            .blocked_prefixes(now)
-            .await?
-            .into_iter()
-            .find(|(p, _)| p == prefix)
-        {
+        let judged = self.config.block_below_ratio > 0.0 && self.config.block_min_issued > 0;
+        let keys = [issued_key(prefix), verified_key(prefix)];
+        // Both reads at once: one round trip on the issue path.
+        let (blocked, counts) = tokio::join!(self.store.blocked_prefixes(now), async {
+            if judged {
+                self.store.budget_counts(&keys, now).await
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        if let Some((_, until)) = blocked?.into_iter().find(|(p, _)| p == prefix) {
             return Ok(Some(until));
         }
-        if self.config.block_below_ratio <= 0.0 || self.config.block_min_issued == 0 {
+        if !judged {
             return Ok(None);
         }
-        let counts = self
-            .store
-            .budget_counts(&[issued_key(prefix), verified_key(prefix)], now)
-            .await?;
-        let (issued, verified) = (counts[0], counts.get(1).copied().unwrap_or(0));
+        let counts = counts?;
+        let issued = counts.first().copied().unwrap_or(0);
+        let verified = counts.get(1).copied().unwrap_or(0);
         #[allow(clippy::cast_precision_loss)]
         let collapsed = issued >= u64::from(self.config.block_min_issued)
             && (verified as f64) < (issued as f64) * self.config.block_below_ratio;

@@ -238,12 +238,7 @@ pub(crate) fn groups(value: &Dynamic) -> Result<Vec<String>, String> {
     }
     let mut out: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !ok {
+        if !crate::group::valid_name(&name) {
             return Err(format!("\"{name}\" is not a group name"));
         }
         if !out.contains(&name) {

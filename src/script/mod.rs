@@ -160,6 +160,7 @@ impl Scripts {
         }
         let problems = next.problems().to_vec();
         self.metrics.set_scripts_broken(problems.len());
+        self.metrics.script_reloaded();
         tracing::info!(
             files = next.loaded_files().len(),
             hooks = ?next.hooks_defined(),

@@ -39,6 +39,11 @@ pub struct SmscSimArgs {
     /// Keep every accepted submit_sm in memory (for debugging; costs memory and time).
     #[arg(long)]
     pub record: bool,
+    /// Behave like most real SMSC stacks: leave Nagle's algorithm on (no TCP_NODELAY) and
+    /// write each PDU on its own. Shows how an ESME copes with a peer that holds a small
+    /// write until its previous one is acknowledged.
+    #[arg(long)]
+    pub nagle: bool,
 }
 
 fn parse_fraction(value: &str) -> Result<f64, String> {
@@ -60,6 +65,7 @@ impl SmscSimArgs {
             fail_rate: self.fail_rate,
             throttle_tps: self.throttle_tps,
             record: self.record,
+            nagle: self.nagle,
             ..SimConfig::default()
         }
     }

@@ -84,6 +84,12 @@ pub struct SimConfig {
     /// Bound of receipts parked while no receiver-capable bind is present (oldest dropped
     /// first, counted in [`SimStats::receipts_dropped`]).
     pub pending_receipt_limit: usize,
+    /// Behave like most real SMSC stacks (and Node or Java ones): leave Nagle's algorithm
+    /// on and write each PDU as it is produced, instead of setting `TCP_NODELAY` and
+    /// batching responses. Such a peer sends a small write only once its previous one is
+    /// acknowledged, so an ESME that reads a response and writes nothing back gets the
+    /// next ones a delayed-ACK timer (40 ms) late; the default behaviour hides that.
+    pub nagle: bool,
 }
 
 impl Default for SimConfig {
@@ -97,6 +103,7 @@ impl Default for SimConfig {
             record: true,
             record_limit: DEFAULT_QUEUE_LIMIT,
             pending_receipt_limit: DEFAULT_QUEUE_LIMIT,
+            nagle: false,
         }
     }
 }

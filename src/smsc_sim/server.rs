@@ -271,7 +271,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
 }
 
 fn spawn_session(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, tracker: &TaskTracker) {
-    if let Err(error) = stream.set_nodelay(true) {
+    if !shared.config.nagle
+        && let Err(error) = stream.set_nodelay(true)
+    {
         debug!(%error, %peer, "set_nodelay failed");
     }
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);

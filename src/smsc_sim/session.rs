@@ -3,7 +3,9 @@
 //! The socket is split so reading, writing and the outbound queue (receipts, MO) can be
 //! polled in one `select!` without locks. Responses are `feed`-ed into the write buffer
 //! and flushed only when there is nothing left to read, so a pipelining client gets its
-//! responses in a few large writes instead of one syscall per PDU. Accepted receipts are
+//! responses in a few large writes instead of one syscall per PDU — except with
+//! [`SimConfig::nagle`](super::SimConfig::nagle), where each PDU is written on its own,
+//! as most SMSC stacks do. Accepted receipts are
 //! handed to the scheduler at the same moment, one lock per batch.
 //!
 //! A written receipt is remembered until its `deliver_sm_resp` arrives; one answered with
@@ -230,6 +232,12 @@ impl Session {
                 }
             };
             match step {
+                Ok(Step::Continue) if self.shared.config.nagle => {
+                    if let Err(error) = flush(writer).await {
+                        return End::Write(error);
+                    }
+                    self.schedule_receipts();
+                }
                 Ok(Step::Continue) => dirty = true,
                 Ok(Step::Close(end)) => {
                     // Let the last response (unbind_resp) reach the peer before closing.

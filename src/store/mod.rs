@@ -8,6 +8,7 @@
 //! critical path at thousands of messages per second.
 
 pub mod embedded;
+pub mod group;
 mod memqueue;
 pub mod otp;
 pub mod redis;
@@ -22,6 +23,7 @@ use crate::model::{InboundRecord, Message, MessageId, Micros, PartialSubmit, Rec
 
 pub use self::redis::{RedisSettings, RedisStore, Role};
 pub use embedded::EmbeddedStore;
+pub use group::{GroupStore, GroupSummary};
 pub use otp::{Attempt, Budget, OtpRecord, OtpStatus, OtpStore};
 
 /// Why a store operation failed. Callers answer 503: the request may be
@@ -300,7 +302,9 @@ pub struct MaintenanceReport {
 /// [`WebhookStore`] for deliveries), and a feature that needs new state adds
 /// its own role trait. Every implementation passes the one conformance suite.
 #[async_trait]
-pub trait Store: MessageStore + KeyStore + InboundStore + WebhookStore + OtpStore {
+pub trait Store:
+    MessageStore + KeyStore + InboundStore + WebhookStore + OtpStore + GroupStore
+{
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -552,3 +552,39 @@ mod tests {
         assert_eq!(GSM_WIDTHS.width('😀'), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any text: analysis and splitting agree on encoding and parts,
+        /// and no part is over a segment's size.
+        #[test]
+        fn any_text_splits_as_analysed(body in any::<String>()) {
+            let analysed = analyse(&body);
+            match split(&body) {
+                Err(TextError::TooManySegments { segments }) => {
+                    prop_assert_eq!(segments, analysed.segments);
+                }
+                Ok(parts) => {
+                    prop_assert_eq!(parts.encoding, analysed.encoding);
+                    prop_assert_eq!(parts.parts.len() as u32, analysed.segments.max(1));
+                    for part in &parts.parts {
+                        prop_assert!(part.len() <= 160);
+                    }
+                }
+            }
+        }
+
+        /// GSM-heavy text (escapes included) stays GSM.
+        #[test]
+        fn gsm_text_is_gsm(body in "[a-zA-Z0-9 @£$¥èéùì\\n€\\[\\]{}~^|]{0,400}") {
+            prop_assert_eq!(analyse(&body).encoding, Encoding::Gsm7);
+        }
+    }
+}

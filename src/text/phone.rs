@@ -579,3 +579,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Any input is answered, never a panic; an accepted number is
+        /// `+` and digits and is accepted again as itself.
+        #[test]
+        fn any_input_parses_or_is_refused(input in any::<String>()) {
+            if let Ok(n) = parse_msisdn(&input, None) {
+                prop_assert!(n.as_str().starts_with('+'));
+                prop_assert!(n.as_str()[1..].bytes().all(|b| b.is_ascii_digit()));
+                prop_assert_eq!(parse_msisdn(n.as_str(), None).map(Msisdn::into_string), Ok(n.into_string()));
+            }
+        }
+
+        /// Plausible numbers, with and without a default region.
+        #[test]
+        fn number_like_input_round_trips(input in "\\+?[0-9 ()-]{1,20}") {
+            for region in [None, "GB".parse().ok()] {
+                if let Ok(n) = parse_msisdn(&input, region) {
+                    prop_assert_eq!(parse_msisdn(n.as_str(), None).map(Msisdn::into_string), Ok(n.into_string()));
+                }
+            }
+        }
+    }
+}

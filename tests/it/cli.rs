@@ -233,6 +233,10 @@ fn bench_with_tiny_counts_reports_every_scenario_as_json() {
             "2000",
             "--emergency-messages",
             "10",
+            "--otp-count",
+            "20",
+            "--otp-backlog",
+            "2000",
             "--json",
         ])
         .arg(&report)
@@ -280,6 +284,20 @@ fn bench_with_tiny_counts_reports_every_scenario_as_json() {
         assert!(
             backlog[field].as_u64().is_some_and(|n| n >= 2000),
             "{field}: {hol}"
+        );
+    }
+    // Every OTP was issued, verified (with a wrong code) and its SMS
+    // submitted, past the marketing backlog.
+    let otp = &by_name("otp")["otp"];
+    assert_eq!(otp["issued"], 20, "{otp}");
+    assert_eq!(otp["approved"], 0, "{otp}");
+    for field in ["issue_latency", "verify_latency", "issue_to_submit"] {
+        assert_eq!(otp[field]["samples"], 20, "{field}: {otp}");
+    }
+    for field in ["queued_before_first_otp", "queued_after_last_otp"] {
+        assert!(
+            otp[field].as_u64().is_some_and(|n| n >= 2000),
+            "{field}: {otp}"
         );
     }
 }

@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod dispatch;
 mod files;
+mod groups;
 mod inbound;
 mod interop;
 mod limits;

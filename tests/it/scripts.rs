@@ -563,6 +563,52 @@ async fn hot_reload_picks_up_good_edits_and_keeps_serving_through_broken_ones() 
     assert_eq!(connector_of(&app, &fixed).await, "uk");
 }
 
+/// `herald_script_reloads_total`: loads of the script directories so far.
+async fn reloads(app: &TestApp) -> u64 {
+    let metrics = app.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_script_reloads_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no reload counter in {metrics}"))
+}
+
+#[tokio::test]
+async fn an_idle_gateway_does_not_reload_and_one_edit_reloads_once() {
+    let app = spawn_with_scripts(
+        &[
+            ("scripts/route.rhai", r#"fn route(msg) { "uk" }"#),
+            OTP_TEMPLATES[0],
+        ],
+        TWO_CARRIERS,
+    )
+    .await;
+    // Traffic runs the scripts; the watcher reads them when it starts.
+    let first = app.send(json!({"to": number(16), "body": "idle"})).await;
+    assert_eq!(connector_of(&app, &first).await, "uk");
+    let at_rest = reloads(&app).await;
+    // Idle across many debounce periods (50 ms) and a rescan (2 s): reading
+    // the files must not count as changing them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        reloads(&app).await,
+        at_rest,
+        "reloaded while nothing changed"
+    );
+    write(&app, "scripts/route.rhai", r#"fn route(msg) { "us" }"#);
+    eventually_async(
+        Duration::from_secs(10),
+        "the edit is reloaded",
+        async || reloads(&app).await > at_rest,
+    )
+    .await;
+    // Long enough for a reload set off by its own reads to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(reloads(&app).await, at_rest + 1, "one edit, one reload");
+    let after = app.send(json!({"to": number(17), "body": "edited"})).await;
+    assert_eq!(connector_of(&app, &after).await, "us");
+}
+
 #[tokio::test]
 async fn templates_are_hot_reloaded_too() {
     let app = spawn_with_scripts(&[OTP_TEMPLATES[0]], "").await;

@@ -2,10 +2,10 @@
 //! 127.0.0.1:0) with an `smpp` connector to the in-process SMSC simulator.
 //! Faults are in `smpp_faults.rs`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use herald::smsc_sim::{SimConfig, SmscSim};
-use herald::testing::eventually_some;
+use herald::testing::{eventually, eventually_some};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -284,4 +284,64 @@ async fn on_inbound_sends_keywords_to_webhooks_replies_and_drops() {
     assert_eq!(r.status(), 422, "the dropped STOP opted the sender out");
     app.stop().await;
     sim.shutdown().await;
+}
+
+/// Messages queued before the bind comes up in [`submit_rate`].
+const PACE_MESSAGES: u32 = 3000;
+/// A small window: against an SMSC with Nagle on, a connector that does not
+/// refill its window at once moves one window per delayed-ACK timer (40 ms),
+/// so a small window turns that stall into an unmistakable collapse.
+const PACE_WINDOW: usize = 8;
+
+/// Submits per second from a gateway to a simulator that behaves like most
+/// SMSCs (`nagle`: Nagle on, one write per PDU) or not, from the first
+/// `submit_sm` to the last, with every message
+/// queued before the bind comes up (so the figure is the SMPP path's, not
+/// the HTTP side's).
+async fn submit_rate(nagle: bool) -> f64 {
+    let sim = start_sim(SimConfig {
+        nagle,
+        dlr_delay: Duration::from_millis(10),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_refuse_binds(true);
+    let app = TestApp::spawn_with(&gateway_config(
+        sim.local_addr().port(),
+        &format!("window = {PACE_WINDOW}"),
+    ))
+    .await;
+    for first in (0..PACE_MESSAGES).step_by(100) {
+        let messages: Vec<Value> = (first..first + 100)
+            .map(|n| json!({"to": number(n), "body": format!("pace {n}")}))
+            .collect();
+        let r = app
+            .post("/v1/messages/batch", &json!({ "messages": messages }))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    sim.set_refuse_binds(false);
+    eventually(Duration::from_secs(60), "every message submitted", || {
+        sim.stats().submits >= u64::from(PACE_MESSAGES)
+    })
+    .await;
+    // The simulator's own arrival times: no polling delay in the figure.
+    let arrivals: Vec<SystemTime> = sim.submitted().iter().map(|s| s.received_at).collect();
+    let first = arrivals.iter().min().expect("submits");
+    let last = arrivals.iter().max().expect("submits");
+    let elapsed = last.duration_since(*first).unwrap_or_default();
+    app.stop().await;
+    sim.shutdown().await;
+    f64::from(PACE_MESSAGES - 1) / elapsed.as_secs_f64().max(1e-6)
+}
+
+#[tokio::test]
+async fn an_smsc_that_leaves_nagle_on_gets_submits_as_fast_as_one_that_does_not() {
+    let nodelay = submit_rate(false).await;
+    let nagle = submit_rate(true).await;
+    eprintln!("submit_sm/s: {nodelay:.0} with TCP_NODELAY, {nagle:.0} with Nagle on");
+    assert!(
+        nagle >= 0.5 * nodelay,
+        "Nagle on: {nagle:.0} submit_sm/s, TCP_NODELAY: {nodelay:.0}/s"
+    );
 }

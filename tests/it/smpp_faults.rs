@@ -1,8 +1,9 @@
 //! Fault tests of the SMPP path end to end: a real gateway (HTTP on
 //! 127.0.0.1:0) with an `smpp` connector talking TCP to the in-process SMSC
 //! simulator, which is told to misbehave: throttling storms, connections
-//! reset mid-window, a restart, slow receipts, refused binds, and a carrier
-//! that stays down while the route has another.
+//! reset mid-window, a restart, an outage (how soon submits resume), slow
+//! receipts, refused binds, and a carrier that stays down while the route
+//! has another.
 //!
 //! Every test checks the same contract (README, Delivery guarantee): each accepted message
 //! reaches an SMSC at least once, none is lost, and resubmissions stay within
@@ -309,6 +310,50 @@ async fn an_smsc_restart_loses_nothing() {
     let mut both = before;
     both.extend(second.submitted());
     assert_reached_once(&sent, both, WINDOW);
+    app.stop().await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_an_outage_the_first_submit_follows_the_smsc_within_a_second() {
+    let first = start_sim(sim_config(5)).await;
+    let addr = first.local_addr();
+    // The connector's own reconnect schedule, not the quick one of the
+    // other tests: its defaults are what this checks.
+    let app = TestApp::spawn_with(&format!(
+        "{DISPATCH}[[connectors]]\nname = \"carrier\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\n\
+         port = {}\nsystem_id = \"herald\"\npassword = \"pw\"\nwindow = {WINDOW}\n",
+        addr.port()
+    ))
+    .await;
+    let before = send(&app, 0, 50).await;
+    // Nothing in flight when the SMSC goes: every duplicate below would be
+    // the reconnect's doing.
+    settle(&app, &before, &["submitted", "delivered"]).await;
+    let first_log = first.handle();
+    first.shutdown().await;
+    let during = send(&app, 50, 50).await;
+    // The outage: long enough for the reconnect delays to reach their cap.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = start_sim_on(addr, sim_config(5)).await;
+    let back = tokio::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "a submit after the SMSC is back",
+        || second.stats().submits > 0,
+    )
+    .await;
+    let gap = back.elapsed();
+    assert!(
+        gap <= Duration::from_secs(1),
+        "first submit {gap:?} after the SMSC accepted binds again"
+    );
+    settle(&app, &during, &["submitted", "delivered"]).await;
+    let mut all = before;
+    all.extend(during);
+    let mut submitted = first_log.submitted();
+    submitted.extend(second.submitted());
+    assert_reached_once(&all, submitted, 0);
     app.stop().await;
     second.shutdown().await;
 }

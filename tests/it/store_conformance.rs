@@ -212,6 +212,8 @@ macro_rules! conformance {
             #[tokio::test] async fn inbound_messages_page_in_order_and_apply_keywords() { super::inbound_messages_page_in_order_and_apply_keywords(&super::$factory()).await }
             #[tokio::test] async fn final_messages_with_a_callback_queue_a_webhook() { super::final_messages_with_a_callback_queue_a_webhook(&super::$factory()).await }
             #[tokio::test] async fn webhook_claims_lapse_and_retries_wait() { super::webhook_claims_lapse_and_retries_wait(&super::$factory()).await }
+            #[tokio::test] async fn groups_are_replaced_whole_and_page_in_order() { super::groups_are_replaced_whole_and_page_in_order(&super::$factory()).await }
+            #[tokio::test] async fn a_sealed_text_is_dropped_once_submitted() { super::a_sealed_text_is_dropped_once_submitted(&super::$factory()).await }
             #[tokio::test] async fn otps_are_put_read_back_and_indexed_as_pending() { super::otps_are_put_read_back_and_indexed_as_pending(&super::$factory()).await }
             #[tokio::test] async fn a_new_otp_cancels_the_pending_one() { super::a_new_otp_cancels_the_pending_one(&super::$factory()).await }
             #[tokio::test] async fn wrong_codes_run_down_to_max_attempts_then_nothing_approves() { super::wrong_codes_run_down_to_max_attempts_then_nothing_approves(&super::$factory()).await }
@@ -1850,5 +1852,96 @@ async fn retention_purges_finished_records_and_never_pending_work(f: &dyn StoreF
         .expect("receipt");
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0].id, ms[1].id);
+    store.close().await;
+}
+
+async fn groups_are_replaced_whole_and_page_in_order(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let members: Vec<String> = (0..2500).map(|n| format!("+4474001{n:05}")).collect();
+    let g = store
+        .replace_group("north", members.clone(), 1_000)
+        .await
+        .expect("replace");
+    assert_eq!((g.count, g.updated_at), (2500, 1_000));
+    store
+        .replace_group("south", vec!["+447800123456".into()], 2_000)
+        .await
+        .expect("replace");
+    let all = store.groups().await.expect("groups");
+    let names: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["north", "south"]);
+    // Pages in order, exclusive of `after`, covering every member once.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .group_members("north", after.as_deref(), 1000)
+            .await
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(seen, members);
+    // A replace leaves only the new list; an empty one empties the group.
+    let g = store
+        .replace_group("north", vec!["+447400100001".into()], 3_000)
+        .await
+        .expect("replace");
+    assert_eq!(g.count, 1);
+    assert_eq!(
+        store.group_members("north", None, 10).await.expect("page"),
+        ["+447400100001"]
+    );
+    store
+        .replace_group("north", Vec::new(), 4_000)
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.group("north").await.expect("group").map(|g| g.count),
+        Some(0)
+    );
+    assert!(
+        store
+            .group_members("north", None, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert!(store.delete_group("north").await.expect("delete"));
+    assert!(!store.delete_group("north").await.expect("delete"));
+    assert!(store.group("north").await.expect("group").is_none());
+    assert_eq!(store.groups().await.expect("groups").len(), 1);
+    store.close().await;
+}
+
+async fn a_sealed_text_is_dropped_once_submitted(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let mut m = message("a", Class::Otp, 1);
+    m.body = "Your code is ******".into();
+    m.sealed_body = Some("00ff".into());
+    let m = admit(&*store, vec![m]).await.remove(0);
+    let queued = store.message(m.id).await.expect("read").expect("found");
+    assert_eq!(
+        queued.sealed_body.as_deref(),
+        Some("00ff"),
+        "kept while queued"
+    );
+    let claimed = store.claim("a", 10).await.expect("claim");
+    assert_eq!(
+        claimed[0].sealed_body.as_deref(),
+        Some("00ff"),
+        "the claim carries it"
+    );
+    store
+        .record(vec![submitted(&m, "s1")])
+        .await
+        .expect("record");
+    let sent = store.message(m.id).await.expect("read").expect("found");
+    assert_eq!(sent.status, Status::Submitted);
+    assert_eq!(sent.sealed_body, None, "dropped at submit");
+    assert_eq!(sent.body, "Your code is ******");
     store.close().await;
 }

@@ -286,3 +286,45 @@ mod tests {
         assert_eq!(part.from, "+447700900123");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use rusmpp::types::{COctetString, OctetString};
+    use rusmpp::values::EsmClass;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any receipt body is read: a receipt or unreadable, never a panic.
+        #[test]
+        fn any_receipt_text_is_read(body in proptest::collection::vec(any::<u8>(), 0..255)) {
+            let Ok(short) = OctetString::from_vec(body) else { return Ok(()); };
+            let pdu = DeliverSm::builder()
+                .source_addr(COctetString::from_string("447700900123".into()).expect("addr"))
+                .destination_addr(COctetString::from_string("Herald".into()).expect("addr"))
+                .esm_class(EsmClass::from(0x04))
+                .short_message(short)
+                .build();
+            let _ = read(&pdu);
+        }
+
+        /// Receipt-shaped text with any id and stat: a well-formed id is
+        /// read back as sent.
+        #[test]
+        fn receipt_ids_round_trip(id in "[0-9A-Za-z]{1,40}", stat in "[A-Z]{0,8}", junk in "[ -~]{0,40}") {
+            let text = format!("id:{id} sub:001 dlvrd:001 submit date:2511251633 done date:2511251633 stat:{stat} err:000 text:{junk}");
+            let pdu = DeliverSm::builder()
+                .source_addr(COctetString::from_string("447700900123".into()).expect("addr"))
+                .destination_addr(COctetString::from_string("Herald".into()).expect("addr"))
+                .esm_class(EsmClass::from(0x04))
+                .short_message(OctetString::from_string(text).expect("text"))
+                .build();
+            if let Delivery::Receipt(r) = read(&pdu) {
+                prop_assert_eq!(r.smsc_id, id);
+            }
+        }
+    }
+}

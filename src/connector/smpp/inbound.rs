@@ -487,3 +487,71 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use rusmpp::pdus::DeliverSm;
+    use rusmpp::types::{COctetString, OctetString};
+    use rusmpp::values::EsmClass;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever bytes and header flags an SMSC sends, a part is read.
+        #[test]
+        fn any_deliver_sm_body_is_read(body in proptest::collection::vec(any::<u8>(), 0..255), esm in any::<u8>(), dcs in any::<u8>()) {
+            let Ok(short) = OctetString::from_vec(body) else { return Ok(()); };
+            let pdu = DeliverSm::builder()
+                .source_addr(COctetString::from_string("447700900123".into()).expect("addr"))
+                .destination_addr(COctetString::from_string("12345".into()).expect("addr"))
+                .esm_class(EsmClass::from(esm))
+                .data_coding(dcs.into())
+                .short_message(short)
+                .build();
+            let _ = part(&pdu, None);
+        }
+
+        /// Any text, split as Herald sends it, decodes back to itself.
+        #[test]
+        fn split_parts_decode_back(body in any::<String>().prop_filter("at most 10 parts", |b| crate::text::analyse(b).segments <= 10)) {
+            let split = crate::text::split(&body).expect("split");
+            let dcs = match split.encoding {
+                crate::text::Encoding::Gsm7 => 0,
+                crate::text::Encoding::Ucs2 => 8,
+            };
+            let joined: String = split.parts.iter().map(|p| decode(dcs, p)).collect();
+            prop_assert_eq!(joined, body);
+        }
+
+        /// Parts in any order, each at most once, join into the message.
+        #[test]
+        fn parts_in_any_order_join(texts in proptest::collection::vec("[a-z]{0,20}", 1..8), seed in any::<u64>(), reference in any::<u16>()) {
+            let total = texts.len() as u8;
+            let mut order: Vec<usize> = (0..texts.len()).collect();
+            // A seeded shuffle: the order is part of the case.
+            let mut x = seed | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut r = Reassembler::default();
+            let now = Instant::now();
+            let mut done = None;
+            for i in order {
+                let added = r.add(MoPart {
+                    from: "+447700900123".into(),
+                    to: "12345".into(),
+                    text: texts[i].clone(),
+                    concat: Some(Concat { reference, total, seq: i as u8 + 1 }),
+                }, now);
+                if let Some(j) = added.done { done = Some(j); }
+            }
+            let joined = done.expect("joined");
+            prop_assert!(joined.complete);
+            prop_assert_eq!(joined.text, texts.concat());
+        }
+    }
+}

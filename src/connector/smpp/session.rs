@@ -3,6 +3,12 @@
 //! reconnect after an exponential, jittered delay — until the connector stops,
 //! when it unbinds politely.
 //!
+//! Two delay schedules: while the SMSC cannot be reached (or drops the link)
+//! retries start at `reconnect_min` and stay within `reconnect_max` (short by
+//! default), so submits resume within about that long once it is back; a bind
+//! the SMSC refuses backs off from `reconnect_max` up to [`REFUSED_MAX`], as
+//! asking again at once will not change its answer.
+//!
 //! Inbound `deliver_sm` become [`ConnectorEvent`]s; each is answered with
 //! `deliver_sm_resp` only once the gateway reports (through the event's
 //! [`Ack`]) that the receipt or inbound message is committed to the store,
@@ -53,6 +59,9 @@ const STABLE: Duration = Duration::from_secs(10);
 const INBOUND_SWEEP: Duration = Duration::from_secs(5);
 /// Longest wait for `unbind_resp` on shutdown.
 const UNBIND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between binds the SMSC refuses (credentials, an address it
+/// does not allow): some SMSCs lock an account that keeps trying.
+const REFUSED_MAX: Duration = Duration::from_secs(30);
 
 /// Why a bind attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,16 +99,19 @@ pub struct Session {
 impl Session {
     /// Keeps the bind up until the connector stops.
     pub async fn run(self) {
-        let mut backoff = Backoff::new(self.settings.reconnect_min, self.settings.reconnect_max);
+        let (min, max) = (self.settings.reconnect_min, self.settings.reconnect_max);
+        let mut backoff = Backoff::new(min, max);
+        let mut refused = Backoff::new(max, REFUSED_MAX.max(max));
         while !self.stop.is_cancelled() {
             let attempt = tokio::select! {
                 () = self.stop.cancelled() => break,
                 attempt = self.bind() => attempt,
             };
-            match attempt {
+            let delay = match attempt {
                 Ok((client, events)) => {
                     let since = Instant::now();
-                    info!(failures = backoff.failures(), "bound");
+                    info!(failures = backoff.failures() + refused.failures(), "bound");
+                    refused.reset();
                     let rebind = self.slot.set_client(Some(client.clone()));
                     let end = self.serve(&client, events, &rebind).await;
                     self.slot.set_client(None);
@@ -122,18 +134,24 @@ impl Session {
                     if since.elapsed() >= STABLE {
                         backoff.reset();
                     }
+                    backoff.next_delay()
                 }
                 Err(error) => {
                     // Refusals are the operator's business (credentials, IP
                     // allow-lists): loud after a few, but never give up.
-                    if backoff.failures() >= 3 {
-                        warn!(%error, failures = backoff.failures() + 1, "bind attempt failed");
+                    let failures = backoff.failures() + refused.failures();
+                    if failures >= 3 {
+                        warn!(%error, failures = failures + 1, "bind attempt failed");
                     } else {
                         info!(%error, "bind attempt failed");
                     }
+                    if matches!(error, BindError::Refused(_)) {
+                        refused.next_delay()
+                    } else {
+                        backoff.next_delay()
+                    }
                 }
-            }
-            let delay = backoff.next_delay();
+            };
             debug!(?delay, "next bind attempt");
             tokio::select! {
                 () = self.stop.cancelled() => break,

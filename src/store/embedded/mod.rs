@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::memqueue::{Ready, ReadyQueues, Slot};
 
+mod groups;
 mod keys;
 mod otp;
 use super::{
@@ -217,6 +218,7 @@ impl EmbeddedStore {
             tx.open_table(IDEMPOTENCY_AGE).map_err(io)?;
             keys::create_tables(&tx)?;
             otp::create_tables(&tx)?;
+            groups::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;

@@ -21,6 +21,7 @@
 
 mod decode;
 pub mod durability;
+mod groups;
 mod lua;
 mod otp;
 
