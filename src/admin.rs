@@ -30,6 +30,9 @@ pub enum AdminRequest {
     ApiKeyCreate {
         name: String,
         scopes: String,
+        /// Comma-separated sender-id patterns (empty: the default sender).
+        #[serde(default)]
+        senders: String,
     },
     ApiKeyList,
     ApiKeyRevoke {
@@ -69,24 +72,32 @@ pub async fn execute(store: &dyn Store, req: &AdminRequest) -> AdminResponse {
 
 async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
     match req {
-        AdminRequest::ApiKeyCreate { name, scopes } => {
-            auth::create_api_key(store, name, scopes).await
-        }
+        AdminRequest::ApiKeyCreate {
+            name,
+            scopes,
+            senders,
+        } => auth::create_api_key(store, name, scopes, senders).await,
         AdminRequest::ApiKeyList => {
             let mut keys = store.api_keys().await.map_err(|e| e.to_string())?;
             keys.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut out = String::from("NAME\tSCOPES\tCREATED\tSTATUS\n");
+            let mut out = String::from("NAME\tSCOPES\tCREATED\tSTATUS\tSENDERS\n");
             for k in keys {
                 let status = match k.revoked_at {
                     Some(t) => format!("revoked {}", format_micros(t)),
                     None => "active".to_string(),
                 };
+                let senders = if k.senders.is_empty() {
+                    "(default)".to_string()
+                } else {
+                    k.senders.join(",")
+                };
                 out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\t{}\n",
                     k.name,
                     k.scopes.join(","),
                     format_micros(k.created_at),
-                    status
+                    status,
+                    senders
                 ));
             }
             Ok(out.trim_end().to_string())

@@ -152,6 +152,8 @@ pub struct Admitter {
     sealer: Option<Arc<Sealer>>,
     /// Where callbacks may go: literal inside addresses are refused here.
     destinations: DestinationPolicy,
+    /// Sender ids only `broadcast` keys may use.
+    reserved_senders: crate::senders::SenderPatterns,
 }
 
 impl Admitter {
@@ -178,6 +180,7 @@ impl Admitter {
             // Config validation has checked the allowlist.
             destinations: DestinationPolicy::new(&config.webhooks.allow_destinations)
                 .unwrap_or_default(),
+            reserved_senders: config.reserved_senders(),
         }
     }
 
@@ -218,6 +221,9 @@ impl Admitter {
         let encoded = text::analyse(sealed.as_deref().unwrap_or(&body));
         self.check_length(&encoded, "`body`")?;
         let from = req.from.map(validate_sender).transpose()?;
+        if let Some(from) = &from {
+            crate::senders::check(who, from, &self.reserved_senders)?;
+        }
         let idempotency_key = req
             .idempotency_key
             .map(validate_idempotency_key)
@@ -325,7 +331,7 @@ impl Admitter {
             attempts: 0,
             seq: 0,
             callback_url,
-            owner: who.name.clone(),
+            owner: who.owner.clone(),
             idempotency_key: idempotency_key.clone(),
             tags: msg.tags,
             // Only a deferral into the future holds the message.
@@ -335,10 +341,10 @@ impl Admitter {
         };
         let limit = self.limits.for_class(class);
         Ok(NewMessage {
-            idempotency: idempotency_key.map(|k| (who.name.clone(), k)),
+            idempotency: idempotency_key.map(|k| (who.owner.clone(), k)),
             limit,
             // One application cannot use up another's OTPs for a number.
-            limit_scope: (class == Class::Otp).then(|| who.name.clone()),
+            limit_scope: (class == Class::Otp).then(|| who.owner.clone()),
             refuse_if_opted_out: class == Class::Marketing,
             not_before,
             message,

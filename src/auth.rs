@@ -18,6 +18,16 @@
 //! can never become right (secrets are random per key), so the only cost of
 //! the negative cache is memory, which is bounded.
 //!
+//! Distinct wrong secrets for one key id (guessing, or a flood aimed at the
+//! verify slots) are throttled per id: after [`FAIL_BURST`] wrong secrets
+//! within [`FAIL_WINDOW`], that id gets one verification per
+//! [`FAIL_SPACING`] and the rest are refused without hashing, so the slots
+//! stay free for other keys.
+//!
+//! A revocation reaches every node within [`REVOCATION_CHECK`]: the store
+//! counts revocations, the count is read at most that often, and a change
+//! drops every cached verification.
+//!
 //! `herald_auth_verifies_total{code="ok"|"wrong"}` counts the argon2 runs.
 
 use std::collections::HashMap;
@@ -35,8 +45,17 @@ use crate::model::now_micros;
 use crate::store::{ApiKeyRecord, KeyStore, StoreError};
 
 /// How long a verified token is trusted without asking the store again
-/// (also how long a revocation may take to reach a running server).
+/// (unless a revocation is seen first).
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How often the store's revocation count is read: the longest a revoked
+/// key keeps working on any node (plus one store round trip).
+pub const REVOCATION_CHECK: Duration = Duration::from_millis(250);
+/// Wrong secrets for one key id before it is throttled.
+pub const FAIL_BURST: u32 = 5;
+/// How long wrong secrets count against a key id.
+pub const FAIL_WINDOW: Duration = Duration::from_secs(60);
+/// A throttled key id gets one verification per this.
+pub const FAIL_SPACING: Duration = Duration::from_secs(1);
 const MAX_CACHED: usize = 10_000;
 const MAX_CONCURRENT_VERIFIES: usize = 2;
 /// How long a token that failed verification is refused from memory.
@@ -123,8 +142,16 @@ impl Scopes {
 /// for an internal sender (see [`Principal::internal`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The key's name (for logs and the CLI).
     pub name: String,
+    /// Who owns what this principal creates (messages, idempotency keys,
+    /// OTPs, budgets): an API key's id, which is never reused, so a new key
+    /// given a revoked key's name inherits nothing of it; an internal
+    /// sender's name.
+    pub owner: String,
     pub scopes: Scopes,
+    /// The sender ids it may put in `from` (see [`crate::senders`]).
+    pub senders: crate::senders::Senders,
 }
 
 /// A principal lacks the scope an operation needs.
@@ -138,6 +165,8 @@ impl Principal {
     pub fn internal(name: &str, scopes: &[Scope]) -> Principal {
         Principal {
             name: name.to_string(),
+            owner: name.to_string(),
+            senders: crate::senders::Senders::Any,
             scopes: Scopes(scopes.iter().fold(0, |bits, s| bits | s.bit())),
         }
     }
@@ -182,6 +211,20 @@ struct Cached {
     verified: Instant,
 }
 
+/// Wrong secrets seen for one key id.
+struct Failures {
+    count: u32,
+    since: Instant,
+    last_verify: Instant,
+}
+
+/// The last revocation count read, and when.
+#[derive(Default)]
+struct Revocations {
+    seen: Option<u64>,
+    checked: Option<Instant>,
+}
+
 /// Verifies Bearer tokens against the store, with a digest cache of good
 /// tokens and one of wrong ones.
 pub struct Authenticator {
@@ -190,6 +233,9 @@ pub struct Authenticator {
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     /// Digests of tokens whose secret failed verification, and when.
     failed: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Wrong secrets per key id (see [`FAIL_BURST`]).
+    failures: Mutex<HashMap<String, Failures>>,
+    revocations: tokio::sync::Mutex<Revocations>,
     verifies: Semaphore,
 }
 
@@ -200,7 +246,74 @@ impl Authenticator {
             metrics,
             cache: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            revocations: tokio::sync::Mutex::new(Revocations::default()),
             verifies: Semaphore::new(MAX_CONCURRENT_VERIFIES),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+        // Entries are replaced whole: a poisoned map is still consistent.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether key `id` may have a secret verified now; a throttled id
+    /// gets one verification per [`FAIL_SPACING`].
+    fn may_verify(&self, id: &str) -> bool {
+        let mut failures = self.failures();
+        let Some(f) = failures.get_mut(id) else {
+            return true;
+        };
+        if f.since.elapsed() >= FAIL_WINDOW {
+            failures.remove(id);
+            return true;
+        }
+        if f.count < FAIL_BURST {
+            return true;
+        }
+        if f.last_verify.elapsed() >= FAIL_SPACING {
+            f.last_verify = Instant::now();
+            return true;
+        }
+        false
+    }
+
+    fn note_wrong_secret(&self, id: &str) {
+        let mut failures = self.failures();
+        if failures.len() >= MAX_FAILED && !failures.contains_key(id) {
+            failures.retain(|_, f| f.since.elapsed() < FAIL_WINDOW);
+            if failures.len() >= MAX_FAILED {
+                failures.clear();
+            }
+        }
+        let now = Instant::now();
+        let f = failures.entry(id.to_string()).or_insert(Failures {
+            count: 0,
+            since: now,
+            last_verify: now,
+        });
+        f.count += 1;
+    }
+
+    /// Drops every cached verification when the store counted a revocation
+    /// since the last look (at most every [`REVOCATION_CHECK`]; one caller
+    /// looks, the others go on). A store that cannot be read keeps the
+    /// cache: the keys it holds were valid at their last check.
+    async fn check_revocations(&self) {
+        let Ok(mut r) = self.revocations.try_lock() else {
+            return;
+        };
+        if r.checked.is_some_and(|t| t.elapsed() < REVOCATION_CHECK) {
+            return;
+        }
+        r.checked = Some(Instant::now());
+        if let Ok(n) = self.store.revocations().await {
+            if r.seen.is_some_and(|seen| seen != n) {
+                self.cache().clear();
+            }
+            r.seen = Some(n);
         }
     }
 
@@ -248,6 +361,7 @@ impl Authenticator {
     /// [`AuthError::Unauthorized`] for unknown, revoked or wrong tokens,
     /// [`AuthError::Store`] when the store is down.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.check_revocations().await;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cache().get(&digest)
             && hit.verified.elapsed() < CACHE_TTL
@@ -264,6 +378,9 @@ impl Authenticator {
             .await?
             .filter(|r| r.revoked_at.is_none())
             .ok_or(AuthError::Unauthorized)?;
+        if !self.may_verify(id) {
+            return Err(AuthError::Unauthorized);
+        }
         let _permit = self
             .verifies
             .acquire()
@@ -272,6 +389,11 @@ impl Authenticator {
         // Requests with the same token that queued behind the one verifying
         // it take its answer instead of verifying again.
         if self.recently_failed(&digest) {
+            return Err(AuthError::Unauthorized);
+        }
+        // Checked again in turn: guesses that queued together must not all
+        // pass the check made before any of them failed.
+        if !self.may_verify(id) {
             return Err(AuthError::Unauthorized);
         }
         if let Some(hit) = self.cache().get(&digest)
@@ -289,12 +411,17 @@ impl Authenticator {
         self.metrics.auth_verify(if ok { "ok" } else { "wrong" });
         if !ok {
             self.remember_failure(digest);
+            self.note_wrong_secret(id);
             return Err(AuthError::Unauthorized);
         }
         let scopes = Scopes::parse(&record.scopes.join(",")).map_err(AuthError::Internal)?;
+        let senders =
+            crate::senders::SenderPatterns::parse(&record.senders).map_err(AuthError::Internal)?;
         let principal = Principal {
             name: record.name,
+            owner: record.id,
             scopes,
+            senders: crate::senders::Senders::Only(senders),
         };
         let mut cache = self.cache();
         if cache.len() >= MAX_CACHED {
@@ -362,7 +489,11 @@ pub fn random_hex(bytes: usize) -> Result<String, String> {
 ///
 /// # Errors
 /// Bad name or scopes, or RNG/hash failure.
-pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), String> {
+pub fn new_api_key(
+    name: &str,
+    scopes: &str,
+    senders: &str,
+) -> Result<(String, ApiKeyRecord), String> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -372,6 +503,12 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
         return Err("name must be 1 to 64 letters, digits, '-', '_' or '.'".into());
     }
     let scopes = Scopes::parse(scopes)?;
+    let senders: Vec<&str> = senders
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let senders = crate::senders::SenderPatterns::parse(&senders)?;
     let id = random_hex(8)?;
     let secret = random_hex(32)?;
     let record = ApiKeyRecord {
@@ -382,6 +519,7 @@ pub fn new_api_key(name: &str, scopes: &str) -> Result<(String, ApiKeyRecord), S
         created_at: now_micros(),
         revoked_at: None,
         webhook_secret: Some(crate::webhook::signature::new_secret()?),
+        senders: senders.as_slice().to_vec(),
     };
     Ok((format!("hk_{id}_{secret}"), record))
 }
@@ -395,11 +533,13 @@ pub async fn create_api_key(
     store: &dyn KeyStore,
     name: &str,
     scopes: &str,
+    senders: &str,
 ) -> Result<String, String> {
-    let (name, scopes) = (name.to_string(), scopes.to_string());
-    let (token, record) = tokio::task::spawn_blocking(move || new_api_key(&name, &scopes))
-        .await
-        .map_err(|e| e.to_string())??;
+    let (name, scopes, senders) = (name.to_string(), scopes.to_string(), senders.to_string());
+    let (token, record) =
+        tokio::task::spawn_blocking(move || new_api_key(&name, &scopes, &senders))
+            .await
+            .map_err(|e| e.to_string())??;
     let name = record.name.clone();
     let webhook_secret = record.webhook_secret.clone().unwrap_or_default();
     match store.create_api_key(record).await {
@@ -431,7 +571,7 @@ mod tests {
 
     #[test]
     fn new_key_verifies_and_others_do_not() {
-        let (token, record) = new_api_key("app", "send").expect("key");
+        let (token, record) = new_api_key("app", "send", "").expect("key");
         let (id, secret) = split_token(&token).expect("shape");
         assert_eq!(id, record.id);
         assert!(verify_secret(secret, &record.hash));

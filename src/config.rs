@@ -59,6 +59,8 @@ pub struct Config {
     pub inbound: InboundConfig,
     pub webhooks: WebhooksConfig,
     pub otp: crate::otp::config::OtpConfig,
+    pub retention: RetentionConfig,
+    pub senders: SendersConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,67 @@ impl Default for Config {
             inbound: InboundConfig::default(),
             webhooks: WebhooksConfig::default(),
             otp: crate::otp::config::OtpConfig::default(),
+            retention: RetentionConfig::default(),
+            senders: SendersConfig::default(),
+        }
+    }
+}
+
+/// `[senders]`: sender ids no ordinary key may use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendersConfig {
+    /// Patterns (`*` wildcard, any case) of sender ids only keys with the
+    /// `broadcast` scope may use, e.g. public-warning names.
+    pub reserved: Vec<String>,
+}
+
+impl Config {
+    /// The reserved sender ids (validated at load).
+    pub fn reserved_senders(&self) -> crate::senders::SenderPatterns {
+        crate::senders::SenderPatterns::parse(&self.senders.reserved).unwrap_or_default()
+    }
+}
+
+/// `[retention]`: how long finished records are kept. A record with work
+/// still pending (queued, waiting for a receipt, a webhook to deliver) is
+/// kept whatever its age.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Final messages and their carrier-id links, counted from their final
+    /// status (or their status webhook's delivery). At least
+    /// `messages.idempotency_ttl`, so a key never outlives its message.
+    #[serde(with = "humantime_serde")]
+    pub messages: Duration,
+    /// Inbound messages, counted from their arrival.
+    #[serde(with = "humantime_serde")]
+    pub inbound: Duration,
+    /// Delivery receipts that matched no submit, counted from their arrival.
+    #[serde(with = "humantime_serde")]
+    pub receipts: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        use crate::store::Retention;
+        RetentionConfig {
+            messages: Retention::DEFAULT_MESSAGES,
+            inbound: Retention::DEFAULT_INBOUND,
+            receipts: Retention::DEFAULT_RECEIPTS,
+        }
+    }
+}
+
+impl Config {
+    /// What store maintenance keeps, from `[retention]` and
+    /// `messages.idempotency_ttl`.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            idempotency: self.messages.idempotency_ttl,
+            messages: self.retention.messages,
+            inbound: self.retention.inbound,
+            receipts: self.retention.receipts,
         }
     }
 }
@@ -156,6 +219,29 @@ pub struct StoreConfig {
     /// the other nodes.
     #[serde(with = "humantime_serde")]
     pub lease_timeout: Duration,
+    /// How much loss of acknowledged messages the operator accepts from
+    /// Redis; checked against its `appendonly`/`appendfsync` at start.
+    pub redis_durability: RedisDurability,
+}
+
+/// What Redis must guarantee before a node serves: a 202 promises the
+/// message is stored, and on Redis that promise is only as good as its
+/// append-only file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisDurability {
+    /// `appendonly yes` and `appendfsync always`: nothing acknowledged is
+    /// lost even if Redis or its host crashes.
+    #[default]
+    Always,
+    /// `appendonly yes` and `appendfsync everysec` (or `always`): a crash of
+    /// Redis or its host may lose about the last second of acknowledged
+    /// messages; a clean restart loses nothing.
+    Everysec,
+    /// Nothing is required (no persistence, or a Redis whose `CONFIG` is
+    /// disabled and whose durability the operator vouches for): what the
+    /// check finds is only logged.
+    AcceptLoss,
 }
 
 impl Default for StoreConfig {
@@ -168,6 +254,7 @@ impl Default for StoreConfig {
             prefix: "herald".into(),
             node_id: None,
             lease_timeout: Duration::from_secs(10),
+            redis_durability: RedisDurability::default(),
         }
     }
 }
@@ -1080,6 +1167,23 @@ impl Config {
         self.otp
             .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        crate::senders::SenderPatterns::parse(&self.senders.reserved)
+            .map_err(|problem| invalid("senders.reserved", problem))?;
+        if self.retention.messages < self.messages.idempotency_ttl {
+            return Err(invalid(
+                "retention.messages",
+                "must be at least messages.idempotency_ttl (a key must not outlive its message)",
+            ));
+        }
+        for (key, d) in [
+            ("retention.messages", self.retention.messages),
+            ("retention.inbound", self.retention.inbound),
+            ("retention.receipts", self.retention.receipts),
+        ] {
+            if d < Duration::from_secs(60) {
+                return Err(invalid(key, "must be at least 1m"));
+            }
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -1784,6 +1888,19 @@ mod tests {
             let err = Config::from_toml(&format!("{base}{extra}")).unwrap_err();
             assert!(err.to_string().contains(key), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn retention_is_read_and_may_not_drop_messages_before_their_idempotency_keys() {
+        let c =
+            Config::from_toml("[retention]\nmessages = \"40d\"\ninbound = \"2d\"").expect("config");
+        let r = c.retention();
+        assert_eq!(r.messages, Duration::from_secs(40 * 86_400));
+        assert_eq!(r.inbound, Duration::from_secs(2 * 86_400));
+        assert_eq!(r.receipts, Duration::from_secs(3600));
+        assert_eq!(r.idempotency, c.messages.idempotency_ttl);
+        let err = Config::from_toml("[retention]\nmessages = \"1h\"").unwrap_err();
+        assert!(err.to_string().contains("retention.messages"), "{err}");
     }
 
     #[test]

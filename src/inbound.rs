@@ -198,3 +198,50 @@ async fn store_inbound(
         }
     }
 }
+
+/// Most stored inbound messages one page request reads while looking for
+/// the caller's own (a page may come back short, with `next_after` set).
+const MOST_SCANNED: usize = 10_000;
+
+/// A page of the inbound messages `who` may see, after `after` in arrival
+/// order, and the cursor for the next page (`None` on the last).
+///
+/// Who sees what: an inbound message belongs to whoever may send as the
+/// number or short code it was sent to ([`crate::senders::may_read_inbound`]),
+/// so replies reach the tenant that sent from that number and no other.
+///
+/// # Errors
+/// The store's.
+pub async fn page_for(
+    store: &dyn InboundStore,
+    who: &Principal,
+    after: Option<MessageId>,
+    limit: usize,
+) -> Result<(Vec<InboundRecord>, Option<MessageId>), StoreError> {
+    let batch = (limit + 1).clamp(100, 1000);
+    let mut cursor = after;
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let records = store.inbound(cursor, batch).await?;
+        let last_batch = records.len() < batch;
+        for r in records {
+            scanned += 1;
+            cursor = Some(r.id);
+            if crate::senders::may_read_inbound(who, &r.to) {
+                if items.len() == limit {
+                    // One more exists: the page ends at the previous item.
+                    let next = items.last().map(|i: &InboundRecord| i.id);
+                    return Ok((items, next));
+                }
+                items.push(r);
+            }
+        }
+        if last_batch {
+            return Ok((items, None));
+        }
+        if scanned >= MOST_SCANNED {
+            return Ok((items, cursor));
+        }
+    }
+}

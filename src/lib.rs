@@ -62,6 +62,7 @@ pub mod otp;
 pub mod recorder;
 pub mod script;
 pub mod seal;
+pub mod senders;
 pub mod server;
 pub mod smsc_sim;
 pub mod store;

@@ -94,6 +94,11 @@ enum ApikeyAction {
         /// Comma-separated: send, otp, broadcast, admin; or all.
         #[arg(long)]
         scopes: String,
+        /// Comma-separated sender ids this key may put in `from`; `*` is a
+        /// wildcard (e.g. `SHOP*,+4479111*`). Default: none, only the
+        /// default sender (`from` left out).
+        #[arg(long, default_value = "")]
+        senders: String,
     },
     /// List keys (never their secrets).
     List,
@@ -122,9 +127,15 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(&config).await,
             Command::Apikey { config, action } => {
                 let request = match action {
-                    ApikeyAction::Create { name, scopes } => {
-                        AdminRequest::ApiKeyCreate { name, scopes }
-                    }
+                    ApikeyAction::Create {
+                        name,
+                        scopes,
+                        senders,
+                    } => AdminRequest::ApiKeyCreate {
+                        name,
+                        scopes,
+                        senders,
+                    },
                     ApikeyAction::List => AdminRequest::ApiKeyList,
                     ApikeyAction::Revoke { name } => AdminRequest::ApiKeyRevoke { name },
                 };

@@ -1,6 +1,7 @@
 //! Store maintenance: the periodic pass that moves due retries back to
-//! their queues, expires messages past their validity and purges aged
-//! idempotency keys and unmatched receipts.
+//! their queues, expires messages past their validity and purges what
+//! `[retention]` no longer keeps (idempotency keys, unmatched receipts,
+//! finished messages, inbound messages).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::model::now_micros;
-use crate::store::{MessageStore, OtpStore};
+use crate::store::{MessageStore, OtpStore, Retention};
 
 /// Runs store maintenance (retries due, expiries, purges) every `every`.
 pub async fn run_maintenance(
     store: Arc<dyn MessageStore>,
-    idempotency_ttl: Duration,
+    retention: Retention,
     every: Duration,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -26,7 +27,7 @@ pub async fn run_maintenance(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store.maintain(now_micros(), idempotency_ttl).await {
+        match store.maintain(now_micros(), retention).await {
             Ok(report) => {
                 if report.promoted > 0 || !report.expired.is_empty() {
                     tracing::debug!(

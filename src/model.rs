@@ -158,6 +158,14 @@ impl MessageId {
                 .map_or_else(|_| ulid::Ulid::generate().0, |u| u.0),
         )
     }
+
+    /// The smallest id of anything created at or after `at` (micros): ids
+    /// before it were created earlier, which is how records keyed by id are
+    /// aged out.
+    pub fn first_at(at: Micros) -> Self {
+        let millis = u128::try_from(at.max(0) / 1000).unwrap_or(0) & ((1 << 48) - 1);
+        MessageId(millis << 80)
+    }
 }
 
 impl fmt::Display for MessageId {

@@ -67,6 +67,7 @@ pub async fn open_store(config: &Config, role: Role) -> Result<Arc<dyn Store>, S
                     .clone()
                     .unwrap_or_else(|| default_node_id(config)),
                 lease: config.store.lease_timeout,
+                durability: config.store.redis_durability,
             };
             if role == Role::Node {
                 tracing::info!(node = %settings.node_id, prefix = %settings.prefix, "joining the redis store");
@@ -262,16 +263,16 @@ impl Gateway {
             }
         }));
         workers.spawn(supervisor.restarting("maintenance", {
-            let (store, ttl, metrics, stop) = (
+            let (store, retention, metrics, stop) = (
                 store.clone(),
-                config.messages.idempotency_ttl,
+                config.retention(),
                 metrics.clone(),
                 dispatch_stop.clone(),
             );
             move || {
                 crate::maintenance::run_maintenance(
                     store.clone(),
-                    ttl,
+                    retention,
                     Duration::from_secs(1),
                     metrics.clone(),
                     stop.clone(),

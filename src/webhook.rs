@@ -367,7 +367,8 @@ impl Worker {
         }
     }
 
-    /// The webhook secret of the API key named `owner` (`None` for a key
+    /// The webhook secret of the API key with id (or, for messages stored
+    /// before keys owned them by id, the name) `owner` (`None` for a key
     /// without one, or no such key), from a cache re-read every
     /// [`SECRET_TTL`] (and on a miss, at most every second). When several
     /// keys had that name, the live one wins over revoked ones, the newest
@@ -392,10 +393,13 @@ impl Worker {
             .map_err(|e| PayloadError::Unavailable(format!("API keys unreadable: {e}")))?;
         // Later entries win: revoked before live, older before newer.
         keys.sort_by_key(|k| (k.revoked_at.is_none(), k.created_at));
-        let by_owner: HashMap<String, Option<String>> = keys
-            .into_iter()
-            .map(|k| (k.name, k.webhook_secret))
+        // Messages are owned by key id; those stored before that by name.
+        // Ids go in last, so no name can stand in for a key's id.
+        let mut by_owner: HashMap<String, Option<String>> = keys
+            .iter()
+            .map(|k| (k.name.clone(), k.webhook_secret.clone()))
             .collect();
+        by_owner.extend(keys.into_iter().map(|k| (k.id, k.webhook_secret)));
         let secret = by_owner.get(owner).cloned().flatten();
         let mut secrets = lock(&self.secrets);
         secrets.by_owner = by_owner;
@@ -446,6 +450,7 @@ mod tests {
             created_at,
             revoked_at: None,
             webhook_secret: Some(secret.into()),
+            senders: Vec::new(),
         }
     }
 

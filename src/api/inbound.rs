@@ -1,5 +1,6 @@
 //! `GET /v1/inbound`: inbound (mobile-originated) messages, paged in
-//! arrival order.
+//! arrival order; a key sees those sent to its own sender ids (see
+//! `inbound::page_for`).
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -68,13 +69,8 @@ pub async fn list(
             ApiError::invalid("invalid_query", "`after` is not an inbound message id")
         })?),
     };
-    let records = app.store.inbound(after, limit + 1).await?;
-    let more = records.len() > limit;
-    let items: Vec<InboundView> = records.iter().take(limit).map(InboundView::from).collect();
-    let next_after = if more {
-        items.last().map(|i| i.id.clone())
-    } else {
-        None
-    };
+    let (records, next) = crate::inbound::page_for(&*app.store, &who, after, limit).await?;
+    let items: Vec<InboundView> = records.iter().map(InboundView::from).collect();
+    let next_after = next.map(|id| id.to_string());
     Ok(Json(InboundPage { items, next_after }))
 }

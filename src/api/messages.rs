@@ -214,7 +214,7 @@ pub async fn get(
     let not_found = || ApiError::NotFound(format!("no message with id '{id}'"));
     let parsed: MessageId = id.parse().map_err(|()| not_found())?;
     let m = app.store.message(parsed).await?.ok_or_else(not_found)?;
-    if m.owner != who.name && !who.scopes.allows(Scope::Admin) {
+    if m.owner != who.owner && !who.scopes.allows(Scope::Admin) {
         return Err(not_found());
     }
     Ok(Json(MessageView::from_message(&m)))

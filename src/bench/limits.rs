@@ -111,6 +111,7 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
                 prefix: format!("benchlimits{}", std::process::id()),
                 node_id: "bench-limits".into(),
                 lease: Duration::from_secs(10),
+                durability: bench_durability(redis.is_some(), &args.redis_fsync),
             };
             Arc::new(RedisStore::open(&settings, Role::Node).await?)
         }
@@ -162,4 +163,16 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
     // The private Redis (if any) lives until the store is closed.
     drop(redis);
     Ok(summary)
+}
+
+/// What a bench node requires of Redis: its own server is checked against
+/// the fsync policy it was started with; an external one is measured as it
+/// is (the bench stores nothing anyone relies on).
+pub(crate) fn bench_durability(own: bool, fsync: &str) -> crate::config::RedisDurability {
+    use crate::config::RedisDurability;
+    match (own, fsync) {
+        (true, "always") => RedisDurability::Always,
+        (true, "everysec") => RedisDurability::Everysec,
+        _ => RedisDurability::AcceptLoss,
+    }
 }

@@ -218,8 +218,17 @@ impl BenchServer {
                     dir.path().join("data/herald.db").display()
                 ),
                 Some(r) => format!(
-                    "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nnode_id = \"bench-{n}\"\n",
-                    r.url()
+                    "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nnode_id = \"bench-{n}\"\n\
+                     redis_durability = \"{}\"\n",
+                    r.url(),
+                    match super::limits::bench_durability(
+                        matches!(r, BenchRedis::Own(_)),
+                        &args.redis_fsync
+                    ) {
+                        crate::config::RedisDurability::Always => "always",
+                        crate::config::RedisDurability::Everysec => "everysec",
+                        crate::config::RedisDurability::AcceptLoss => "accept_loss",
+                    }
                 ),
             };
             let config = dir.path().join(format!("herald-{n}.toml"));

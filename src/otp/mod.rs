@@ -242,7 +242,7 @@ impl OtpService {
         let ttl_micros = Micros::try_from(ttl.as_micros()).unwrap_or(Micros::MAX);
         let otp = OtpRecord {
             id: ulid::Ulid::generate().to_string(),
-            owner: who.name.clone(),
+            owner: who.owner.clone(),
             to: to.into_string(),
             prefix: prefix.clone(),
             hash,
@@ -306,7 +306,7 @@ impl OtpService {
         }
         let budgets = [
             Budget {
-                key: format!("app:{}", who.name),
+                key: format!("app:{}", who.owner),
                 limit: self.config.app_per_hour,
             },
             Budget {
@@ -408,7 +408,7 @@ impl OtpService {
             Target::To(to) => {
                 let to = text::parse_msisdn(&to, self.default_region)
                     .map_err(|e| FieldError::new("invalid_to", format!("`to` {e}")))?;
-                self.store.pending_otp(&who.name, to.as_str()).await?
+                self.store.pending_otp(&who.owner, to.as_str()).await?
             }
         };
         let now = now_micros();
@@ -560,7 +560,7 @@ impl OtpService {
             return Err(OtpError::NotFound);
         }
         match self.store.otp(id).await? {
-            Some(otp) if otp.owner == who.name || who.has(Scope::Admin) => Ok(otp),
+            Some(otp) if otp.owner == who.owner || who.has(Scope::Admin) => Ok(otp),
             _ => Err(OtpError::NotFound),
         }
     }

@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The store is shutting down and takes no more work.
     #[error("store is closed")]
     Closed,
+    /// Redis persists less than `[store] redis_durability` requires, so a
+    /// 202 could be lost: the node refuses to serve.
+    #[error("{0}")]
+    NotDurable(String),
 }
 
 /// A message ready to be persisted: everything admission decided.
@@ -236,6 +240,45 @@ pub struct ApiKeyRecord {
     /// signing needs it, and it grants nothing on the API.
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Sender-id patterns this key may use in `from` (none: only the
+    /// default sender); see [`crate::senders`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
+}
+
+/// How long finished records are kept, per class. Nothing with work still
+/// pending (queued, submitted and waiting for a receipt, a status webhook
+/// not yet delivered) ever ages out: a message's time starts when its last
+/// piece of work ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Idempotency keys, from their admission.
+    pub idempotency: Duration,
+    /// Final messages and their carrier-id links, from their final status
+    /// (or from the delivery of their status webhook).
+    pub messages: Duration,
+    /// Inbound messages, from their arrival.
+    pub inbound: Duration,
+    /// Receipts that matched no submit, from their arrival.
+    pub receipts: Duration,
+}
+
+impl Retention {
+    /// Messages and inbound messages are kept 30 days, unmatched receipts
+    /// an hour.
+    pub const DEFAULT_MESSAGES: Duration = Duration::from_secs(30 * 86_400);
+    pub const DEFAULT_INBOUND: Duration = Duration::from_secs(30 * 86_400);
+    pub const DEFAULT_RECEIPTS: Duration = Duration::from_secs(3600);
+
+    /// The default retention with idempotency keys kept for `ttl`.
+    pub fn with_idempotency_ttl(ttl: Duration) -> Self {
+        Retention {
+            idempotency: ttl,
+            messages: Self::DEFAULT_MESSAGES,
+            inbound: Self::DEFAULT_INBOUND,
+            receipts: Self::DEFAULT_RECEIPTS,
+        }
+    }
 }
 
 /// What a maintenance pass did.
@@ -245,7 +288,9 @@ pub struct MaintenanceReport {
     pub promoted: usize,
     /// Queued messages past their validity, now `expired`.
     pub expired: Vec<Message>,
-    /// Idempotency keys and unmatched receipts dropped for age.
+    /// Idempotency keys, unmatched receipts, finished messages and inbound
+    /// messages dropped for age (a Redis store counts the messages its key
+    /// TTLs drop elsewhere).
     pub purged: usize,
     /// Claims of nodes that stopped answering, queued again (Redis store).
     pub reclaimed: usize,
@@ -297,11 +342,11 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Message>, StoreError>;
 
     /// Moves due retries back to their queue, expires overdue queued
-    /// messages and purges aged idempotency keys and unmatched receipts.
+    /// messages and purges what `retention` no longer keeps.
     async fn maintain(
         &self,
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
     ) -> Result<MaintenanceReport, StoreError>;
 
     /// Carrier ids of `connector` submits still waiting for a receipt. The
@@ -330,6 +375,11 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Revokes the key named `name`. `false` if there is none.
     async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError>;
+
+    /// How many keys were ever revoked: read every fraction of a second by
+    /// every node, which drops its cached verifications when it grows, so
+    /// it must be cheap.
+    async fn revocations(&self) -> Result<u64, StoreError>;
 }
 
 /// Inbound messages and the opt-outs their STOP/START keywords set.

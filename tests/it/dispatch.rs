@@ -114,7 +114,7 @@ async fn rig(carriers: Vec<Arc<ScriptedCarrier>>, max_attempts: u32) -> Rig {
     }
     tracker.spawn(herald::maintenance::run_maintenance(
         store.clone(),
-        Duration::from_secs(3600),
+        herald::store::Retention::with_idempotency_ttl(Duration::from_secs(3600)),
         Duration::from_millis(10),
         metrics,
         stop.clone(),

@@ -90,6 +90,7 @@ impl TestApp {
         let request = AdminRequest::ApiKeyCreate {
             name: unique,
             scopes: scopes.into(),
+            senders: String::new(),
         };
         let response = if self.config.store.kind == herald::config::StoreKind::Redis {
             let store = herald::server::open_store(&self.config, herald::store::Role::Client)
@@ -279,6 +280,8 @@ pub struct TestRedis {
     pub url: String,
     pub prefix: String,
     pub server: Option<herald::bench::redis_server::RedisServer>,
+    /// Whether the server fsyncs every write (else the tests accept loss).
+    pub fsync_always: bool,
 }
 
 impl TestRedis {
@@ -289,6 +292,7 @@ impl TestRedis {
                 url,
                 prefix: format!("t{}", herald::auth::random_hex(6).expect("rng")),
                 server: None,
+                fsync_always: false,
             };
         }
         Self::own(herald::bench::redis_server::Persistence::None)
@@ -302,6 +306,17 @@ impl TestRedis {
             url: server.url(),
             prefix: "herald".into(),
             server: Some(server),
+            fsync_always: persistence == herald::bench::redis_server::Persistence::AofAlways,
+        }
+    }
+
+    /// The durability the stores opened on this Redis ask for: what it
+    /// really has (test servers mostly run without persistence, for speed).
+    pub fn durability(&self) -> herald::config::RedisDurability {
+        if self.fsync_always {
+            herald::config::RedisDurability::Always
+        } else {
+            herald::config::RedisDurability::AcceptLoss
         }
     }
 
@@ -313,8 +328,14 @@ impl TestRedis {
     /// `[store]` TOML for a gateway on this Redis.
     pub fn store_toml(&self, node_id: &str) -> String {
         format!(
-            "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{}\"\nnode_id = \"{node_id}\"\nlease_timeout = \"2s\"\n",
-            self.url, self.prefix
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{}\"\nnode_id = \"{node_id}\"\nlease_timeout = \"2s\"\nredis_durability = \"{}\"\n",
+            self.url,
+            self.prefix,
+            if self.fsync_always {
+                "always"
+            } else {
+                "accept_loss"
+            }
         )
     }
 }

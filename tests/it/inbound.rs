@@ -217,3 +217,71 @@ async fn receipts_and_inbound_messages_are_acked_after_their_store_write_and_ref
     drop(tx);
     recorder.await.expect("recorder");
 }
+
+#[tokio::test]
+async fn a_key_sees_only_the_inbound_messages_sent_to_its_own_sender_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("herald.db");
+    let to = |to: &str, n: u32| {
+        ConnectorEvent::Inbound(
+            InboundMessage {
+                connector: "sim".into(),
+                from: crate::helpers::number(n),
+                to: to.into(),
+                body: format!("reply {n}"),
+            },
+            Ack::none(),
+        )
+    };
+    let events = vec![
+        to("12345", 0),
+        to("447911100001", 1),
+        to("12345", 2),
+        to("447911100002", 3),
+        to("12345", 4),
+    ];
+    deliver_inbound(&db, events, None).await;
+    let app = TestApp::spawn_in(dir, "").await;
+    let key = async |name: &str, senders: &str| match app
+        .admin(herald::admin::AdminRequest::ApiKeyCreate {
+            name: name.into(),
+            scopes: "send".into(),
+            senders: senders.into(),
+        })
+        .await
+    {
+        herald::admin::AdminResponse::Ok(t) => t.lines().next().unwrap_or_default().to_string(),
+        herald::admin::AdminResponse::Err(e) => panic!("{e}"),
+    };
+    let short_code = key("short-code", "12345").await;
+    let numbers = key("numbers", "+4479111*").await;
+    let neither = key("neither", "").await;
+    let page = async |key: &str, query: &str| -> Value {
+        app.client
+            .get(app.url(&format!("/v1/inbound{query}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    };
+    let bodies = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let first = page(&short_code, "?limit=2").await;
+    assert_eq!(bodies(&first), ["reply 0", "reply 2"]);
+    let after = first["next_after"].as_str().expect("next_after");
+    let second = page(&short_code, &format!("?limit=2&after={after}")).await;
+    assert_eq!(bodies(&second), ["reply 4"]);
+    assert!(second["next_after"].is_null());
+    assert_eq!(bodies(&page(&numbers, "").await), ["reply 1", "reply 3"]);
+    assert!(bodies(&page(&neither, "").await).is_empty());
+    assert_eq!(bodies(&page(&app.key, "").await).len(), 5, "admin sees all");
+}

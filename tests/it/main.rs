@@ -24,4 +24,5 @@ mod smpp_faults;
 mod store_conformance;
 mod supervision;
 mod test_command;
+mod tenancy;
 mod webhooks;

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use herald::bench::redis_server::Persistence;
 use herald::limits::LimitPolicy;
 use herald::model::{Class, MessageId, Status, now_micros};
-use herald::store::{Admission, MessageStore, NewMessage, RedisSettings, RedisStore, Role, Store};
+use herald::store::{
+    Admission, MessageStore, NewMessage, RedisSettings, RedisStore, Retention, Role, Store,
+};
 
 use crate::helpers::TestRedis;
 use crate::store_conformance::message;
@@ -18,6 +20,7 @@ use crate::store_conformance::message;
 async fn node(redis: &TestRedis, id: &str, lease: Duration) -> Arc<RedisStore> {
     let settings = RedisSettings {
         url: herald::config::Secret::new(redis.url.clone()),
+        durability: redis.durability(),
         prefix: redis.prefix.clone(),
         node_id: id.into(),
         lease,
@@ -157,7 +160,10 @@ async fn a_dead_nodes_claims_are_taken_over_after_its_lease() {
     // Node a dies: no close, no more heartbeats.
     drop(a);
     let report = b
-        .maintain(now_micros(), Duration::from_secs(3600))
+        .maintain(
+            now_micros(),
+            Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+        )
         .await
         .expect("maintain");
     assert_eq!(report.reclaimed, 0, "the lease has not lapsed yet");
@@ -170,7 +176,10 @@ async fn a_dead_nodes_claims_are_taken_over_after_its_lease() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
         reclaimed = b
-            .maintain(now_micros(), Duration::from_secs(3600))
+            .maintain(
+                now_micros(),
+                Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+            )
             .await
             .expect("maintain")
             .reclaimed;
@@ -193,7 +202,10 @@ async fn a_live_node_keeps_its_claims() {
     assert_eq!(a.claim("a", 3).await.expect("claim").len(), 3);
     tokio::time::sleep(lease * 3).await;
     let report = b
-        .maintain(now_micros(), Duration::from_secs(3600))
+        .maintain(
+            now_micros(),
+            Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+        )
         .await
         .expect("maintain");
     assert_eq!(report.reclaimed, 0, "heartbeats keep the claims");
@@ -275,4 +287,74 @@ async fn a_killed_redis_with_fsync_always_loses_nothing_accepted() {
     assert_eq!(store.claim("a", 1000).await.expect("claim").len(), 150);
     assert_eq!(store.awaiting_receipts("a").await.expect("list").len(), 50);
     store.close().await;
+}
+
+async fn open_with(
+    redis: &TestRedis,
+    durability: herald::config::RedisDurability,
+) -> Result<(), String> {
+    let settings = RedisSettings {
+        url: herald::config::Secret::new(redis.url.clone()),
+        durability,
+        prefix: redis.prefix.clone(),
+        node_id: "durability".into(),
+        lease: Duration::from_secs(10),
+    };
+    match RedisStore::open(&settings, Role::Node).await {
+        Ok(store) => {
+            store.close().await;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_could_lose_acknowledged_messages_is_refused_unless_accepted() {
+    use herald::config::RedisDurability::{AcceptLoss, Always, Everysec};
+    let volatile = TestRedis::own(Persistence::None);
+    let err = open_with(&volatile, Always)
+        .await
+        .expect_err("no AOF is refused");
+    assert!(
+        err.contains("appendonly no") && err.contains("accept_loss"),
+        "{err}"
+    );
+    assert!(open_with(&volatile, Everysec).await.is_err());
+    open_with(&volatile, AcceptLoss)
+        .await
+        .expect("loss accepted");
+
+    let everysec = TestRedis::own(Persistence::AofEverySec);
+    let err = open_with(&everysec, Always)
+        .await
+        .expect_err("everysec is not always");
+    assert!(err.contains("appendfsync everysec"), "{err}");
+    open_with(&everysec, Everysec)
+        .await
+        .expect("everysec accepted");
+
+    let always = TestRedis::own(Persistence::AofAlways);
+    open_with(&always, Always)
+        .await
+        .expect("fsync always is durable");
+}
+
+#[tokio::test]
+async fn a_gateway_on_a_redis_without_aof_does_not_start_by_default() {
+    let redis = TestRedis::own(Persistence::None);
+    let toml = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nnode_id = \"n\"\n",
+        redis.url
+    );
+    let config = herald::config::Config::from_toml(&toml).expect("config");
+    assert_eq!(
+        config.store.redis_durability,
+        herald::config::RedisDurability::Always
+    );
+    let err = match herald::server::open_store(&config, Role::Node).await {
+        Ok(_) => panic!("a volatile redis was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("could be lost"), "{err}");
 }

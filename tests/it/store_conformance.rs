@@ -12,7 +12,7 @@ use herald::model::{InboundRecord, Receipt, ReceiptState};
 use herald::store::otp::{BUDGET_WINDOW, OTP_KEEP, budget_window};
 use herald::store::{
     Admission, ApiKeyRecord, Budget, EmbeddedStore, NewMessage, OtpRecord, OtpStatus, OtpStore,
-    Outcome, RedisSettings, RedisStore, Role, Store, WebhookEvent, WebhookResult,
+    Outcome, RedisSettings, RedisStore, Retention, Role, Store, WebhookEvent, WebhookResult,
 };
 
 /// Opens a store; `reopen` gives the same data after `close` (restart).
@@ -74,6 +74,7 @@ impl Redis {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let settings = RedisSettings {
             url: herald::config::Secret::new(self.redis.url.clone()),
+            durability: self.redis.durability(),
             prefix: self.redis.prefix.clone(),
             node_id: format!("conformance-otp-{n}"),
             lease: Duration::from_secs(10),
@@ -91,6 +92,7 @@ impl StoreFactory for Redis {
     async fn open(&self) -> Arc<dyn Store> {
         let settings = RedisSettings {
             url: herald::config::Secret::new(self.redis.url.clone()),
+            durability: self.redis.durability(),
             prefix: self.redis.prefix.clone(),
             node_id: "conformance".into(),
             lease: Duration::from_secs(10),
@@ -222,6 +224,7 @@ macro_rules! conformance {
             #[tokio::test] async fn budget_windows_start_fresh_and_counts_span_two() { super::budget_windows_start_fresh_and_counts_span_two(&super::$factory()).await }
             #[tokio::test] async fn blocked_prefixes_lapse_and_can_be_lifted() { super::blocked_prefixes_lapse_and_can_be_lifted(&super::$factory()).await }
             #[tokio::test] async fn ended_otps_go_after_otp_keep() { super::ended_otps_go_after_otp_keep(&super::$factory()).await }
+            #[tokio::test] async fn retention_purges_finished_records_and_never_pending_work() { super::retention_purges_finished_records_and_never_pending_work(&super::$factory()).await }
             #[tokio::test] async fn postponed_webhooks_wait_without_counting_an_attempt() { super::postponed_webhooks_wait_without_counting_an_attempt(&super::$factory()).await }
         }
         )+
@@ -425,7 +428,10 @@ fn partial(connector: &str, ids: &[Option<&str>]) -> PartialSubmit {
 /// Promotes due retries and claims the message again.
 async fn reclaim(store: &dyn Store, connector: &str) -> Message {
     store
-        .maintain(now_micros() + 1, Duration::from_secs(86_400))
+        .maintain(
+            now_micros() + 1,
+            Retention::with_idempotency_ttl(Duration::from_secs(86_400)),
+        )
         .await
         .expect("maintain");
     let mut again = store.claim(connector, 1).await.expect("claim");
@@ -592,13 +598,19 @@ async fn retries_wait_for_their_time_then_return_to_the_queue(f: &dyn StoreFacto
         .expect("record");
     assert_eq!(store.retry_depth(), 1);
     let early = store
-        .maintain(now_micros(), Duration::from_secs(86_400))
+        .maintain(
+            now_micros(),
+            Retention::with_idempotency_ttl(Duration::from_secs(86_400)),
+        )
         .await
         .expect("maintain");
     assert_eq!(early.promoted, 0);
     assert!(store.claim("a", 1).await.expect("claim").is_empty());
     let later = store
-        .maintain(due + 1, Duration::from_secs(86_400))
+        .maintain(
+            due + 1,
+            Retention::with_idempotency_ttl(Duration::from_secs(86_400)),
+        )
         .await
         .expect("maintain");
     assert_eq!(later.promoted, 1);
@@ -644,7 +656,10 @@ async fn overdue_messages_expire_and_are_never_claimed(f: &dyn StoreFactory) {
     let keep = message("a", Class::Marketing, 2);
     admit(&*store, vec![m.clone(), keep.clone()]).await;
     let report = store
-        .maintain(now_micros() + 100_000, Duration::from_secs(86_400))
+        .maintain(
+            now_micros() + 100_000,
+            Retention::with_idempotency_ttl(Duration::from_secs(86_400)),
+        )
         .await
         .expect("maintain");
     assert_eq!(report.expired.len(), 1);
@@ -731,7 +746,10 @@ async fn idempotency_keys_age_out(f: &dyn StoreFactory) {
         .await
         .expect("admit");
     store
-        .maintain(now_micros() + 2_000_000, Duration::from_secs(1))
+        .maintain(
+            now_micros() + 2_000_000,
+            Retention::with_idempotency_ttl(Duration::from_secs(1)),
+        )
         .await
         .expect("maintain");
     let out = store
@@ -809,6 +827,7 @@ async fn api_keys_are_unique_by_name_and_revocable(f: &dyn StoreFactory) {
         created_at: now_micros(),
         revoked_at: None,
         webhook_secret: Some("whsec_x".into()),
+        senders: Vec::new(),
     };
     assert!(
         store
@@ -1066,7 +1085,10 @@ async fn deferred_messages_wait_until_their_time(f: &dyn StoreFactory) {
     assert!(store.claim("a", 10).await.expect("claim").is_empty());
     assert_eq!(store.retry_depth(), 1);
     store
-        .maintain(at + 1, Duration::from_secs(3600))
+        .maintain(
+            at + 1,
+            Retention::with_idempotency_ttl(Duration::from_secs(3600)),
+        )
         .await
         .expect("maintain");
     let claimed = store.claim("a", 10).await.expect("claim");
@@ -1727,6 +1749,109 @@ async fn postponed_webhooks_wait_without_counting_an_attempt(f: &dyn StoreFactor
     assert_eq!(again[0].attempts, 0);
     assert_eq!(again[0].last_error, None);
     assert_eq!(store.webhook_depth(), 1);
+    store.close().await;
+}
+
+async fn retention_purges_finished_records_and_never_pending_work(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let keep = Duration::from_millis(300);
+    let retention = Retention {
+        idempotency: Duration::from_millis(100),
+        messages: keep,
+        inbound: keep,
+        receipts: keep,
+    };
+    // The first pass sets the retention (Redis: the TTL of what finishes).
+    store
+        .maintain(now_micros(), retention)
+        .await
+        .expect("maintain");
+    let with_callback = |n| Message {
+        callback_url: Some("http://127.0.0.1:9/cb".into()),
+        ..message("a", Class::Otp, n)
+    };
+    let ms = admit(
+        &*store,
+        vec![
+            message("a", Class::Otp, 1),      // delivered: purged
+            message("a", Class::Otp, 2),      // submitted, no receipt yet: kept
+            with_callback(3),                 // failed, webhook pending: kept
+            with_callback(4),                 // failed, webhook delivered: purged
+            message("queued", Class::Otp, 5), // queued: kept
+        ],
+    )
+    .await;
+    assert_eq!(store.claim("a", 10).await.expect("claim").len(), 4);
+    store
+        .record(vec![
+            submitted(&ms[0], "s1"),
+            submitted(&ms[1], "s2"),
+            Outcome::Failed {
+                id: ms[2].id,
+                error: "no".into(),
+            },
+            Outcome::Failed {
+                id: ms[3].id,
+                error: "no".into(),
+            },
+        ])
+        .await
+        .expect("record");
+    store
+        .apply_receipts(vec![receipt("s1", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    let jobs = store
+        .claim_webhooks(now_micros(), 10, Duration::from_secs(60))
+        .await
+        .expect("claim webhooks");
+    let done: Vec<_> = jobs
+        .into_iter()
+        .filter(|j| matches!(&j.event, WebhookEvent::MessageStatus { message_id, .. } if *message_id == ms[3].id))
+        .map(|j| (j, WebhookResult::Done))
+        .collect();
+    assert_eq!(done.len(), 1);
+    store.finish_webhooks(done).await.expect("finish webhooks");
+    store
+        .record_inbound(vec![inbound(1, "old", None)], None)
+        .await
+        .expect("inbound");
+
+    let (a, d) = (ms[0].id, ms[3].id);
+    herald::testing::eventually_async(
+        Duration::from_secs(10),
+        "finished records purged",
+        async || {
+            store
+                .maintain(now_micros(), retention)
+                .await
+                .expect("maintain");
+            store.message(a).await.expect("read").is_none()
+                && store.message(d).await.expect("read").is_none()
+                && store.inbound(None, 10).await.expect("inbound").is_empty()
+        },
+    )
+    .await;
+    for m in &ms[1..3] {
+        assert!(
+            store.message(m.id).await.expect("read").is_some(),
+            "{} has work pending",
+            m.id
+        );
+    }
+    let queued = store
+        .message(ms[4].id)
+        .await
+        .expect("read")
+        .expect("queued kept");
+    assert_eq!(queued.status, Status::Queued);
+    // The kept submit's carrier-id link still leads to it.
+    let finals = store
+        .apply_receipts(vec![receipt("s2", ReceiptState::Delivered)])
+        .await
+        .expect("receipt");
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].id, ms[1].id);
     store.close().await;
 }
 

@@ -52,6 +52,17 @@ impl KeyStore for EmbeddedStore {
         Ok(out)
     }
 
+    /// A count of revoked records: keys are few, and only this process
+    /// writes the file, so the scan runs a few times a second at most.
+    async fn revocations(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .api_keys()
+            .await?
+            .iter()
+            .filter(|k| k.revoked_at.is_some())
+            .count() as u64)
+    }
+
     async fn revoke_api_key(&self, name: &str, at: Micros) -> Result<bool, StoreError> {
         let name = name.to_string();
         self.write(1, move |w, _| revoke_key(w, &name, at)).await

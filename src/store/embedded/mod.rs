@@ -30,7 +30,7 @@ mod keys;
 mod otp;
 use super::{
     Admission, InboundStore, MaintenanceReport, MessageStore, NewMessage, Outcome, QueueDepths,
-    Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
+    Retention, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
 };
 use crate::limits::{LimitDecision, decode_history, encode_history};
 use crate::model::{Class, InboundRecord, Message, MessageId, Micros, Receipt, Status, now_micros};
@@ -57,12 +57,13 @@ const OPT_OUTS: TableDefinition<&str, i64> = TableDefinition::new("opt_outs");
 const INBOUND: TableDefinition<u128, &[u8]> = TableDefinition::new("inbound");
 /// (next_at, id) → webhook job (JSON).
 const WEBHOOKS: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("webhooks");
+/// Final messages with no work left (their status webhook, if any, is
+/// delivered), by when that happened: what retention purges, oldest first.
+const FINISHED: TableDefinition<(i64, u128), ()> = TableDefinition::new("finished");
 /// Counters that must survive restarts.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const META_SEQ: &str = "seq";
-/// Receipts nobody claimed within this are dropped.
-const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(3600);
 /// Largest number of items one write transaction takes.
 const MAX_ITEMS_PER_COMMIT: usize = 20_000;
 /// Most expired messages handled per maintenance pass.
@@ -106,7 +107,7 @@ enum WriteOp {
     },
     Maintain {
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
         expire: Vec<(Slot, Ready)>,
         reply: oneshot::Sender<Result<MaintenanceReport, StoreError>>,
     },
@@ -223,6 +224,7 @@ impl EmbeddedStore {
             tx.open_table(OPT_OUTS).map_err(io)?;
             tx.open_table(INBOUND).map_err(io)?;
             tx.open_table(WEBHOOKS).map_err(io)?;
+            tx.open_table(FINISHED).map_err(io)?;
             tx.commit().map_err(io)?;
         }
         let ready = ReadyQueues::default();
@@ -423,14 +425,14 @@ impl MessageStore for EmbeddedStore {
     async fn maintain(
         &self,
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
     ) -> Result<MaintenanceReport, StoreError> {
         let expire = self.shared.ready.take_expired(now, EXPIRE_PER_PASS);
         let put_back = expire.clone();
         let result = self
             .send(|reply| WriteOp::Maintain {
                 now,
-                idempotency_ttl,
+                retention,
                 expire,
                 reply,
             })
@@ -839,6 +841,7 @@ pub(crate) struct Writer<'t> {
     opt_outs: Table<'t, &'static str, i64>,
     inbound: Table<'t, u128, &'static [u8]>,
     webhooks: Table<'t, (i64, u128), &'static [u8]>,
+    finished: Table<'t, (i64, u128), ()>,
 }
 
 type ApplyResult = Result<Pending, (StoreError, Box<WriteOp>)>;
@@ -859,6 +862,7 @@ impl<'t> Writer<'t> {
             opt_outs: tx.open_table(OPT_OUTS).map_err(io)?,
             inbound: tx.open_table(INBOUND).map_err(io)?,
             webhooks: tx.open_table(WEBHOOKS).map_err(io)?,
+            finished: tx.open_table(FINISHED).map_err(io)?,
         })
     }
 
@@ -878,16 +882,16 @@ impl<'t> Writer<'t> {
             },
             WriteOp::Maintain {
                 now,
-                idempotency_ttl,
+                retention,
                 expire,
                 reply,
-            } => match self.maintain(now, idempotency_ttl, &expire, fx) {
+            } => match self.maintain(now, retention, &expire, fx) {
                 Ok(v) => Ok(Pending::Maintain(reply, v)),
                 Err(e) => Err((
                     e,
                     Box::new(WriteOp::Maintain {
                         now,
-                        idempotency_ttl,
+                        retention,
                         expire,
                         reply,
                     }),
@@ -1094,6 +1098,8 @@ impl<'t> Writer<'t> {
     /// Queues the status webhook of a message that just became final.
     fn on_final(&mut self, m: &Message, fx: &mut Effects) -> Result<(), StoreError> {
         let Some(url) = &m.callback_url else {
+            let at = m.done_at.unwrap_or_else(now_micros);
+            self.finished.insert((at, m.id.0), ()).map_err(io)?;
             return Ok(());
         };
         let job = WebhookJob::new(
@@ -1195,7 +1201,15 @@ impl<'t> Writer<'t> {
                 continue;
             }
             match result {
-                WebhookResult::Done => fx.webhooks_delta -= 1,
+                WebhookResult::Done => {
+                    fx.webhooks_delta -= 1;
+                    // The message's last work is done: its retention starts.
+                    if let WebhookEvent::MessageStatus { message_id, .. } = &job.event {
+                        self.finished
+                            .insert((now_micros(), message_id.0), ())
+                            .map_err(io)?;
+                    }
+                }
                 WebhookResult::Retry { next_at, error } => {
                     let mut next = job.clone();
                     next.attempts += 1;
@@ -1439,7 +1453,7 @@ impl<'t> Writer<'t> {
     fn maintain(
         &mut self,
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
         expire: &[(Slot, Ready)],
         fx: &mut Effects,
     ) -> Result<MaintenanceReport, StoreError> {
@@ -1487,8 +1501,7 @@ impl<'t> Writer<'t> {
             }
         }
         // Idempotency keys past their TTL.
-        let ttl = i64::try_from(idempotency_ttl.as_micros()).unwrap_or(i64::MAX);
-        let cutoff = now.saturating_sub(ttl);
+        let cutoff = now.saturating_sub(micros(retention.idempotency));
         let aged: Vec<(i64, String)> = self
             .idempotency_age
             .range(..(cutoff, ""))
@@ -1516,12 +1529,72 @@ impl<'t> Writer<'t> {
             }
             report.purged += 1;
         }
-        report.purged += self.purge_early_receipts(now)?;
+        report.purged += self.purge_early_receipts(now, retention.receipts)?;
+        report.purged += self.purge_finished(now.saturating_sub(micros(retention.messages)))?;
+        report.purged += self.purge_inbound(now.saturating_sub(micros(retention.inbound)))?;
         Ok(report)
     }
 
-    fn purge_early_receipts(&mut self, now: Micros) -> Result<usize, StoreError> {
-        let ttl = i64::try_from(EARLY_RECEIPT_TTL.as_micros()).unwrap_or(i64::MAX);
+    /// Drops messages whose work ended before `cutoff`, with any carrier-id
+    /// link still leading to them.
+    fn purge_finished(&mut self, cutoff: Micros) -> Result<usize, StoreError> {
+        let aged: Vec<(i64, u128)> = self
+            .finished
+            .range(..(cutoff, 0))
+            .map_err(io)?
+            .take(EXPIRE_PER_PASS)
+            .map(|row| row.map(|(k, _)| k.value()).map_err(io))
+            .collect::<Result<_, _>>()?;
+        let mut purged = 0;
+        for key in aged {
+            self.finished.remove(key).map_err(io)?;
+            let Some(m) = self.load(key.1)? else {
+                continue;
+            };
+            if !m.status.is_final() {
+                continue;
+            }
+            if let Some(p) = &m.partial {
+                for sid in p.smsc_ids.iter().flatten() {
+                    let link = (p.connector.as_str(), sid.as_str());
+                    if self.smsc_ids.get(link).map_err(io)?.map(|v| v.value()) == Some(m.id.0) {
+                        self.smsc_ids.remove(link).map_err(io)?;
+                    }
+                }
+            }
+            if let Some(connector) = &m.connector {
+                for sid in &m.smsc_message_ids {
+                    let link = (connector.as_str(), sid.as_str());
+                    if self.smsc_ids.get(link).map_err(io)?.map(|v| v.value()) == Some(m.id.0) {
+                        self.smsc_ids.remove(link).map_err(io)?;
+                    }
+                }
+            }
+            self.messages.remove(m.id.0).map_err(io)?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// Drops inbound messages that arrived before `cutoff` (their ids start
+    /// with their arrival time; their webhooks carry their own copy).
+    fn purge_inbound(&mut self, cutoff: Micros) -> Result<usize, StoreError> {
+        let first_kept = MessageId::first_at(cutoff).0;
+        let aged: Vec<u128> = self
+            .inbound
+            .range(..first_kept)
+            .map_err(io)?
+            .take(EXPIRE_PER_PASS)
+            .map(|row| row.map(|(k, _)| k.value()).map_err(io))
+            .collect::<Result<_, _>>()?;
+        for id in &aged {
+            self.inbound.remove(*id).map_err(io)?;
+        }
+        Ok(aged.len())
+    }
+
+    fn purge_early_receipts(&mut self, now: Micros, keep: Duration) -> Result<usize, StoreError> {
+        let ttl = micros(keep);
         let mut old = Vec::new();
         for row in self.early.iter().map_err(io)?.take(EXPIRE_PER_PASS) {
             let (k, v) = row.map_err(io)?;
@@ -1538,6 +1611,10 @@ impl<'t> Writer<'t> {
         }
         Ok(old.len())
     }
+}
+
+fn micros(d: Duration) -> Micros {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The in-memory ready entry of a queued message.

@@ -20,6 +20,7 @@
 //! The layout is documented in README ("Redis store").
 
 mod decode;
+pub mod durability;
 mod groups;
 mod lua;
 mod otp;
@@ -42,12 +43,11 @@ use self::decode::{array, corrupt, int, text};
 use self::lua::Scripts;
 use super::{
     Admission, ApiKeyRecord, InboundStore, KeyStore, MaintenanceReport, MessageStore, NewMessage,
-    Outcome, QueueDepths, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
+    Outcome, QueueDepths, Retention, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult,
+    WebhookStore,
 };
 use crate::model::{InboundRecord, MessageId, Micros, Receipt, Status, now_micros};
 
-/// Receipts nobody claimed within this are dropped (as in the embedded store).
-const EARLY_RECEIPT_TTL: Micros = 3_600_000_000;
 /// Most items one admission script call takes (about a millisecond of
 /// Redis time); larger batches are split.
 const ADMIT_CHUNK: usize = 100;
@@ -75,6 +75,8 @@ pub struct RedisSettings {
     /// A node that shows no sign of life for this long has its claims put
     /// back in the queues by the others.
     pub lease: Duration,
+    /// What Redis must persist before this store is used (checked at open).
+    pub durability: crate::config::RedisDurability,
 }
 
 /// What the opening process is.
@@ -344,6 +346,12 @@ impl RedisStore {
         let claims = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| StoreError::Open(format!("redis at {shown}: {e}")))?;
+        let seen = durability::observe(&conn).await;
+        durability::judge(settings.durability, &seen)?;
+        let always = matches!(&seen, durability::Persistence::Known { aof: true, fsync } if fsync == "always");
+        if role == Role::Node && !always {
+            tracing::warn!(redis = %shown, persistence = %seen, "redis may lose acknowledged messages in a crash");
+        }
         let prefix = format!("{{{}}}", settings.prefix);
         let shared = Arc::new(Shared {
             conn,
@@ -817,14 +825,16 @@ impl MessageStore for RedisStore {
     async fn maintain(
         &self,
         now: Micros,
-        idempotency_ttl: Duration,
+        retention: Retention,
     ) -> Result<MaintenanceReport, StoreError> {
         let s = &self.shared;
         let mut inv = s.invocation(&s.scripts.maintain, now);
-        inv.arg(now.saturating_sub(micros_of(idempotency_ttl)))
-            .arg(now.saturating_sub(EARLY_RECEIPT_TTL))
+        inv.arg(now.saturating_sub(micros_of(retention.idempotency)))
+            .arg(now.saturating_sub(micros_of(retention.receipts)))
             .arg(MAINTAIN_MOST)
-            .arg(&s.node);
+            .arg(&s.node)
+            .arg(retention.messages.as_millis().max(1).to_string())
+            .arg(MessageId::first_at(now.saturating_sub(micros_of(retention.inbound))).to_string());
         let mut parts = s.with_gauges(s.invoke(&inv).await?)?.into_iter();
         let expired = decode::messages(parts.next().unwrap_or_default())?;
         let mut count = || -> Result<usize, StoreError> {
@@ -888,6 +898,14 @@ impl KeyStore for RedisStore {
             key.revoked_at = revoked;
         }
         Ok(Some(key))
+    }
+
+    /// `HLEN` of the revoked-key hash: one O(1) command.
+    async fn revocations(&self) -> Result<u64, StoreError> {
+        let mut conn = self.shared.conn()?;
+        conn.hlen(self.shared.key("apikey_revoked"))
+            .await
+            .map_err(unavailable)
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {

@@ -83,20 +83,40 @@ local function dequeue(id, mk)
   dequeue_at(id, connector_at(f[1], f[2]), f[3])
 end
 
+-- How long a message is kept once its work is done (milliseconds), as the
+-- last maintenance pass wrote it from `[retention] messages`; 30 days
+-- until one has run.
+local keep_ms
+local function retain(mk)
+  if keep_ms == nil then
+    keep_ms = redis.call('HGET', P .. ':retention', 'm') or '2592000000'
+  end
+  redis.call('PEXPIRE', mk, keep_ms)
+end
+
 -- A final status: recorded (with `extra` field/value pairs in the same
 -- write), its status webhook queued (`cb`: whether it has a callback URL;
--- nil to look it up), the record returned.
+-- nil to look it up), the record returned. With no webhook to deliver its
+-- work is done, and its retention starts (a key TTL); otherwise it starts
+-- when the webhook is finished.
 local function finish(id, mk, status, at, finals, cb, extra)
   local args = { mk, 'st', status, 'da', at }
   for _, v in ipairs(extra or {}) do args[#args + 1] = v end
   redis.call('HSET', unpack(args))
   -- A sealed clear text (an OTP's) never outlives its message.
   redis.call('HDEL', mk, 'sb')
+  -- Parts taken on an earlier try no longer count: their links go.
+  local pt = redis.call('HMGET', mk, 'ptc', 'pti')
+  if pt[1] and pt[2] then
+    for sid in string.gmatch(pt[2], '[^\n]+') do redis.call('HDEL', smsc_key(pt[1]), sid) end
+  end
   if cb == nil then cb = redis.call('HGET', mk, 'cb') end
   if cb == '1' then
     local member = 'm:' .. id
     redis.call('ZADD', WEBHOOKS, NOW, member)
     redis.call('HSET', P .. ':wh:' .. member, 'c', NOW, 'a', '0')
+  else
+    retain(mk)
   end
   finals[#finals + 1] = redis.call('HGETALL', mk)
 end

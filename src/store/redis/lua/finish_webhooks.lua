@@ -10,6 +10,8 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     if kind == 'D' then
       redis.call('ZREM', WEBHOOKS, member)
       redis.call('DEL', P .. ':wh:' .. member)
+      -- A status webhook was its message's last work: retention starts.
+      if string.sub(member, 1, 2) == 'm:' then retain(P .. ':' .. member) end
     elseif kind == 'P' then
       redis.call('ZADD', WEBHOOKS, at, member)
     else

@@ -1,10 +1,16 @@
 -- Periodic upkeep, run by every node. ARGV[3] idempotency cutoff and
 -- ARGV[4] early-receipt cutoff (micros; older entries go), ARGV[5] most
--- entries per step, ARGV[6] the calling node.
+-- entries per step, ARGV[6] the calling node, ARGV[7] how long finished
+-- messages are kept (ms; their key TTL), ARGV[8] the first inbound id kept.
 -- Returns {expired records, promoted, purged, reclaimed, gauges}.
 local idem_cutoff, early_cutoff, most, me = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local inbound_kept = ARGV[8]
 local now = tonumber(NOW)
 local expired, promoted, purged, reclaimed = {}, 0, 0, 0
+
+-- Messages finishing from now on (on any node) expire this long after.
+keep_ms = ARGV[7]
+redis.call('HSET', P .. ':retention', 'm', keep_ms)
 
 -- Ready messages past their validity: expired, never sent.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', NOW, 'LIMIT', 0, most)) do
@@ -44,6 +50,14 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. ':early_age', '-inf', '
   redis.call('ZREM', P .. ':early_age', member)
   local conn, sid = string.match(member, '^([^\n]*)\n(.*)$')
   if conn then redis.call('HDEL', early_key(conn), sid) end
+  purged = purged + 1
+end
+
+-- Inbound messages past their retention (ids sort by arrival; a hash
+-- field cannot expire by itself). Their webhooks carry their own copy.
+for _, id in ipairs(redis.call('ZRANGEBYLEX', P .. ':inbound', '-', '(' .. inbound_kept, 'LIMIT', 0, most)) do
+  redis.call('ZREM', P .. ':inbound', id)
+  redis.call('HDEL', P .. ':inbound:data', id)
   purged = purged + 1
 end
 
