@@ -23,6 +23,6 @@ mod smpp;
 mod smpp_faults;
 mod store_conformance;
 mod supervision;
-mod test_command;
 mod tenancy;
+mod test_command;
 mod webhooks;
