@@ -199,7 +199,13 @@ impl Dispatcher {
                     && let Some(extra) = NonZeroU32::new(parts_to_send(&m, &name) - 1)
                 {
                     // Each part is one submit to the carrier; the cap counts parts.
-                    let _ = limiter.until_n_ready(extra).await;
+                    // More parts than the burst can never be granted at once:
+                    // those wait for their permits one by one.
+                    if limiter.until_n_ready(extra).await.is_err() {
+                        for _ in 0..extra.get() {
+                            limiter.until_ready().await;
+                        }
+                    }
                     // That wait may have outlasted the message's validity.
                     if m.expires_at <= now_micros() {
                         self.send_outcome(Outcome::Expired { id: m.id }).await;
