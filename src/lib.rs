@@ -14,7 +14,8 @@
 //!   bench`; [`smsc_sim`]: the standalone SMSC simulator.
 //!
 //! ---- the message path ----
-//! - [`auth`]: principals, scopes, API keys and their verification.
+//! - [`auth`]: principals, scopes, API keys and their verification;
+//!   [`senders`]: the sender ids each key may use.
 //! - [`admission`]: a message to send → validated, rendered, routed and
 //!   durably stored, or an [`admission::AdmissionError`]; used by the API
 //!   and by internal senders (inbound auto-replies, OTP).
@@ -24,15 +25,16 @@
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
-//!   batches; [`maintenance`]: retries due, expiry, purges.
+//!   batches; [`maintenance`]: retries due, expiry, purges; [`supervise`]:
+//!   long-running tasks restarted or stopping the gateway on a panic.
 //! - [`webhook`]: signed (Standard Webhooks), retried callback and inbound
 //!   deliveries, never to inside addresses, capped per destination.
 //! - [`connector`]: the `Connector` trait, the simulated carrier and SMPP.
 //! - [`script`]: operator scripts and templates (Rhai), sandboxed and
 //!   hot-reloaded.
 //! - [`store`]: the role traits (`MessageStore`, `KeyStore`,
-//!   `InboundStore`, `WebhookStore`, `OtpStore`, `GroupStore`) and their embedded (redb) and Redis
-//!   implementations.
+//!   `InboundStore`, `WebhookStore`, `OtpStore`, `GroupStore`) and their
+//!   embedded (redb) and Redis implementations.
 //! - [`limits`]: the per-recipient limit algorithm.
 //! - [`view`]: the JSON views the API answers and webhooks POST.
 //! - [`model`]: messages, classes, statuses, ids, receipts; [`text`]: phone
