@@ -113,8 +113,9 @@ pub struct OtpFigures {
     pub rate_per_sec: f64,
     /// Issues per second the bench kept up (first to last request start).
     pub achieved_rate_per_sec: f64,
-    /// Which code the verifications sent (`wrong`: the code never leaves
-    /// Herald; a wrong code costs the same argon2id check as the right one).
+    /// Which code the verifications sent: `right` (read from the SMS the
+    /// SMSC simulator received, `--connector smpp`) or `wrong` (in-process
+    /// carrier; a wrong code costs the same argon2id check as the right one).
     pub verify_code: String,
     /// Verifications that answered `valid: true`.
     pub approved: u64,

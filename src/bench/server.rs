@@ -62,13 +62,24 @@ impl Drop for Process {
 
 /// Reads the first stdout line of `child` and strips `prefix` from it.
 fn announced(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+    Ok(announced_lines(child, &[prefix])?.remove(0))
+}
+
+/// The rest of each of the child's first lines, which start with `prefixes`
+/// in order.
+fn announced_lines(child: &mut Child, prefixes: &[&str]) -> anyhow::Result<Vec<String>> {
     let stdout = child.stdout.take().context("child stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    match line.trim().strip_prefix(prefix) {
-        Some(rest) => Ok(rest.to_string()),
-        None => bail!("child did not start: {line:?}"),
+    let mut reader = BufReader::new(stdout);
+    let mut out = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        match line.trim().strip_prefix(prefix) {
+            Some(rest) => out.push(rest.to_string()),
+            None => bail!("child did not start: {line:?}"),
+        }
     }
+    Ok(out)
 }
 
 /// The store the scenario's servers use.
@@ -119,6 +130,9 @@ pub struct BenchServer {
     /// Every node's API; load is spread over them.
     pub bases: Vec<String>,
     pub key: String,
+    /// The SMSC simulator's control endpoint, when it records what it
+    /// receives ([`BenchServer::start_recording`]).
+    pub smsc_control: Option<String>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -133,6 +147,27 @@ impl BenchServer {
         window: usize,
         scripts: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(args, tps, window, scripts, false)
+    }
+
+    /// [`BenchServer::start`] with an SMSC simulator (`--connector smpp`)
+    /// that records the texts it receives, readable at `smsc_control`.
+    pub fn start_recording(
+        args: &BenchArgs,
+        tps: u32,
+        window: usize,
+        scripts: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(args, tps, window, scripts, true)
+    }
+
+    fn start_with(
+        args: &BenchArgs,
+        tps: u32,
+        window: usize,
+        scripts: Option<&Path>,
+        record: bool,
+    ) -> anyhow::Result<Self> {
         let carrier = Carrier::parse(&args.connector)?;
         let store = StoreChoice::parse(&args.store)?;
         if args.nodes == 0 || (args.nodes > 1 && store != StoreChoice::Redis) {
@@ -144,6 +179,7 @@ impl BenchServer {
             .context("temp dir")?;
         let exe = std::env::current_exe().context("own executable")?;
         let dlr_delay_ms = args.dlr_delay_ms;
+        let mut smsc_control = None;
         let (connector, smsc) = match carrier {
             Carrier::Sim => (
                 format!(
@@ -158,15 +194,29 @@ impl BenchServer {
                 if !args.sim_nodelay {
                     sim.arg("--nagle");
                 }
+                if record {
+                    sim.args(["--record", "--control", "127.0.0.1:0"]);
+                }
                 let mut child = sim
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
                     .context("spawn herald smsc-sim")?;
-                let addr = announced(&mut child, "smsc-sim listening on ");
+                let lines = if record {
+                    announced_lines(
+                        &mut child,
+                        &["smsc-sim listening on ", "smsc-sim control on "],
+                    )
+                } else {
+                    announced_lines(&mut child, &["smsc-sim listening on "])
+                };
                 let smsc = Process(child);
-                let addr: std::net::SocketAddr = addr?.parse().context("smsc-sim address")?;
+                let lines = lines?;
+                if let Some(control) = lines.get(1) {
+                    smsc_control = Some(format!("http://{control}"));
+                }
+                let addr: std::net::SocketAddr = lines[0].parse().context("smsc-sim address")?;
                 (
                     format!(
                         "[[connectors]]\nname = \"smpp\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {}\n\
@@ -273,6 +323,7 @@ impl BenchServer {
             base: bases[0].clone(),
             bases,
             key,
+            smsc_control,
             dir,
         })
     }

@@ -7,11 +7,13 @@
 //! - `POST /throttle` `{"tps": 100}` changes the rate limit (0 = off);
 //! - `POST /reject-submits` `{"reject": true}` answers every `submit_sm` with
 //!   `ESME_RINVDSTADR` (a permanent error) until turned off;
-//! - `GET /stats` returns [`SimStats`](super::SimStats).
+//! - `GET /stats` returns [`SimStats`](super::SimStats);
+//! - `GET /submitted?to=NUMBER` returns the texts of the accepted
+//!   `submit_sm` to that destination, oldest first (with `--record`).
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -56,6 +58,7 @@ pub fn router(sim: SimHandle) -> Router {
         .route("/throttle", post(throttle))
         .route("/reject-submits", post(reject_submits))
         .route("/stats", get(stats))
+        .route("/submitted", get(submitted))
         .with_state(sim)
 }
 
@@ -110,4 +113,39 @@ async fn reject_submits(
 
 async fn stats(State(sim): State<SimHandle>) -> Json<super::SimStats> {
     Json(sim.stats())
+}
+
+/// Query of `GET /submitted`.
+#[derive(Debug, Deserialize)]
+pub struct SubmittedQuery {
+    /// `destination_addr` as sent (digits, without `+`).
+    pub to: String,
+}
+
+/// Texts sent to one destination: UCS-2 (data_coding 8) decoded, anything
+/// else read as one character per byte (GSM 03.38 unpacked is ASCII for
+/// letters and digits).
+async fn submitted(
+    State(sim): State<SimHandle>,
+    Query(query): Query<SubmittedQuery>,
+) -> Json<Vec<String>> {
+    let to = query.to.trim_start_matches('+');
+    Json(
+        sim.submitted_to(to)
+            .into_iter()
+            .map(|s| {
+                let body = s.message_payload.as_deref().unwrap_or(&s.short_message);
+                if s.data_coding == 8 {
+                    let units = body
+                        .chunks_exact(2)
+                        .map(|pair| u16::from_be_bytes([pair[0], pair[1]]));
+                    char::decode_utf16(units)
+                        .map(|c| c.unwrap_or('\u{FFFD}'))
+                        .collect()
+                } else {
+                    body.iter().map(|&b| char::from(b)).collect()
+                }
+            })
+            .collect(),
+    )
 }

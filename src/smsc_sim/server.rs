@@ -203,6 +203,11 @@ impl SimHandle {
         self.shared.recorder.all()
     }
 
+    /// The recorded submits to `destination` (digits, as sent).
+    pub fn submitted_to(&self, destination: &str) -> Vec<SubmittedMessage> {
+        self.shared.recorder.to(destination)
+    }
+
     /// Sends a mobile-originated `deliver_sm` (esm_class 0) to a receiver-capable bind,
     /// round-robin when there are several, and returns once it has been handed to that
     /// session's socket.

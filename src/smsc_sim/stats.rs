@@ -253,4 +253,13 @@ impl Recorder {
         let log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
         log.iter().cloned().collect()
     }
+
+    /// The recorded submits to `destination`, without copying the rest.
+    pub(super) fn to(&self, destination: &str) -> Vec<SubmittedMessage> {
+        let log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
+        log.iter()
+            .filter(|s| s.destination_addr == destination)
+            .cloned()
+            .collect()
+    }
 }
