@@ -226,3 +226,24 @@ async fn the_cli_entry_point_serves_smpp_and_control_until_told_to_stop() {
         .expect("clean exit");
     within(STEP, "client closed", esme.client.closed()).await;
 }
+
+#[tokio::test]
+async fn the_control_endpoint_lists_the_texts_sent_to_a_number() {
+    let sim = start(quick()).await;
+    let base = serve_control(&sim).await;
+    let esme = bound_transceiver(&sim, "acme").await;
+    submit_ok(&esme, submit("447400123456", "Your code is 4821", 0)).await;
+    submit_ok(&esme, submit("447800123456", "someone else", 0)).await;
+    submit_ok(&esme, submit("447400123456", "Your code is 9317", 0)).await;
+    let texts: Vec<String> = within(
+        STEP,
+        "GET /submitted",
+        reqwest::get(format!("{base}/submitted?to=%2B447400123456")),
+    )
+    .await
+    .expect("GET")
+    .json()
+    .await
+    .expect("JSON");
+    assert_eq!(texts, ["Your code is 4821", "Your code is 9317"]);
+}
