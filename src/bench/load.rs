@@ -346,25 +346,25 @@ pub(super) fn micros_of(v: &Value, field: &str) -> Option<i64> {
     Some(ts.as_microsecond())
 }
 
-/// Emergency latency while a large marketing backlog waits on a throttled carrier.
-pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
-    // No scripts: quiet hours would hold the marketing backlog.
-    let server = BenchServer::start(args, args.throttle_tps, WINDOW, None)?;
-    let client = client(8)?;
+/// Queues `backlog` marketing messages plus `margin` (what the throttled
+/// carrier will drain during the measured phase), then tops up until the
+/// queue holds both. Returns the messages sent, how long the first sending
+/// took and the top-ups needed; `scenario` names the caller in errors.
+pub(super) async fn fill_backlog(
+    client: &reqwest::Client,
+    server: &BenchServer,
+    args: &BenchArgs,
+    backlog: u32,
+    margin: u32,
+    scenario: &str,
+) -> anyhow::Result<(u32, Duration, u32)> {
     let started = Instant::now();
     let mut latencies = Vec::new();
-    // The throttled carrier drains the backlog while it is filled and while
-    // the emergencies go out: fill past the requested backlog by what the
-    // emergency phase will drain, then top up until the queue holds it.
-    let phase = Duration::from_millis(EMERGENCY_GAP_MS + 5) * args.emergency_messages;
-    let margin =
-        u32::try_from((f64::from(args.throttle_tps) * phase.as_secs_f64() * 1.5).ceil() as u64)
-            .unwrap_or(u32::MAX);
-    let target = u64::from(args.backlog) + u64::from(margin);
-    let mut sent = args.backlog.saturating_add(margin);
+    let target = u64::from(backlog) + u64::from(margin);
+    let mut sent = backlog.saturating_add(margin);
     send_batches(
-        &client,
-        &server,
+        client,
+        server,
         0,
         sent,
         args.batch_size,
@@ -377,13 +377,13 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
     let queued = started.elapsed();
     let mut top_ups = 0u32;
     loop {
-        let depth = queue_depth(&client, &server, "marketing").await?;
+        let depth = queue_depth(client, server, "marketing").await?;
         if depth >= target {
-            break;
+            return Ok((sent, queued, top_ups));
         }
         if top_ups == 10 {
             bail!(
-                "hol: the queue holds {depth} marketing messages after {top_ups} top-ups, not {target}"
+                "{scenario}: the queue holds {depth} marketing messages after {top_ups} top-ups, not {target}"
             );
         }
         // Over by a tenth of a second of drain (or a quarter of the
@@ -397,8 +397,8 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
             .unwrap_or(u32::MAX)
             .saturating_add(extra);
         send_batches(
-            &client,
-            &server,
+            client,
+            server,
             sent,
             missing,
             args.batch_size,
@@ -411,6 +411,23 @@ pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
         sent = sent.saturating_add(missing);
         top_ups += 1;
     }
+}
+
+/// Emergency latency while a large marketing backlog waits on a throttled carrier.
+pub async fn head_of_line(args: &BenchArgs) -> anyhow::Result<Summary> {
+    // No scripts: quiet hours would hold the marketing backlog.
+    let server = BenchServer::start(args, args.throttle_tps, WINDOW, None)?;
+    let client = client(8)?;
+    let started = Instant::now();
+    // The throttled carrier drains the backlog while it is filled and while
+    // the emergencies go out: fill past the requested backlog by what the
+    // emergency phase will drain, then top up until the queue holds it.
+    let phase = Duration::from_millis(EMERGENCY_GAP_MS + 5) * args.emergency_messages;
+    let margin =
+        u32::try_from((f64::from(args.throttle_tps) * phase.as_secs_f64() * 1.5).ceil() as u64)
+            .unwrap_or(u32::MAX);
+    let (sent, queued, top_ups) =
+        fill_backlog(&client, &server, args, args.backlog, margin, "hol").await?;
     eprintln!(
         "hol: {sent} marketing sent in {:.1}s ({:.0} msg/s, {top_ups} top-ups); sending {} emergency messages",
         queued.as_secs_f64(),

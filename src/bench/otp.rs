@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::BenchArgs;
-use super::load::{WINDOW, carrier, client, micros_of, queue_depth, send_batches};
+use super::load::{WINDOW, carrier, client, fill_backlog, micros_of, queue_depth};
 use super::report::{Latency, OtpFigures, Summary};
 use super::server::BenchServer;
 use crate::model::now_micros;
@@ -155,67 +155,6 @@ async fn get_json(
     Ok(v)
 }
 
-/// Queues `backlog` marketing messages plus `margin` (what the carrier
-/// will drain meanwhile), topping up until the queue holds both, as `hol`
-/// does. Returns the messages sent and how long sending them took.
-async fn fill_backlog(
-    client: &reqwest::Client,
-    server: &BenchServer,
-    args: &BenchArgs,
-    margin: u32,
-) -> anyhow::Result<(u32, Duration)> {
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    let target = u64::from(args.otp_backlog) + u64::from(margin);
-    let mut sent = args.otp_backlog.saturating_add(margin);
-    send_batches(
-        client,
-        server,
-        0,
-        sent,
-        args.batch_size,
-        4,
-        "marketing",
-        None,
-        &mut latencies,
-    )
-    .await?;
-    let queued = started.elapsed();
-    let mut top_ups = 0u32;
-    loop {
-        let depth = queue_depth(client, server, "marketing").await?;
-        if depth >= target {
-            return Ok((sent, queued));
-        }
-        if top_ups == 10 {
-            bail!(
-                "otp: the queue holds {depth} marketing messages after {top_ups} top-ups, not {target}"
-            );
-        }
-        let extra = (args.throttle_tps / 10)
-            .max(margin / 4)
-            .max(1)
-            .saturating_mul(1 << top_ups);
-        let missing = u32::try_from(target - depth)
-            .unwrap_or(u32::MAX)
-            .saturating_add(extra);
-        send_batches(
-            client,
-            server,
-            sent,
-            missing,
-            args.batch_size,
-            4,
-            "marketing",
-            None,
-            &mut latencies,
-        )
-        .await?;
-        sent = sent.saturating_add(missing);
-        top_ups += 1;
-    }
-}
-
 /// OTPs at `--otp-rate` while `--otp-backlog` marketing messages wait on a
 /// carrier capped at `--throttle-tps`.
 pub async fn otp(args: &BenchArgs) -> anyhow::Result<Summary> {
@@ -241,7 +180,8 @@ pub async fn otp(args: &BenchArgs) -> anyhow::Result<Summary> {
     let margin =
         u32::try_from((f64::from(args.throttle_tps) * phase.as_secs_f64() * 1.5).ceil() as u64)
             .unwrap_or(u32::MAX);
-    let (sent, queued) = fill_backlog(&client, &server, args, margin).await?;
+    let (sent, queued, _) =
+        fill_backlog(&client, &server, args, args.otp_backlog, margin, "otp").await?;
     eprintln!(
         "otp: {sent} marketing sent in {:.1}s ({:.0} msg/s); issuing {} OTPs at {}/s",
         queued.as_secs_f64(),
