@@ -207,10 +207,6 @@ impl OtpService {
         vars.insert("app_name".into(), app_name.into());
         vars.insert("ttl_minutes".into(), ttl.as_secs().div_ceil(60).into());
         let outgoing = Outgoing {
-            validity: Some(ttl),
-            ..Outgoing::text(to.as_str().to_string(), String::new(), Class::Otp)
-        };
-        let outgoing = Outgoing {
             content: Content::Sealed {
                 name: template,
                 vars,
@@ -218,7 +214,8 @@ impl OtpService {
                 secret_var: "code",
                 secret: code.expose().to_string(),
             },
-            ..outgoing
+            validity: Some(ttl),
+            ..Outgoing::text(to.as_str().to_string(), String::new(), Class::Otp)
         };
         let message = match self.admitter.admit_one(who, outgoing).await {
             Ok(Admission::Created(m) | Admission::Existing(m)) => m,
