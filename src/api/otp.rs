@@ -115,6 +115,12 @@ pub struct BlockedPrefix {
     pub until: String,
 }
 
+/// The id in the path; one that does not even decode names no OTP.
+fn otp_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    id.map(|Path(id)| id)
+        .map_err(|_| ApiError::NotFound("no such OTP".into()))
+}
+
 /// Send a one-time code by SMS.
 #[utoipa::path(
     post, path = "/v1/otp", tag = "otp",
@@ -214,9 +220,7 @@ pub async fn get(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OtpView>, ApiError> {
     who.require(Scope::Otp)?;
-    let Ok(Path(id)) = id else {
-        return Err(ApiError::NotFound("no such OTP".into()));
-    };
+    let id = otp_id(id)?;
     let state = app.otp.get(&who, &id).await?;
     Ok(Json(OtpView::of_state(&state)))
 }
@@ -240,9 +244,7 @@ pub async fn cancel(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OtpView>, ApiError> {
     who.require(Scope::Otp)?;
-    let Ok(Path(id)) = id else {
-        return Err(ApiError::NotFound("no such OTP".into()));
-    };
+    let id = otp_id(id)?;
     let otp = app.otp.cancel(&who, &id).await?;
     Ok(Json(OtpView::of(&otp)))
 }
