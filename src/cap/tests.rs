@@ -246,8 +246,16 @@ fn cap_a4_amber_alert_multilingual() {
     assert_eq!(en.categories, vec![Category::Rescue]);
     assert_eq!(en.event, "Child Abduction");
     assert_eq!(es.event, "Abducción de Niño");
-    assert_eq!(es.sender_name.as_deref(), Some("Departamento de Policía de Los Ángeles - LAPD"));
-    assert!(en.description.as_deref().expect("description").contains("3'0\", 40 LBS."));
+    assert_eq!(
+        es.sender_name.as_deref(),
+        Some("Departamento de Policía de Los Ángeles - LAPD")
+    );
+    assert!(
+        en.description
+            .as_deref()
+            .expect("description")
+            .contains("3'0\", 40 LBS.")
+    );
     assert_eq!(en.event_codes[0].value, "CAE");
     assert_eq!(es.areas[0].area_desc, "condado de Los Ángeles");
     assert_eq!(es.areas[0].geocodes[0].value, "006037");
@@ -273,7 +281,11 @@ fn cap_cancel_message_has_references_and_no_info() {
 fn cap_billion_laughs_is_forbidden() {
     let mut dtd = String::from("<!ENTITY lol \"lol\">");
     for i in 1..10 {
-        let prev = if i == 1 { "lol".to_owned() } else { format!("lol{}", i - 1) };
+        let prev = if i == 1 {
+            "lol".to_owned()
+        } else {
+            format!("lol{}", i - 1)
+        };
         dtd.push_str(&format!(
             "<!ENTITY lol{i} \"{}\">",
             format!("&{prev};").repeat(10)
@@ -284,7 +296,10 @@ fn cap_billion_laughs_is_forbidden() {
          <alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><note>&lol9;</note></alert>"
     );
     let e = err(xml);
-    assert!(matches!(e, CapError::Forbidden(_)), "{e:?}");
+    assert!(
+        matches!(&e, CapError::Forbidden(m) if m.contains("DOCTYPE")),
+        "refused at the DOCTYPE, before any entity: {e:?}"
+    );
     assert_eq!(e.code(), "dtd_not_allowed");
 }
 
@@ -293,7 +308,7 @@ fn cap_external_entity_is_forbidden() {
     let xml = "<?xml version=\"1.0\"?>\
         <!DOCTYPE alert [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\
         <alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><note>&xxe;</note></alert>";
-    assert!(matches!(err(xml), CapError::Forbidden(_)));
+    assert!(matches!(err(xml), CapError::Forbidden(m) if m.contains("DOCTYPE")));
     let external_dtd = "<!DOCTYPE alert SYSTEM \"http://example.org/cap.dtd\">\
         <alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"/>";
     assert!(matches!(err(external_dtd), CapError::Forbidden(_)));
@@ -301,13 +316,13 @@ fn cap_external_entity_is_forbidden() {
 
 #[test]
 fn cap_unknown_entity_without_doctype_is_forbidden() {
-    let xml = edit(THUNDERSTORM, "<contact>BARUFFALDI", "<contact>&xxe;BARUFFALDI");
-    assert!(matches!(err(xml), CapError::Forbidden(_)));
-    let in_attribute = edit(
+    let xml = edit(
         THUNDERSTORM,
-        "<alert xmlns",
-        "<alert foo=\"&xxe;\" xmlns",
+        "<contact>BARUFFALDI",
+        "<contact>&xxe;BARUFFALDI",
     );
+    assert!(matches!(err(xml), CapError::Forbidden(_)));
+    let in_attribute = edit(THUNDERSTORM, "<alert xmlns", "<alert foo=\"&xxe;\" xmlns");
     assert!(matches!(err(in_attribute), CapError::Forbidden(_)));
 }
 
@@ -446,7 +461,11 @@ fn cap_structural_garbage_is_malformed() {
     ];
     let second_root = format!("{CANCEL}<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"/>");
     let trailing_text = format!("{CANCEL}trailing");
-    for case in cases.iter().copied().chain([&*second_root, &*trailing_text]) {
+    for case in cases
+        .iter()
+        .copied()
+        .chain([&*second_root, &*trailing_text])
+    {
         match parse(case.as_bytes()) {
             Err(CapError::Malformed(_)) => {}
             other => panic!("{case:?}: expected Malformed, got {other:?}"),
@@ -494,7 +513,11 @@ fn cap_missing_resource_mime_type() {
 
 #[test]
 fn cap_restricted_scope_needs_restriction() {
-    let restricted = edit(THUNDERSTORM, "<scope>Public</scope>", "<scope>Restricted</scope>");
+    let restricted = edit(
+        THUNDERSTORM,
+        "<scope>Public</scope>",
+        "<scope>Restricted</scope>",
+    );
     assert_eq!(invalid_element(&restricted), "restriction");
     let with = edit(
         &restricted,
@@ -509,7 +532,11 @@ fn cap_restricted_scope_needs_restriction() {
 
 #[test]
 fn cap_private_scope_needs_addresses() {
-    let private = edit(THUNDERSTORM, "<scope>Public</scope>", "<scope>Private</scope>");
+    let private = edit(
+        THUNDERSTORM,
+        "<scope>Public</scope>",
+        "<scope>Private</scope>",
+    );
     assert_eq!(invalid_element(&private), "addresses");
     let with = edit(
         &private,
@@ -533,27 +560,59 @@ fn cap_private_scope_needs_addresses() {
 #[test]
 fn cap_bad_enumerations_name_their_element() {
     let cases = [
-        ("<status>Actual</status>", "<status>actual</status>", "status"),
-        ("<msgType>Alert</msgType>", "<msgType>Alarm</msgType>", "msgType"),
+        (
+            "<status>Actual</status>",
+            "<status>actual</status>",
+            "status",
+        ),
+        (
+            "<msgType>Alert</msgType>",
+            "<msgType>Alarm</msgType>",
+            "msgType",
+        ),
         ("<scope>Public</scope>", "<scope>Everyone</scope>", "scope"),
-        ("<category>Met</category>", "<category>Weather</category>", "info/category"),
+        (
+            "<category>Met</category>",
+            "<category>Weather</category>",
+            "info/category",
+        ),
         (
             "<responseType>Shelter</responseType>",
             "<responseType>Run</responseType>",
             "info/responseType",
         ),
-        ("<urgency>Immediate</urgency>", "<urgency>Soon</urgency>", "info/urgency"),
-        ("<severity>Severe</severity>", "<severity>Bad</severity>", "info/severity"),
-        ("<certainty>Observed</certainty>", "<certainty>Very Likely</certainty>", "info/certainty"),
+        (
+            "<urgency>Immediate</urgency>",
+            "<urgency>Soon</urgency>",
+            "info/urgency",
+        ),
+        (
+            "<severity>Severe</severity>",
+            "<severity>Bad</severity>",
+            "info/severity",
+        ),
+        (
+            "<certainty>Observed</certainty>",
+            "<certainty>Very Likely</certainty>",
+            "info/certainty",
+        ),
     ];
     for (from, to, element) in cases {
-        assert_eq!(invalid_element(edit(THUNDERSTORM, from, to)), element, "{to}");
+        assert_eq!(
+            invalid_element(edit(THUNDERSTORM, from, to)),
+            element,
+            "{to}"
+        );
     }
 }
 
 #[test]
 fn cap_bad_urgency_message_lists_the_values() {
-    let e = err(edit(THUNDERSTORM, "<urgency>Immediate</urgency>", "<urgency>Soon</urgency>"));
+    let e = err(edit(
+        THUNDERSTORM,
+        "<urgency>Immediate</urgency>",
+        "<urgency>Soon</urgency>",
+    ));
     assert_eq!(
         e.to_string(),
         "<urgency> must be one of Immediate, Expected, Future, Past, Unknown (got \"Soon\")"
@@ -576,7 +635,10 @@ fn cap_every_enumeration_value_round_trips() {
     check::<Severity>();
     check::<Certainty>();
     assert_eq!(Category::from_cap("CBRNE"), Some(Category::Cbrne));
-    assert_eq!(ResponseType::from_cap("AllClear"), Some(ResponseType::AllClear));
+    assert_eq!(
+        ResponseType::from_cap("AllClear"),
+        Some(ResponseType::AllClear)
+    );
 }
 
 // ---- dates ----
@@ -658,7 +720,8 @@ fn cap_identifier_and_sender_forbid_spaces_commas_lt_amp() {
 
 #[test]
 fn cap_references_must_be_triples() {
-    let from = "<references>KSTO@NWS.NOAA.GOV,KSTO1055887203,2003-06-17T14:57:00-07:00</references>";
+    let from =
+        "<references>KSTO@NWS.NOAA.GOV,KSTO1055887203,2003-06-17T14:57:00-07:00</references>";
     for bad in [
         "KSTO@NWS.NOAA.GOV,KSTO1055887203",
         "KSTO@NWS.NOAA.GOV,KSTO1055887203,2003-06-17T14:57:00-07:00,extra",
@@ -684,7 +747,11 @@ fn cap_references_must_be_triples() {
 
 #[test]
 fn cap_unknown_cap_elements_are_invalid() {
-    let in_alert = edit(THUNDERSTORM, "<scope>Public</scope>", "<scope>Public</scope><priority>1</priority>");
+    let in_alert = edit(
+        THUNDERSTORM,
+        "<scope>Public</scope>",
+        "<scope>Public</scope><priority>1</priority>",
+    );
     assert_eq!(invalid_element(in_alert), "priority");
     let in_info = with_info(&format!("{INFO_CORE}<colour>red</colour>"));
     assert_eq!(invalid_element(in_info), "info/colour");
@@ -711,7 +778,11 @@ fn cap_other_namespaces_are_ignored() {
 
 #[test]
 fn cap_duplicate_single_elements_are_invalid() {
-    let xml = edit(THUNDERSTORM, "<status>Actual</status>", "<status>Actual</status><status>Test</status>");
+    let xml = edit(
+        THUNDERSTORM,
+        "<status>Actual</status>",
+        "<status>Actual</status><status>Test</status>",
+    );
     let e = err(xml);
     assert_eq!(e.element(), Some("status"));
     assert!(e.to_string().contains("only once"), "{e}");
@@ -740,10 +811,7 @@ fn cap_escapes_and_cdata_are_decoded() {
          <description><![CDATA[<b>bold</b> & more]]> after</description>"
     ));
     let info = &ok(&xml).infos[0];
-    assert_eq!(
-        info.headline.as_deref(),
-        Some("Flood & mud <now> \"go' é☺")
-    );
+    assert_eq!(info.headline.as_deref(), Some("Flood & mud <now> \"go' é☺"));
     assert_eq!(
         info.description.as_deref(),
         Some("<b>bold</b> & more after")
@@ -755,7 +823,11 @@ fn cap_info_defaults_and_text_fallback() {
     let alert = ok(&with_info(INFO_CORE));
     let info = &alert.infos[0];
     assert_eq!(info.language, "en-US");
-    assert_eq!(info.text(), "Flood", "event stands in when nothing else is given");
+    assert_eq!(
+        info.text(),
+        "Flood",
+        "event stands in when nothing else is given"
+    );
     let alert = ok(&with_info(&format!(
         "<language>fr-CA</language>{INFO_CORE}<headline></headline><instruction>Go up.</instruction>"
     )));
@@ -767,7 +839,11 @@ fn cap_info_defaults_and_text_fallback() {
 
 #[test]
 fn cap_geometry_is_checked() {
-    let area = |inner: &str| with_info(&format!("{INFO_CORE}<area><areaDesc>x</areaDesc>{inner}</area>"));
+    let area = |inner: &str| {
+        with_info(&format!(
+            "{INFO_CORE}<area><areaDesc>x</areaDesc>{inner}</area>"
+        ))
+    };
     let cases = [
         "<polygon>1,1 2,2 3,3</polygon>",
         "<polygon>1,1 2,2 3,3 4,4</polygon>",
@@ -779,11 +855,22 @@ fn cap_geometry_is_checked() {
     for case in cases {
         assert_eq!(invalid_element(area(case)), "info/area/polygon", "{case}");
     }
-    for case in ["<circle>1,1</circle>", "<circle>1,1 -2</circle>", "<circle>1,1 2 3</circle>", "<circle>1,1 inf</circle>"] {
+    for case in [
+        "<circle>1,1</circle>",
+        "<circle>1,1 -2</circle>",
+        "<circle>1,1 2 3</circle>",
+        "<circle>1,1 inf</circle>",
+    ] {
         assert_eq!(invalid_element(area(case)), "info/area/circle", "{case}");
     }
-    assert_eq!(invalid_element(area("<ceiling>100</ceiling>")), "info/area/ceiling");
-    assert_eq!(invalid_element(area("<altitude>high</altitude>")), "info/area/altitude");
+    assert_eq!(
+        invalid_element(area("<ceiling>100</ceiling>")),
+        "info/area/ceiling"
+    );
+    assert_eq!(
+        invalid_element(area("<altitude>high</altitude>")),
+        "info/area/altitude"
+    );
     let good = ok(&area(
         "<polygon>1,1 1,2 2,2 1,1</polygon><circle>-33.9,151.2 2.5</circle>\
          <altitude>100</altitude><ceiling>250.5</ceiling>",
@@ -800,7 +887,10 @@ fn cap_repeated_elements_are_bounded() {
     let xml = with_info(INFO_CORE).replace("</alert>", &format!("{infos}</alert>"));
     assert_eq!(invalid_element(xml), "info");
     let areas = "<area><areaDesc>x</areaDesc></area>".repeat(limits::MAX_AREAS + 1);
-    assert_eq!(invalid_element(with_info(&format!("{INFO_CORE}{areas}"))), "info/area");
+    assert_eq!(
+        invalid_element(with_info(&format!("{INFO_CORE}{areas}"))),
+        "info/area"
+    );
 }
 
 // ---- helpers of the public API ----
