@@ -438,6 +438,15 @@ fn cap_huge_text_is_refused() {
 }
 
 #[test]
+fn cap_too_many_attributes_are_refused() {
+    let attributes: String = (0..10_000).map(|i| format!(" a{i}=\"\"")).collect();
+    let xml = format!("<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"{attributes}/>");
+    let e = err(xml);
+    assert_eq!(e.element(), Some("alert"));
+    assert!(e.to_string().contains("attributes"), "{e}");
+}
+
+#[test]
 fn cap_huge_document_is_refused() {
     let xml = format!(
         "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><!--{}--></alert>",
