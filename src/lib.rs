@@ -22,6 +22,7 @@
 //! - [`otp`]: one-time passwords — codes, their hashes, attempts, the
 //!   SMS-pumping defence; [`seal`]: secret message text kept sealed until
 //!   submit; [`group`]: recipient groups (names, uploads).
+//! - [`audit`]: the append-only log of who did what, when, with what outcome.
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
@@ -47,6 +48,7 @@
 pub mod admin;
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod config;

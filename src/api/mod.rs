@@ -6,6 +6,7 @@
 //! are the ones documented, and `tests/it/openapi.rs` checks that each entry
 //! is in the OpenAPI document and that each is live.
 
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod error;
@@ -63,6 +64,8 @@ pub struct App {
     pub batch_budget: BatchBudget,
     /// The gateway's long-running tasks; `/readyz` reports those down.
     pub tasks: Supervisor,
+    /// The append-only log of who did what.
+    pub audit: crate::audit::Audit,
     accepting: AtomicBool,
 }
 
@@ -100,6 +103,7 @@ impl App {
         ));
         App {
             auth: Authenticator::new(store.clone(), metrics.clone()),
+            audit: crate::audit::Audit::new(store.clone(), metrics.clone()),
             batch_budget: BatchBudget::new(
                 config.http.max_batch_bytes_in_flight,
                 config.http.max_batch_body_bytes,
@@ -234,6 +238,7 @@ pub fn routes() -> Vec<Route> {
         Route::new::<groups::__path_list, _, _>(groups::list, Single),
         Route::new::<groups::__path_get, _, _>(groups::get, Single),
         Route::new::<groups::__path_delete, _, _>(groups::delete, Single),
+        Route::new::<audit::__path_list, _, _>(audit::list, Single),
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::memqueue::{Ready, ReadyQueues, Slot};
 
+mod audit;
 mod groups;
 mod keys;
 mod otp;
@@ -219,6 +220,7 @@ impl EmbeddedStore {
             keys::create_tables(&tx)?;
             otp::create_tables(&tx)?;
             groups::create_tables(&tx)?;
+            audit::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;
