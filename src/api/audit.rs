@@ -93,9 +93,10 @@ fn page_size(limit: Option<&str>) -> Result<usize, ApiError> {
 fn before_id(before: Option<&str>) -> Result<Option<MessageId>, ApiError> {
     match before {
         None | Some("") => Ok(None),
-        Some(b) => b.parse::<MessageId>().map(Some).map_err(|()| {
-            ApiError::invalid("invalid_query", "`before` is not an audit entry id")
-        }),
+        Some(b) => b
+            .parse::<MessageId>()
+            .map(Some)
+            .map_err(|()| ApiError::invalid("invalid_query", "`before` is not an audit entry id")),
     }
 }
 

@@ -36,9 +36,7 @@ impl AuditStore for RedisStore {
             cmd.arg(0).arg(format!("{} {json}", e.id));
         }
         let mut conn = self.shared.conn()?;
-        cmd.query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+        cmd.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
     async fn audit(
