@@ -138,6 +138,9 @@ pub fn key_principal(key_name: &str) -> String {
     format!("key:{key_name}")
 }
 
+/// How long a recording waits for the store before giving up on it.
+pub const RECORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The handle features record through.
 #[derive(Clone)]
 pub struct Audit {
@@ -150,14 +153,21 @@ impl Audit {
         Audit { store, metrics }
     }
 
-    /// Appends `entry`. A store failure is logged at error level and
-    /// counted, never returned: the action it records is not undone.
+    /// Appends `entry`. A store failure, or no answer within
+    /// [`RECORD_TIMEOUT`], is logged at error level and counted, never
+    /// returned: the action it records is not undone, and a slow store
+    /// cannot turn a change that took effect into a timed-out request.
     pub async fn record(&self, entry: AuditEntry) {
         let (id, action) = (entry.id, entry.action);
-        if let Err(e) = self.store.append_audit(vec![entry]).await {
-            self.metrics.audit_write_failed();
-            tracing::error!(error = %e, %id, ?action, "audit entry not written");
-        }
+        let error = match tokio::time::timeout(RECORD_TIMEOUT, self.store.append_audit(vec![entry]))
+            .await
+        {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("not confirmed within {RECORD_TIMEOUT:?} (it may still land)"),
+        };
+        self.metrics.audit_write_failed();
+        tracing::error!(%error, %id, ?action, "audit entry not written");
     }
 }
 
