@@ -144,22 +144,18 @@ pub(super) fn outcome_of<T>(result: &Result<T, ApiError>) -> AuditOutcome {
     }
 }
 
-/// Records what `who` did to `target` and how it ended.
+/// Records what `who` did to `target`, how it ended, and any `detail`.
 pub(super) async fn record<T>(
     app: &AppState,
     who: &Principal,
     action: AuditAction,
     target: String,
     result: &Result<T, ApiError>,
+    detail: Option<String>,
 ) {
-    app.audit
-        .record(AuditEntry::new(
-            key_principal(&who.name),
-            action,
-            target,
-            outcome_of(result),
-        ))
-        .await;
+    let mut entry = AuditEntry::new(key_principal(&who.name), action, target, outcome_of(result));
+    entry.detail = detail;
+    app.audit.record(entry).await;
 }
 
 #[cfg(test)]

@@ -178,7 +178,16 @@ pub async fn put(
 ) -> Result<Json<GroupView>, ApiError> {
     let target = group_target(&name);
     let result = replace(&app, &who, name, &headers, body).await;
-    record(&app, &who, AuditAction::GroupReplace, target, &result).await;
+    let count = result.as_ref().ok().map(|g| format!("{} members", g.count));
+    record(
+        &app,
+        &who,
+        AuditAction::GroupReplace,
+        target,
+        &result,
+        count,
+    )
+    .await;
     result
 }
 
@@ -326,7 +335,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let target = group_target(&name);
     let result = remove(&app, &who, name).await;
-    record(&app, &who, AuditAction::GroupDelete, target, &result).await;
+    record(&app, &who, AuditAction::GroupDelete, target, &result, None).await;
     result
 }
 

@@ -111,6 +111,16 @@ async fn group_changes_and_refusals_are_listed_newest_first() {
         assert!(e["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{e}");
     }
     assert_eq!(page["next_before"], Value::Null);
+    let details: Vec<&Value> = entries(&page).iter().map(|e| &e["detail"]).collect();
+    assert_eq!(
+        details,
+        [
+            &Value::Null,
+            &Value::Null,
+            &Value::Null,
+            &json!("2 members")
+        ]
+    );
 }
 
 #[tokio::test]
