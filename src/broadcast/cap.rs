@@ -49,14 +49,14 @@ impl Broadcasts {
     /// `Invalid` naming the element (no area maps to a group, references
     /// missing, a message type Herald does not act on), `NotFound` for a
     /// reference to no broadcast, the store.
-    pub async fn from_cap(
+    pub async fn take_cap(
         &self,
         actor: &Actor,
         alert: &Alert,
         requires_approval: bool,
     ) -> Result<CapOutcome, BroadcastError> {
         let result = self
-            .from_cap_unaudited(actor, alert, requires_approval)
+            .take_cap_unaudited(actor, alert, requires_approval)
             .await;
         let did = match &result {
             Ok(CapOutcome::Created { broadcast, .. }) => format!("created {}", broadcast.id),
@@ -76,7 +76,7 @@ impl Broadcasts {
         result
     }
 
-    async fn from_cap_unaudited(
+    async fn take_cap_unaudited(
         &self,
         actor: &Actor,
         alert: &Alert,
