@@ -19,11 +19,13 @@ use serde_json::{Value, json};
 
 use super::BenchArgs;
 use super::fanout_log::{FanOutLog, TRACE};
-use super::load::{WINDOW, carrier, client};
+use super::load::{WINDOW, carrier, client, queue_depth};
 use super::report::{BroadcastFigures, CancelFigures, Latency, Summary};
 use super::server::{BenchServer, Carrier};
 use crate::text::test_number;
 
+/// The class of the broadcasts (the API's default).
+const CLASS: &str = "emergency";
 /// The group every broadcast of the scenario goes to.
 const GROUP: &str = "bench-audience";
 /// Poll period until the first submit.
@@ -161,7 +163,35 @@ struct Run {
     completed: Duration,
     /// `(seconds since create, queued)` of every poll.
     samples: Vec<(f64, u64)>,
+    /// `(seconds since create, queued, ready)` of every poll after the
+    /// first submit until nothing is queued; `ready` is the server's
+    /// `herald_queue_depth` of the class: messages a dispatcher can claim.
+    depths: Vec<(f64, u64, u64)>,
     last: Counters,
+}
+
+impl Run {
+    /// Seconds between polls that found nothing ready to claim while the
+    /// broadcast still had messages to send: the carrier idle, waiting for
+    /// the fan-out (as far as a poll can tell).
+    fn starved_seconds(&self) -> f64 {
+        self.depths
+            .windows(2)
+            .filter(|w| w[0].2 == 0 && w[0].1 > 0)
+            .map(|w| w[1].0 - w[0].0)
+            .fold(0.0, |a, b| a + b)
+    }
+
+    /// About one poll per second: `[seconds, queued, ready]`.
+    fn timeline(&self) -> Vec<[f64; 3]> {
+        let mut out: Vec<[f64; 3]> = Vec::new();
+        for &(t, q, r) in &self.depths {
+            if out.last().is_none_or(|l| t >= l[0] + 1.0) {
+                out.push([(t * 100.0).round() / 100.0, q as f64, r as f64]);
+            }
+        }
+        out
+    }
 }
 
 /// Sends one broadcast to the group and follows it until completed.
@@ -174,6 +204,7 @@ async fn run_broadcast(
     let (id, create) = create(client, server, "bench broadcast").await?;
     let deadline = started + timeout;
     let mut samples = Vec::new();
+    let mut depths = Vec::new();
     let mut first_submit = None;
     let mut all_submitted = None;
     loop {
@@ -186,6 +217,10 @@ async fn run_broadcast(
         if all_submitted.is_none() && c.queued == 0 && c.status != "pending_approval" {
             all_submitted = Some(at);
         }
+        if first_submit.is_some() && all_submitted.is_none() {
+            let ready = queue_depth(client, server, CLASS).await?;
+            depths.push((at.as_secs_f64(), c.queued, ready));
+        }
         if c.status == "completed" {
             let first_submit = first_submit.unwrap_or(at);
             return Ok((
@@ -196,6 +231,7 @@ async fn run_broadcast(
                     all_submitted: all_submitted.unwrap_or(at),
                     completed: at,
                     samples,
+                    depths,
                     last: c,
                 },
             ));
@@ -251,10 +287,18 @@ async fn cancel_one(
     let status = r.status();
     let v: Value = r.json().await?;
     let call = t.elapsed();
-    if status != 200 {
-        bail!("POST /v1/broadcasts/{id}/cancel answered {status}: {v}");
+    // 409: it completed before the cancel (a small group on a fast carrier).
+    let answered: Counters = match status.as_u16() {
+        200 => serde_json::from_value(v)?,
+        409 => counters(client, server, &id).await?,
+        _ => bail!("POST /v1/broadcasts/{id}/cancel answered {status}: {v}"),
+    };
+    if answered.status != "canceled" {
+        eprintln!(
+            "broadcast: the second broadcast was {} before the cancel; no cancel figure",
+            answered.status
+        );
     }
-    let answered: Counters = serde_json::from_value(v)?;
     // Submits in flight at the cancel still get their receipts.
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let settled = loop {
@@ -269,6 +313,7 @@ async fn cancel_one(
     };
     let settle = t.elapsed();
     Ok(CancelFigures {
+        took_effect: answered.status == "canceled",
         after_ms: CANCEL_AFTER.as_secs_f64() * 1000.0,
         sent_before_cancel: before.sent(),
         cancel_call_ms: call.as_secs_f64() * 1000.0,
@@ -335,6 +380,8 @@ pub async fn broadcast(args: &BenchArgs) -> anyhow::Result<Summary> {
         completed_seconds: run.completed.as_secs_f64(),
         leaving_queued_per_sec: f64::from(n) / all_submitted.max(1e-9),
         peak_leaving_queued_per_sec: peak_rate(&run.samples),
+        starved_seconds: run.starved_seconds(),
+        timeline: run.timeline(),
         fanout_chunks: chunks.chunks.len() as u64,
         fanout_recipients: chunks.recipients(),
         fanout_write_seconds: write_seconds,

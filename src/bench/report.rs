@@ -161,6 +161,12 @@ pub struct BroadcastFigures {
     pub leaving_queued_per_sec: f64,
     /// The same over the fastest second of polls.
     pub peak_leaving_queued_per_sec: f64,
+    /// Time between polls that found nothing ready for the carrier
+    /// (`herald_queue_depth` 0) while messages were still to be sent.
+    pub starved_seconds: f64,
+    /// About once a second from the first submit until nothing is queued:
+    /// `[seconds since create, queued (counter), ready (queue depth)]`.
+    pub timeline: Vec<[f64; 3]>,
     /// Server side, from the fan-out's chunk log: chunks written.
     pub fanout_chunks: u64,
     /// Recipients those chunks turned into messages (or refused).
@@ -186,6 +192,9 @@ pub struct BroadcastFigures {
 /// A second broadcast to the same group, canceled while sending.
 #[derive(Debug, Clone, Serialize)]
 pub struct CancelFigures {
+    /// Whether it was still sending when canceled (a small group on a
+    /// fast carrier may complete first: the call answers 409).
+    pub took_effect: bool,
     /// Its create → the cancel call.
     pub after_ms: f64,
     /// Submitted or beyond right before the cancel.
@@ -209,7 +218,8 @@ impl BroadcastFigures {
             "\n   group upload (text/csv, {} members): {:.2} s\
              \n   create -> 201: {:.1} ms   create -> first submit: {:.1} ms (polled every {:.0} ms)\
              \n   create -> all submitted (queued 0): {:.2} s   -> completed: {:.2} s (polled)\
-             \n   leaving queued: {:.0} msg/s over the run, {:.0} msg/s in the fastest second\
+             \n   leaving queued: {:.0} msg/s over the run, {:.0} msg/s in the fastest second; \
+             nothing ready to send for {:.1} s of it (polled)\
              \n   fan-out (server log): {} recipients in {} chunks, {:.2} s of chunk time = {:.0} recipients/s; \
              first -> last chunk {:.2} s; chunk p50 {:.1} ms p99 {:.1} ms max {:.1} ms\
              \n   counters: {} total, {} delivered, {} failed, {} expired, {} canceled, {} refused ({})\
@@ -223,6 +233,7 @@ impl BroadcastFigures {
             self.completed_seconds,
             self.leaving_queued_per_sec,
             self.peak_leaving_queued_per_sec,
+            self.starved_seconds,
             self.fanout_recipients,
             self.fanout_chunks,
             self.fanout_write_seconds,
@@ -241,7 +252,13 @@ impl BroadcastFigures {
             self.peak_rss_after_upload_mib,
             self.peak_rss_after_broadcast_mib
         );
-        if let Some(k) = &self.cancel {
+        if let Some(k) = self.cancel.as_ref().filter(|k| !k.took_effect) {
+            s.push_str(&format!(
+                "\n   cancel after {:.0} ms: too late, the second broadcast had {}",
+                k.after_ms, k.answered.status
+            ));
+        }
+        if let Some(k) = self.cancel.as_ref().filter(|k| k.took_effect) {
             let a = &k.settled;
             s.push_str(&format!(
                 "\n   cancel after {:.0} ms ({} sent): call {:.1} ms; settled {:.2} s later: \
