@@ -104,7 +104,8 @@ impl FanOutTask {
                 if depth >= target / 2 {
                     continue;
                 }
-                let mut want = usize::try_from(target - depth).unwrap_or(CHUNK).min(CHUNK);
+                let chunk = CHUNK.min(self.store.fan_out_chunk());
+                let mut want = usize::try_from(target - depth).unwrap_or(chunk).min(chunk);
                 if b.fanned + b.refused == 0 {
                     want = want.min(FIRST_CHUNK);
                 }

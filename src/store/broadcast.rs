@@ -306,6 +306,13 @@ pub trait BroadcastStore: Send + Sync + 'static {
         refused: u64,
     ) -> Result<FanOut, StoreError>;
 
+    /// Most recipients one [`BroadcastStore::fan_out`] should take: a
+    /// store that is one shared server keeps each call short, so other
+    /// nodes' claims and admissions never wait long behind it.
+    fn fan_out_chunk(&self) -> usize {
+        10_000
+    }
+
     /// Ready messages of `class` queued for `connector`.
     async fn ready_depth(&self, connector: &str, class: Class) -> Result<u64, StoreError>;
 }
