@@ -1,4 +1,4 @@
-//! Admin commands (`herald apikey …`) that work whether or not `herald serve`
+//! Admin commands (`herald apikey …`, `herald operator …`) that work whether or not `herald serve`
 //! holds the store.
 //!
 //! The embedded store is locked by the process that serves it, so a running
@@ -51,6 +51,18 @@ pub enum AdminRequest {
     /// Lift an OTP prefix block.
     OtpUnblock {
         prefix: String,
+    },
+    /// Create a console account.
+    OperatorCreate {
+        name: String,
+        role: String,
+        password: String,
+    },
+    /// Console accounts (never their hashes).
+    OperatorList,
+    /// Disable a console account and end its sessions.
+    OperatorDisable {
+        name: String,
     },
 }
 
@@ -137,6 +149,31 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
                 Ok(format!("OTPs to +{prefix}… may be sent again"))
             } else {
                 Err(format!("prefix {prefix} is not blocked"))
+            }
+        }
+        AdminRequest::OperatorCreate {
+            name,
+            role,
+            password,
+        } => crate::operator::create(store, name, role, password)
+            .await
+            .map(|op| format!("created {} '{}'", op.role.as_str(), op.name))
+            .map_err(|e| e.to_string()),
+        AdminRequest::OperatorList => {
+            let operators = store.operators().await.map_err(|e| e.to_string())?;
+            Ok(crate::operator::describe(&operators))
+        }
+        AdminRequest::OperatorDisable { name } => {
+            if store
+                .disable_operator(name, now_micros())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Ok(format!(
+                    "disabled operator '{name}' and ended their sessions"
+                ))
+            } else {
+                Err(format!("no operator named '{name}'"))
             }
         }
         AdminRequest::ApiKeyRevoke { name } => {

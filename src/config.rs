@@ -61,6 +61,7 @@ pub struct Config {
     pub otp: crate::otp::config::OtpConfig,
     pub retention: RetentionConfig,
     pub senders: SendersConfig,
+    pub console: crate::console::config::ConsoleConfig,
 }
 
 impl Default for Config {
@@ -80,6 +81,7 @@ impl Default for Config {
             otp: crate::otp::config::OtpConfig::default(),
             retention: RetentionConfig::default(),
             senders: SendersConfig::default(),
+            console: crate::console::config::ConsoleConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod embedded;
 pub mod group;
 mod memqueue;
+pub mod operator;
 pub mod otp;
 pub mod redis;
 
@@ -24,6 +25,7 @@ use crate::model::{InboundRecord, Message, MessageId, Micros, PartialSubmit, Rec
 pub use self::redis::{RedisSettings, RedisStore, Role};
 pub use embedded::EmbeddedStore;
 pub use group::{GroupStore, GroupSummary};
+pub use operator::{OperatorRecord, OperatorRole, OperatorStore, SessionRecord};
 pub use otp::{Attempt, Budget, OtpRecord, OtpStatus, OtpStore};
 
 /// Why a store operation failed. Callers answer 503: the request may be
@@ -303,7 +305,7 @@ pub struct MaintenanceReport {
 /// its own role trait. Every implementation passes the one conformance suite.
 #[async_trait]
 pub trait Store:
-    MessageStore + KeyStore + InboundStore + WebhookStore + OtpStore + GroupStore
+    MessageStore + KeyStore + InboundStore + WebhookStore + OtpStore + GroupStore + OperatorStore
 {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

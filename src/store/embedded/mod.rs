@@ -27,6 +27,7 @@ use super::memqueue::{Ready, ReadyQueues, Slot};
 
 mod groups;
 mod keys;
+mod operators;
 mod otp;
 use super::{
     Admission, InboundStore, MaintenanceReport, MessageStore, NewMessage, Outcome, QueueDepths,
@@ -219,6 +220,7 @@ impl EmbeddedStore {
             keys::create_tables(&tx)?;
             otp::create_tables(&tx)?;
             groups::create_tables(&tx)?;
+            operators::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;
