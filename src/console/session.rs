@@ -42,9 +42,7 @@ pub fn set_cookie(token: &str, secure: bool) -> HeaderValue {
 
 /// `Set-Cookie` that removes the session cookie.
 pub fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static(
-        "herald_console=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0",
-    )
+    HeaderValue::from_static("herald_console=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0")
 }
 
 /// A signed-in operator, from a live session. Pages that take it send
