@@ -6,6 +6,7 @@ mod api_errors;
 mod api_messages;
 mod cli;
 mod connections;
+mod console;
 mod crash;
 mod dispatch;
 mod files;
