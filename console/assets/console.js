@@ -5,7 +5,7 @@
 
 (function () {
   // Compose: ask the server for the preview (the same analysis the send
-  // uses) a moment after the last keystroke.
+  // uses) a moment after the last change, and show the mode's banner.
   var form = document.getElementById("compose");
   var out = document.getElementById("preview");
   if (form && out) {
@@ -13,52 +13,61 @@
     var seq = 0;
     var refresh = function () {
       var mine = ++seq;
-      var body = new URLSearchParams(new FormData(form));
       fetch("/console/compose/preview", {
         method: "POST",
-        body: body,
-        credentials: "same-origin",
-        headers: { "X-Requested-With": "fetch" }
-      }).then(function (r) { return r.ok || r.status === 422 ? r.text() : null; })
+        body: new FormData(form),
+        credentials: "same-origin"
+      }).then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
           if (html !== null && mine === seq) { out.innerHTML = html; }
         })
         .catch(function () {});
     };
+    var banners = function () {
+      var mode = form.querySelector("input[name=mode]:checked");
+      var value = mode ? mode.value : "";
+      var ex = document.getElementById("exercise-banner");
+      var live = document.getElementById("live-banner");
+      if (ex) { ex.hidden = value !== "exercise"; }
+      if (live) { live.hidden = value !== "live"; }
+      document.body.classList.toggle("exercise-mode", value === "exercise");
+    };
     var later = function () {
+      banners();
       if (timer) { clearTimeout(timer); }
       timer = setTimeout(refresh, 250);
     };
     form.addEventListener("input", later);
     form.addEventListener("change", later);
+    banners();
   }
 
   // Progress: counters and the bar follow the broadcast over SSE.
   var live = document.getElementById("progress");
   if (live && live.dataset.events && window.EventSource) {
     var source = new EventSource(live.dataset.events);
-    source.addEventListener("progress", function (e) {
+    var show = function (e) {
       var v;
       try { v = JSON.parse(e.data); } catch (err) { return; }
-      Object.keys(v).forEach(function (k) {
+      ["total", "queued", "submitted", "delivered", "failed", "expired", "canceled", "refused"].forEach(function (k) {
         var el = document.getElementById("count-" + k);
-        if (el) { el.textContent = v[k]; }
+        if (el && typeof v[k] === "number") { el.textContent = v[k]; }
       });
+      var final = v.status === "completed" || v.status === "canceled" || v.status === "rejected";
+      var percent = v.total > 0 ? Math.floor((v.total - v.queued) * 100 / v.total) : (final ? 100 : 0);
       var bar = document.getElementById("bar");
-      if (bar && typeof v.percent === "number") {
-        bar.value = v.percent;
-        bar.textContent = v.percent + " %";
-      }
+      if (bar) { bar.value = percent; bar.textContent = percent + " %"; }
       var pct = document.getElementById("percent");
-      if (pct && typeof v.percent === "number") { pct.textContent = v.percent + " %"; }
+      if (pct) { pct.textContent = percent + " %"; }
       var st = document.getElementById("status");
       if (st && v.status) { st.textContent = v.status; }
-      if (v.final) {
+      if (final) {
         source.close();
         var cancel = document.getElementById("cancel-form");
         if (cancel) { cancel.hidden = true; }
       }
-    });
-    source.addEventListener("end", function () { source.close(); });
+    };
+    source.addEventListener("progress", show);
+    source.addEventListener("final", show);
   }
 })();
