@@ -338,6 +338,7 @@ impl Admitter {
             not_before: not_before.filter(|at| *at > now),
             partial: None,
             sealed_body,
+            broadcast: None,
         };
         let limit = self.limits.for_class(class);
         Ok(NewMessage {
@@ -349,6 +350,59 @@ impl Admitter {
             not_before,
             message,
         })
+    }
+
+    /// Renders `content` once and checks its length: the text a broadcast
+    /// sends to every recipient. Secret (sealed) text cannot be broadcast.
+    ///
+    /// # Errors
+    /// An empty body, a template that fails, a text too long.
+    pub fn render(&self, content: Content) -> Result<(String, text::EncodedText), FieldError> {
+        if matches!(content, Content::Sealed { .. }) {
+            return Err(FieldError::new(
+                "invalid_body",
+                "secret text cannot be broadcast",
+            ));
+        }
+        let scripts = self.scripts.current();
+        let Rendered { shown, .. } = self.body_of(&scripts, content)?;
+        let encoded = text::analyse(&shown);
+        self.check_length(&encoded, "`body`")?;
+        Ok((shown, encoded))
+    }
+
+    /// The connectors the routing script picks for `msg` (the default
+    /// route when it picks none), ready ones first.
+    ///
+    /// # Errors
+    /// The script rejected the message.
+    pub fn route_for(&self, msg: &ScriptMessage) -> Result<Vec<String>, FieldError> {
+        let route = match self.scripts.route(msg) {
+            RouteDecision::Default => self.default_route.clone(),
+            RouteDecision::Connectors(names) => names,
+            RouteDecision::Reject(reason) => {
+                return Err(FieldError::new(
+                    "rejected_by_route",
+                    format!("rejected by the routing script: {reason}"),
+                ));
+            }
+        };
+        Ok(script::order_by_health(route, &*self.health))
+    }
+
+    /// A recipient as E.164, under the configured region and number policy.
+    ///
+    /// # Errors
+    /// Why it is not a number we send to.
+    pub fn parse_number(&self, raw: &str) -> Result<String, String> {
+        text::parse_msisdn_with(raw, self.default_region, self.number_policy)
+            .map(text::Msisdn::into_string)
+            .map_err(|e| e.to_string())
+    }
+
+    /// How long a message of `class` may wait to be submitted.
+    pub fn validity_of(&self, class: Class) -> Duration {
+        self.validity.for_class(class)
     }
 
     /// The text to send: given, or the template rendered with its

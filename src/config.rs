@@ -62,6 +62,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub senders: SendersConfig,
     pub console: crate::console::config::ConsoleConfig,
+    pub broadcasts: crate::broadcast::config::BroadcastsConfig,
 }
 
 impl Default for Config {
@@ -82,6 +83,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             senders: SendersConfig::default(),
             console: crate::console::config::ConsoleConfig::default(),
+            broadcasts: crate::broadcast::config::BroadcastsConfig::default(),
         }
     }
 }

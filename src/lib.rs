@@ -22,6 +22,8 @@
 //! - [`otp`]: one-time passwords — codes, their hashes, attempts, the
 //!   SMS-pumping defence; [`seal`]: secret message text kept sealed until
 //!   submit; [`group`]: recipient groups (names, uploads).
+//! - [`broadcast`]: broadcasts — approval, exercise vs live, cancel,
+//!   progress, and the fan-out that turns audiences into queued messages.
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
@@ -49,6 +51,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod broadcast;
 pub mod config;
 pub mod connector;
 pub mod console;

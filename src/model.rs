@@ -260,6 +260,10 @@ pub struct Message {
     /// final, so the clear text never outlives its SMS (see `seal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_body: Option<String>,
+    /// The broadcast this message is one recipient of: its status changes
+    /// are counted in the broadcast's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<MessageId>,
 }
 
 impl Message {
@@ -296,6 +300,7 @@ impl Message {
             not_before: None,
             partial: None,
             sealed_body: None,
+            broadcast: None,
         }
     }
 }

@@ -279,6 +279,29 @@ impl Gateway {
                 )
             }
         }));
+        // Its work is in the store (each broadcast's cursor): a new copy
+        // resumes where one panicked.
+        workers.spawn(supervisor.restarting("broadcast_fanout", {
+            let (store, admitter, stop) =
+                (store.clone(), app.admitter.clone(), dispatch_stop.clone());
+            let health = crate::connector::health_of(&connectors);
+            let wake = app.broadcasts.wake_handle();
+            let caps: std::collections::HashMap<String, Option<u32>> = connectors
+                .iter()
+                .map(|c| (c.name().to_string(), c.tps().map(std::num::NonZeroU32::get)))
+                .collect();
+            move || {
+                crate::broadcast::fanout::FanOutTask {
+                    store: store.clone(),
+                    admitter: admitter.clone(),
+                    health: health.clone(),
+                    caps: caps.clone(),
+                    wake: wake.clone(),
+                    stop: stop.clone(),
+                }
+                .run()
+            }
+        }));
         workers.spawn(supervisor.restarting("otp_purge", {
             let (store, stop) = (store.clone(), dispatch_stop.clone());
             move || {

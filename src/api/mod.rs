@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod broadcasts;
 pub mod error;
 pub mod groups;
 pub mod inbound;
@@ -56,6 +57,8 @@ pub struct App {
     pub admitter: Arc<Admitter>,
     /// One-time passwords.
     pub otp: Arc<OtpService>,
+    /// Broadcasts (the API and the console share it).
+    pub broadcasts: Arc<crate::broadcast::Broadcasts>,
     pub connectors: Vec<Arc<dyn Connector>>,
     /// Routing, hooks and templates.
     pub scripts: Arc<Scripts>,
@@ -98,8 +101,15 @@ impl App {
             metrics.clone(),
             sealer.derive_key("otp code hashes"),
         ));
+        let broadcasts = Arc::new(crate::broadcast::Broadcasts::new(
+            store.clone(),
+            store.clone(),
+            admitter.clone(),
+            config.broadcasts.clone(),
+        ));
         App {
             auth: Authenticator::new(store.clone(), metrics.clone()),
+            broadcasts,
             batch_budget: BatchBudget::new(
                 config.http.max_batch_bytes_in_flight,
                 config.http.max_batch_body_bytes,
@@ -234,6 +244,13 @@ pub fn routes() -> Vec<Route> {
         Route::new::<groups::__path_list, _, _>(groups::list, Single),
         Route::new::<groups::__path_get, _, _>(groups::get, Single),
         Route::new::<groups::__path_delete, _, _>(groups::delete, Single),
+        Route::new::<broadcasts::__path_create, _, _>(broadcasts::create, Single),
+        Route::new::<broadcasts::__path_list, _, _>(broadcasts::list, Single),
+        Route::new::<broadcasts::__path_get, _, _>(broadcasts::get, Single),
+        Route::new::<broadcasts::__path_approve, _, _>(broadcasts::approve, Single),
+        Route::new::<broadcasts::__path_reject, _, _>(broadcasts::reject, Single),
+        Route::new::<broadcasts::__path_cancel, _, _>(broadcasts::cancel, Single),
+        Route::new::<broadcasts::__path_events, _, _>(broadcasts::events, Single),
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{groups, inbound, messages, ops, otp};
+use super::{broadcasts, groups, inbound, messages, ops, otp};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,13 @@ use super::{groups, inbound, messages, ops, otp};
         groups::list,
         groups::get,
         groups::delete,
+        broadcasts::create,
+        broadcasts::list,
+        broadcasts::get,
+        broadcasts::approve,
+        broadcasts::reject,
+        broadcasts::cancel,
+        broadcasts::events,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -36,6 +43,7 @@ use super::{groups, inbound, messages, ops, otp};
         (name = "messages", description = "Send messages and follow their delivery"),
         (name = "inbound", description = "Messages from handsets"),
         (name = "groups", description = "Recipient lists for broadcasts"),
+        (name = "broadcasts", description = "Broadcasts: two-person approval, exercise vs live, cancel, progress"),
         (name = "otp", description = "One-time passwords: issue, verify, SMS-pumping defence"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -7,6 +7,7 @@
 //! carrying the session's CSRF token, every answer HTML ([`page`]).
 
 pub mod assets;
+pub mod broadcasts;
 pub mod config;
 pub mod groups;
 pub mod login;
@@ -41,6 +42,23 @@ pub fn router(app: AppState) -> Router {
         .route("/", get(home))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .route(
+            "/compose",
+            get(broadcasts::compose).post(broadcasts::submit),
+        )
+        .route("/compose/preview", post(broadcasts::preview))
+        .route("/compose/confirm", post(broadcasts::confirm))
+        .route("/broadcasts", get(broadcasts::list))
+        .route("/broadcasts/{id}", get(broadcasts::show))
+        .route("/broadcasts/{id}/approve", post(broadcasts::approve))
+        .route("/broadcasts/{id}/reject", post(broadcasts::reject))
+        .route(
+            "/broadcasts/{id}/cancel",
+            get(broadcasts::cancel_form).post(broadcasts::cancel),
+        )
+        .route("/broadcasts/{id}/events", get(broadcasts::events))
+        .route("/approvals", get(broadcasts::approvals))
+        .route("/audit", get(broadcasts::audit))
         .route("/groups", get(groups::list).post(groups::upload))
         .route("/groups/{name}", get(groups::show))
         .route("/assets/{file}", get(assets::get))

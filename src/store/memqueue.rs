@@ -148,6 +148,26 @@ impl ReadyQueues {
         }
     }
 
+    /// Removes one entry, if it is still ready (not claimed): whether it was.
+    pub fn remove(&self, slot: &Slot) -> bool {
+        let mut map = self.lock();
+        let removed = map
+            .get_mut(&slot.connector)
+            .and_then(|q| q.classes[slot.class.index()].remove(&slot.seq))
+            .is_some();
+        if removed {
+            self.depths[slot.class.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Ready entries of `class` for `connector`.
+    pub fn depth(&self, connector: &str, class: Class) -> u64 {
+        self.lock()
+            .get(connector)
+            .map_or(0, |q| q.classes[class.index()].len() as u64)
+    }
+
     /// Ready entries per class.
     pub fn depths(&self) -> [u64; 4] {
         std::array::from_fn(|i| self.depths[i].load(Ordering::Relaxed))

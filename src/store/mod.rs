@@ -7,6 +7,7 @@
 //! durable write (group commit), which is what keeps the store off the
 //! critical path at thousands of messages per second.
 
+pub mod broadcast;
 pub mod embedded;
 pub mod group;
 mod memqueue;
@@ -23,6 +24,7 @@ use crate::limits::LimitPolicy;
 use crate::model::{InboundRecord, Message, MessageId, Micros, PartialSubmit, Receipt};
 
 pub use self::redis::{RedisSettings, RedisStore, Role};
+pub use broadcast::BroadcastStore;
 pub use embedded::EmbeddedStore;
 pub use group::{GroupStore, GroupSummary};
 pub use operator::{OperatorRecord, OperatorRole, OperatorStore, SessionRecord};
@@ -305,7 +307,14 @@ pub struct MaintenanceReport {
 /// its own role trait. Every implementation passes the one conformance suite.
 #[async_trait]
 pub trait Store:
-    MessageStore + KeyStore + InboundStore + WebhookStore + OtpStore + GroupStore + OperatorStore
+    MessageStore
+    + KeyStore
+    + InboundStore
+    + WebhookStore
+    + OtpStore
+    + GroupStore
+    + BroadcastStore
+    + OperatorStore
 {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

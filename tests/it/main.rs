@@ -4,6 +4,7 @@ mod helpers;
 
 mod api_errors;
 mod api_messages;
+mod broadcasts;
 mod cli;
 mod connections;
 mod console;

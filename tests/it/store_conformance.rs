@@ -9,6 +9,10 @@ use herald::limits::LimitPolicy;
 use herald::model::Micros;
 use herald::model::{Class, Message, MessageId, PartialSubmit, Status, now_micros};
 use herald::model::{InboundRecord, Receipt, ReceiptState};
+use herald::store::broadcast::{
+    BroadcastRecord, BroadcastStatus, CapOrigin, CreateRefused, Decided, Decision, FanOut, Mode,
+    StatusCounts,
+};
 use herald::store::otp::{BUDGET_WINDOW, OTP_KEEP, budget_window};
 use herald::store::{
     Admission, ApiKeyRecord, Budget, EmbeddedStore, NewMessage, OtpRecord, OtpStatus, OtpStore,
@@ -227,6 +231,9 @@ macro_rules! conformance {
             #[tokio::test] async fn blocked_prefixes_lapse_and_can_be_lifted() { super::blocked_prefixes_lapse_and_can_be_lifted(&super::$factory()).await }
             #[tokio::test] async fn ended_otps_go_after_otp_keep() { super::ended_otps_go_after_otp_keep(&super::$factory()).await }
             #[tokio::test] async fn retention_purges_finished_records_and_never_pending_work() { super::retention_purges_finished_records_and_never_pending_work(&super::$factory()).await }
+            #[tokio::test] async fn broadcast_audiences_merge_once_and_stay_fixed() { super::broadcast_audiences_merge_once_and_stay_fixed(&super::$factory()).await }
+            #[tokio::test] async fn fan_out_moves_the_cursor_once_and_counts_every_status() { super::fan_out_moves_the_cursor_once_and_counts_every_status(&super::$factory()).await }
+            #[tokio::test] async fn broadcast_decisions_follow_the_rules_and_cancel_stops_the_queued() { super::broadcast_decisions_follow_the_rules_and_cancel_stops_the_queued(&super::$factory()).await }
             #[tokio::test] async fn postponed_webhooks_wait_without_counting_an_attempt() { super::postponed_webhooks_wait_without_counting_an_attempt(&super::$factory()).await }
         }
         )+
@@ -2081,5 +2088,362 @@ async fn sessions_are_found_by_hash_touched_and_ended(f: &dyn StoreFactory) {
     assert_eq!(store.session("h1").await.expect("read"), None);
     assert_eq!(store.session("h4").await.expect("read"), None);
     assert!(store.session("h3").await.expect("read").is_some());
+    store.close().await;
+}
+
+fn broadcast(groups: &[&str], recipients: &[&str], status: BroadcastStatus) -> BroadcastRecord {
+    BroadcastRecord {
+        id: MessageId::generate(),
+        title: "t".into(),
+        text: "Alert".into(),
+        encoding: herald::model::Encoding::Gsm7,
+        segments: 1,
+        class: Class::Emergency,
+        mode: Mode::Live,
+        status,
+        owner: "owner".into(),
+        created_by: "key:creator".into(),
+        created_at: now_micros(),
+        decided_by: None,
+        decided_at: None,
+        comment: None,
+        canceled_by: None,
+        done_at: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        route: vec!["a".into()],
+        from: None,
+        validity_micros: 3_600_000_000,
+        cap: Some(CapOrigin {
+            sender: "agency".into(),
+            identifier: format!("alert-{}", MessageId::generate()),
+            sent: "2026-12-05T10:00:00-00:00".into(),
+        }),
+        total: 0,
+        cursor: None,
+        fanned: 0,
+        refused: 0,
+        lists: Vec::new(),
+    }
+}
+
+async fn created(store: &dyn Store, r: BroadcastRecord) -> BroadcastRecord {
+    store
+        .create_broadcast(r)
+        .await
+        .expect("create")
+        .expect("groups exist")
+        .record
+}
+
+/// Messages of `b` to `numbers`, queued for connector "a".
+fn broadcast_messages(b: &BroadcastRecord, numbers: &[String]) -> Vec<NewMessage> {
+    numbers
+        .iter()
+        .map(|to| {
+            let mut m = message("a", Class::Emergency, 1);
+            m.to = to.clone();
+            m.broadcast = Some(b.id);
+            NewMessage::plain(m)
+        })
+        .collect()
+}
+
+async fn broadcast_audiences_merge_once_and_stay_fixed(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let n = |i: u32| herald::text::test_number(i).to_string();
+    store
+        .replace_group("g1", vec![n(1), n(2), n(3)], 1)
+        .await
+        .expect("g1");
+    store
+        .replace_group("g2", vec![n(2), n(3), n(4)], 1)
+        .await
+        .expect("g2");
+    let b = created(
+        &*store,
+        broadcast(&["g1", "g2"], &[&n(1), &n(5)], BroadcastStatus::Sending),
+    )
+    .await;
+    assert_eq!(b.total, 5, "each number once");
+    // Groups change; the broadcast's audience does not.
+    store
+        .replace_group("g1", vec![n(9)], 2)
+        .await
+        .expect("replace");
+    assert!(store.delete_group("g2").await.expect("delete"));
+    let first = store.audience(b.id, None, 3).await.expect("page");
+    assert_eq!(first, vec![n(1), n(2), n(3)]);
+    let rest = store.audience(b.id, Some(&n(3)), 10).await.expect("page");
+    assert_eq!(rest, vec![n(4), n(5)]);
+    // A single group counts without a merge.
+    let one = created(
+        &*store,
+        broadcast(&["g1"], &[], BroadcastStatus::PendingApproval),
+    )
+    .await;
+    assert_eq!(one.total, 1);
+    assert_eq!(
+        store
+            .create_broadcast(broadcast(&["missing"], &[], BroadcastStatus::Sending))
+            .await
+            .expect("create"),
+        Err(CreateRefused::UnknownGroup("missing".into()))
+    );
+    let cap = b.cap.clone().expect("cap");
+    assert_eq!(
+        store
+            .broadcast_by_cap(&cap.sender, &cap.identifier)
+            .await
+            .expect("cap"),
+        Some(b.id)
+    );
+    let listed = store.broadcasts(None, 10).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|s| s.record.id).collect::<Vec<_>>(),
+        vec![one.id, b.id],
+        "newest first"
+    );
+    let sending = store.sending_broadcasts().await.expect("sending");
+    assert_eq!(sending.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
+    store.close().await;
+}
+
+async fn fan_out_moves_the_cursor_once_and_counts_every_status(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let n = |i: u32| herald::text::test_number(i).to_string();
+    let numbers: Vec<String> = (1..=4).map(n).collect();
+    let b = created(
+        &*store,
+        broadcast(
+            &[],
+            &numbers.iter().map(String::as_str).collect::<Vec<_>>(),
+            BroadcastStatus::Sending,
+        ),
+    )
+    .await;
+    let chunk = store.audience(b.id, None, 3).await.expect("audience");
+    let applied = store
+        .fan_out(
+            b.id,
+            None,
+            chunk[2].clone(),
+            broadcast_messages(&b, &chunk),
+            0,
+        )
+        .await
+        .expect("fan out");
+    assert_eq!(
+        applied,
+        FanOut::Applied {
+            created: 3,
+            refused: 0
+        }
+    );
+    // A second writer that read the same cursor writes nothing.
+    let stale = store
+        .fan_out(
+            b.id,
+            None,
+            chunk[2].clone(),
+            broadcast_messages(&b, &chunk),
+            0,
+        )
+        .await
+        .expect("fan out");
+    assert_eq!(stale, FanOut::Stale);
+    assert_eq!(
+        store
+            .ready_depth("a", Class::Emergency)
+            .await
+            .expect("depth"),
+        3
+    );
+    let state = store.broadcast(b.id).await.expect("read").expect("found");
+    assert_eq!((state.record.fanned, state.counts.queued), (3, 3));
+    assert_eq!(state.record.cursor.as_deref(), Some(chunk[2].as_str()));
+    // Not complete while a recipient is left.
+    assert_eq!(
+        store
+            .decide_broadcast(b.id, Decision::Complete { at: 1 })
+            .await
+            .expect("decide"),
+        Decided::NotYet
+    );
+    let last = store
+        .audience(b.id, Some(&chunk[2]), 10)
+        .await
+        .expect("audience");
+    assert_eq!(last, vec![n(4)]);
+    store
+        .fan_out(b.id, Some(chunk[2].clone()), n(4), Vec::new(), 1)
+        .await
+        .expect("refused one");
+    let claimed = store.claim("a", 10).await.expect("claim");
+    assert_eq!(claimed.len(), 3);
+    store
+        .record(vec![
+            submitted(&claimed[0], "b1"),
+            submitted(&claimed[1], "b2"),
+            Outcome::Failed {
+                id: claimed[2].id,
+                error: "no".into(),
+            },
+        ])
+        .await
+        .expect("record");
+    store
+        .apply_receipts(vec![receipt("b1", ReceiptState::Delivered)])
+        .await
+        .expect("receipts");
+    let state = store.broadcast(b.id).await.expect("read").expect("found");
+    assert_eq!(
+        state.counts,
+        StatusCounts {
+            queued: 0,
+            submitted: 1,
+            delivered: 1,
+            failed: 1,
+            expired: 0,
+            canceled: 0
+        }
+    );
+    assert_eq!(state.record.refused, 1);
+    let Decided::Done(done) = store
+        .decide_broadcast(b.id, Decision::Complete { at: 5 })
+        .await
+        .expect("decide")
+    else {
+        panic!("completes once nothing is queued")
+    };
+    assert_eq!(done.record.status, BroadcastStatus::Completed);
+    assert!(
+        store
+            .sending_broadcasts()
+            .await
+            .expect("sending")
+            .is_empty()
+    );
+    store.close().await;
+}
+
+async fn broadcast_decisions_follow_the_rules_and_cancel_stops_the_queued(f: &dyn StoreFactory) {
+    let store = f.open().await;
+    let n = |i: u32| herald::text::test_number(i).to_string();
+    let numbers: Vec<String> = (1..=10).map(n).collect();
+    let b = created(
+        &*store,
+        broadcast(
+            &[],
+            &numbers.iter().map(String::as_str).collect::<Vec<_>>(),
+            BroadcastStatus::PendingApproval,
+        ),
+    )
+    .await;
+    // Nothing fans out before approval.
+    assert_eq!(
+        store
+            .fan_out(b.id, None, n(1), broadcast_messages(&b, &[n(1)]), 0)
+            .await
+            .expect("fan out"),
+        FanOut::Stale
+    );
+    let approve = |by: &str| Decision::Approve {
+        by: by.into(),
+        at: 2,
+        comment: Some("ok".into()),
+    };
+    assert_eq!(
+        store
+            .decide_broadcast(b.id, approve("key:creator"))
+            .await
+            .expect("decide"),
+        Decided::SelfApproval
+    );
+    let Decided::Done(s) = store
+        .decide_broadcast(b.id, approve("key:other"))
+        .await
+        .expect("decide")
+    else {
+        panic!("approved")
+    };
+    assert_eq!(s.record.status, BroadcastStatus::Sending);
+    assert_eq!(s.record.decided_by.as_deref(), Some("key:other"));
+    assert_eq!(
+        store
+            .decide_broadcast(b.id, approve("key:third"))
+            .await
+            .expect("decide"),
+        Decided::WrongState(BroadcastStatus::Sending)
+    );
+    let five = store.audience(b.id, None, 5).await.expect("audience");
+    store
+        .fan_out(
+            b.id,
+            None,
+            five[4].clone(),
+            broadcast_messages(&b, &five),
+            0,
+        )
+        .await
+        .expect("fan out");
+    // Two are claimed (on their way); three wait in the queue.
+    let claimed = store.claim("a", 2).await.expect("claim");
+    let Decided::Done(canceled) = store
+        .decide_broadcast(
+            b.id,
+            Decision::Cancel {
+                by: "key:other".into(),
+                at: 3,
+            },
+        )
+        .await
+        .expect("cancel")
+    else {
+        panic!("canceled")
+    };
+    assert_eq!(canceled.record.status, BroadcastStatus::Canceled);
+    assert_eq!(canceled.counts.canceled, 3, "{:?}", canceled.counts);
+    assert_eq!(canceled.counts.queued, 2, "claimed ones are in flight");
+    assert_eq!(canceled.record.unfanned(), 5);
+    assert!(
+        store.claim("a", 10).await.expect("claim").is_empty(),
+        "nothing left to send"
+    );
+    store
+        .record(vec![
+            submitted(&claimed[0], "c1"),
+            submitted(&claimed[1], "c2"),
+        ])
+        .await
+        .expect("record");
+    let after = store.broadcast(b.id).await.expect("read").expect("found");
+    assert_eq!((after.counts.submitted, after.counts.queued), (2, 0));
+    assert_eq!(
+        store
+            .decide_broadcast(
+                b.id,
+                Decision::Cancel {
+                    by: "x".into(),
+                    at: 4
+                }
+            )
+            .await
+            .expect("decide"),
+        Decided::WrongState(BroadcastStatus::Canceled)
+    );
+    assert_eq!(
+        store
+            .decide_broadcast(
+                MessageId::generate(),
+                Decision::Cancel {
+                    by: "x".into(),
+                    at: 4
+                }
+            )
+            .await
+            .expect("decide"),
+        Decided::NotFound
+    );
     store.close().await;
 }

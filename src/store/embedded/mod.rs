@@ -11,6 +11,7 @@
 //! recorded, so after a crash it is simply queued again (at-least-once).
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +24,10 @@ use redb::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::broadcast::count_slot;
 use super::memqueue::{Ready, ReadyQueues, Slot};
 
+mod broadcasts;
 mod groups;
 mod keys;
 mod operators;
@@ -221,6 +224,7 @@ impl EmbeddedStore {
             otp::create_tables(&tx)?;
             groups::create_tables(&tx)?;
             operators::create_tables(&tx)?;
+            broadcasts::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;
@@ -801,6 +805,11 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
         {
             failed = Some(e);
         }
+        if failed.is_none()
+            && let Err(e) = broadcasts::flush_counts(&mut w)
+        {
+            failed = Some(e);
+        }
     }
     let result = match failed {
         Some(e) => Err(e),
@@ -844,6 +853,11 @@ pub(crate) struct Writer<'t> {
     inbound: Table<'t, u128, &'static [u8]>,
     webhooks: Table<'t, (i64, u128), &'static [u8]>,
     finished: Table<'t, (i64, u128), ()>,
+    /// Broadcast messages loaded or saved in this transaction: their
+    /// broadcast and last status, so every save counts one transition.
+    broadcast_seen: std::cell::RefCell<HashMap<u128, (u128, Status)>>,
+    /// Counter changes per (broadcast, status slot), written at commit.
+    broadcast_deltas: HashMap<(u128, u8), i64>,
 }
 
 type ApplyResult = Result<Pending, (StoreError, Box<WriteOp>)>;
@@ -865,6 +879,8 @@ impl<'t> Writer<'t> {
             inbound: tx.open_table(INBOUND).map_err(io)?,
             webhooks: tx.open_table(WEBHOOKS).map_err(io)?,
             finished: tx.open_table(FINISHED).map_err(io)?,
+            broadcast_seen: std::cell::RefCell::default(),
+            broadcast_deltas: HashMap::new(),
         })
     }
 
@@ -986,7 +1002,16 @@ impl<'t> Writer<'t> {
 
     fn load(&self, id: u128) -> Result<Option<Message>, StoreError> {
         match self.messages.get(id).map_err(io)? {
-            Some(v) => decode(v.value()).map(Some),
+            Some(v) => {
+                let m = decode(v.value())?;
+                if let Some(b) = m.broadcast {
+                    self.broadcast_seen
+                        .borrow_mut()
+                        .entry(id)
+                        .or_insert((b.0, m.status));
+                }
+                Ok(Some(m))
+            }
             None => Ok(None),
         }
     }
@@ -994,6 +1019,24 @@ impl<'t> Writer<'t> {
     fn save(&mut self, m: &Message) -> Result<(), StoreError> {
         let bytes = encode(m)?;
         self.messages.insert(m.id.0, bytes.as_slice()).map_err(io)?;
+        if let Some(b) = m.broadcast {
+            let before = self
+                .broadcast_seen
+                .borrow_mut()
+                .insert(m.id.0, (b.0, m.status));
+            let now = count_slot(m.status) as u8;
+            match before {
+                Some((_, old)) if count_slot(old) as u8 == now => {}
+                Some((_, old)) => {
+                    *self
+                        .broadcast_deltas
+                        .entry((b.0, count_slot(old) as u8))
+                        .or_default() -= 1;
+                    *self.broadcast_deltas.entry((b.0, now)).or_default() += 1;
+                }
+                None => *self.broadcast_deltas.entry((b.0, now)).or_default() += 1,
+            }
+        }
         Ok(())
     }
 

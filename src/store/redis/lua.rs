@@ -15,6 +15,17 @@ macro_rules! script {
             include_str!(concat!("lua/", $file))
         ))
     };
+    // Scripts that admit messages: the admission function follows the
+    // shared prelude.
+    (admit $file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!("lua/admit_items.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
     // The OTP scripts: the OTP prelude (`lua/otp.lua`) follows the shared one.
     (otp $file:literal) => {
         Script::new(concat!(
@@ -30,6 +41,9 @@ macro_rules! script {
 /// Every script, hashed once at start.
 pub(super) struct Scripts {
     pub admit: Script,
+    pub bcast_create: Script,
+    pub bcast_fanout: Script,
+    pub bcast_decide: Script,
     pub claim: Script,
     pub record: Script,
     pub receipts: Script,
@@ -50,7 +64,10 @@ pub(super) struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            admit: script!("admit.lua"),
+            admit: script!(admit "admit.lua"),
+            bcast_create: script!("bcast_create.lua"),
+            bcast_fanout: script!(admit "bcast_fanout.lua"),
+            bcast_decide: script!("bcast_decide.lua"),
             claim: script!("claim.lua"),
             record: script!("record.lua"),
             receipts: script!("receipts.lua"),

@@ -19,6 +19,7 @@
 //! Cluster slot holds a deployment, so scripts may touch any of its keys).
 //! The layout is documented in README ("Redis store").
 
+mod broadcasts;
 mod decode;
 pub mod durability;
 mod groups;
@@ -207,48 +208,21 @@ impl Shared {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let s = self;
-        let mut inv = s.invocation(&s.scripts.admit, now_micros());
+        let mut inv = self.invocation(&self.scripts.admit, now_micros());
         inv.arg(items.len());
-        for item in &items {
-            let m = &item.message;
-            if m.status == Status::Queued && m.current_connector().is_none() {
-                return Err(corrupt(format_args!("message {} has no route", m.id)));
-            }
-            let scope = item
-                .idempotency
-                .as_ref()
-                .map(|(owner, key)| format!("{owner}\n{key}"))
-                .unwrap_or_default();
-            let policy = item.limit.filter(|p| p.is_active()).unwrap_or_default();
-            // The sealed clear text lives in its own field, dropped at submit.
-            let record = if m.sealed_body.is_some() {
-                let mut plain = m.clone();
-                plain.sealed_body = None;
-                json(&plain)?
-            } else {
-                json(m)?
-            };
-            inv.arg(m.id.to_string())
-                .arg(record)
-                .arg(&m.to)
-                .arg(m.class.index())
-                .arg(m.route.join("\n"))
-                .arg(m.expires_at)
-                .arg(if m.callback_url.is_some() { "1" } else { "0" })
-                .arg(item.not_before.map(|t| t.to_string()).unwrap_or_default())
-                .arg(scope)
-                .arg(if item.refuse_if_opted_out { "1" } else { "0" })
-                .arg(policy.per_hour)
-                .arg(policy.per_day)
-                .arg(policy.min_interval_seconds)
-                .arg(m.created_at)
-                .arg(m.status.as_str())
-                .arg(item.limit_subject().as_ref())
-                .arg(m.sealed_body.as_deref().unwrap_or_default());
-        }
-        let parts = s.with_gauges(s.invoke(&inv).await?)?;
-        let results = array(parts.into_iter().next().unwrap_or_default())?;
+        push_items(&mut inv, &items)?;
+        let parts = self.with_gauges(self.invoke(&inv).await?)?;
+        self.admissions(items, parts.into_iter().next().unwrap_or_default())
+    }
+
+    /// The admissions of `items` from their per-item script results (see
+    /// `lua/admit_items.lua`), waking the dispatchers of queued ones.
+    fn admissions(
+        &self,
+        items: Vec<NewMessage>,
+        results: Value,
+    ) -> Result<Vec<Admission>, StoreError> {
+        let results = array(results)?;
         if results.len() != items.len() {
             return Err(corrupt("admit reply has the wrong length"));
         }
@@ -270,7 +244,7 @@ impl Shared {
                         && item.not_before.is_none_or(|t| t <= m.created_at)
                         && let Some(c) = m.current_connector()
                     {
-                        s.notifier(c).notify_one();
+                        self.notifier(c).notify_one();
                     }
                     Admission::Created(m)
                 }
@@ -578,6 +552,49 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 
 /// The webhook queue member of a job: status webhooks are keyed by their
 /// message (one final status each), inbound ones by the job id.
+/// Writes the 18 fields per item `lua/admit_items.lua` reads.
+fn push_items(inv: &mut ScriptInvocation<'_>, items: &[NewMessage]) -> Result<(), StoreError> {
+    for item in items {
+        let m = &item.message;
+        if m.status == Status::Queued && m.current_connector().is_none() {
+            return Err(corrupt(format_args!("message {} has no route", m.id)));
+        }
+        let scope = item
+            .idempotency
+            .as_ref()
+            .map(|(owner, key)| format!("{owner}\n{key}"))
+            .unwrap_or_default();
+        let policy = item.limit.filter(|p| p.is_active()).unwrap_or_default();
+        // The sealed clear text lives in its own field, dropped at submit.
+        let record = if m.sealed_body.is_some() {
+            let mut plain = m.clone();
+            plain.sealed_body = None;
+            json(&plain)?
+        } else {
+            json(m)?
+        };
+        inv.arg(m.id.to_string())
+            .arg(record)
+            .arg(&m.to)
+            .arg(m.class.index())
+            .arg(m.route.join("\n"))
+            .arg(m.expires_at)
+            .arg(if m.callback_url.is_some() { "1" } else { "0" })
+            .arg(item.not_before.map(|t| t.to_string()).unwrap_or_default())
+            .arg(scope)
+            .arg(if item.refuse_if_opted_out { "1" } else { "0" })
+            .arg(policy.per_hour)
+            .arg(policy.per_day)
+            .arg(policy.min_interval_seconds)
+            .arg(m.created_at)
+            .arg(m.status.as_str())
+            .arg(item.limit_subject().as_ref())
+            .arg(m.sealed_body.as_deref().unwrap_or_default())
+            .arg(m.broadcast.map(|b| b.to_string()).unwrap_or_default());
+    }
+    Ok(())
+}
+
 fn webhook_member(job: &WebhookJob) -> String {
     match &job.event {
         WebhookEvent::MessageStatus { message_id, .. } => format!("m:{message_id}"),

@@ -83,6 +83,20 @@ local function dequeue(id, mk)
   dequeue_at(id, connector_at(f[1], f[2]), f[3])
 end
 
+-- The counter of a broadcast's messages in a status (see
+-- `store::broadcast::StatusCounts`).
+local function bcount_key(bc) return P .. ':b:' .. bc .. ':n' end
+local function count_slot(status)
+  if status == 'rejected' or status == 'rate_limited' then return 'failed' end
+  return status
+end
+
+-- A message of broadcast `bc` moved from status `old` (nil: new) to `new`.
+local function count_broadcast(bc, old, new)
+  if old then redis.call('HINCRBY', bcount_key(bc), count_slot(old), -1) end
+  redis.call('HINCRBY', bcount_key(bc), count_slot(new), 1)
+end
+
 -- How long a message is kept once its work is done (milliseconds), as the
 -- last maintenance pass wrote it from `[retention] messages`; 30 days
 -- until one has run.
@@ -100,6 +114,8 @@ end
 -- work is done, and its retention starts (a key TTL); otherwise it starts
 -- when the webhook is finished.
 local function finish(id, mk, status, at, finals, cb, extra)
+  local before = redis.call('HMGET', mk, 'st', 'bc')
+  if before[2] and before[1] ~= status then count_broadcast(before[2], before[1], status) end
   local args = { mk, 'st', status, 'da', at }
   for _, v in ipairs(extra or {}) do args[#args + 1] = v end
   redis.call('HSET', unpack(args))

@@ -42,6 +42,8 @@ for i = 0, tonumber(ARGV[4]) - 1 do
       local ids = split(y)
       redis.call('HSET', mk, 'st', 'submitted', 'cn', x, 'sid', y, 'np', math.max(#ids, 1), 'sa', z,
         'at', tostring(attempts + 1))
+      local bc = redis.call('HGET', mk, 'bc')
+      if bc then count_broadcast(bc, 'queued', 'submitted') end
       redis.call('HDEL', mk, 'sb')
       -- Keep a failed part's carrier error; drop retry noise.
       if f[9] and (tonumber(f[7]) or 0) == 0 then redis.call('HDEL', mk, 'er') end

@@ -27,9 +27,7 @@ impl From<BroadcastError> for Failure {
     fn from(e: BroadcastError) -> Self {
         match e {
             BroadcastError::Invalid(f) => Failure::Invalid(f.message),
-            BroadcastError::NotFound(_) => {
-                Failure::NotFound("There is no such broadcast.".into())
-            }
+            BroadcastError::NotFound(_) => Failure::NotFound("There is no such broadcast.".into()),
             BroadcastError::SelfApproval => Failure::Forbidden(
                 "You created this broadcast, so someone else must approve or reject it.".into(),
             ),
@@ -67,7 +65,10 @@ impl Draft {
     /// A CSV with invalid lines.
     fn from_fields(f: &Fields, app: &AppState) -> Result<Draft, String> {
         let mut numbers = f.text("numbers").to_string();
-        let csv = f.0.iter().find(|(k, _)| k == "csv").map_or("", |(_, v)| v.as_str());
+        let csv =
+            f.0.iter()
+                .find(|(k, _)| k == "csv")
+                .map_or("", |(_, v)| v.as_str());
         if !csv.trim().is_empty() {
             let members = members_from_csv(csv, app.config.default_region())
                 .map_err(|e| format!("The CSV file was not used. {}", describe_upload_error(&e)))?;
@@ -80,7 +81,13 @@ impl Draft {
         }
         Ok(Draft {
             title: f.text("title").to_string(),
-            body: f.0.iter().find(|(k, _)| k == "body").map_or("", |(_, v)| v.as_str()).trim().to_string(),
+            body: f
+                .0
+                .iter()
+                .find(|(k, _)| k == "body")
+                .map_or("", |(_, v)| v.as_str())
+                .trim()
+                .to_string(),
             template: f.text("template").to_string(),
             locale: f.text("locale").to_string(),
             vars: f.text("vars").to_string(),
@@ -132,7 +139,10 @@ impl Draft {
                         i + 1
                     ));
                 };
-                vars.insert(k.trim().to_string(), serde_json::Value::String(v.trim().to_string()));
+                vars.insert(
+                    k.trim().to_string(),
+                    serde_json::Value::String(v.trim().to_string()),
+                );
             }
             Content::Template {
                 name: self.template.clone(),
@@ -226,13 +236,10 @@ async fn preview_of(app: &AppState, draft: &Draft) -> Result<Preview, String> {
     if req.mode.is_none() {
         req.mode = Some(Mode::Live);
     }
-    app.broadcasts
-        .preview(&req)
-        .await
-        .map_err(|e| match e {
-            BroadcastError::Invalid(f) => f.message,
-            other => Failure::from(other).to_string(),
-        })
+    app.broadcasts.preview(&req).await.map_err(|e| match e {
+        BroadcastError::Invalid(f) => f.message,
+        other => Failure::from(other).to_string(),
+    })
 }
 
 async fn compose_page(
@@ -276,7 +283,15 @@ pub async fn compose(State(app): State<AppState>, who: SignedIn) -> Result<Respo
         requires_approval: true,
         ..Draft::default()
     };
-    compose_page(&app, &who, StatusCode::OK, draft, PreviewPart::default(), None).await
+    compose_page(
+        &app,
+        &who,
+        StatusCode::OK,
+        draft,
+        PreviewPart::default(),
+        None,
+    )
+    .await
 }
 
 /// `POST /console/compose/preview`: the preview box alone, for the page's
@@ -340,8 +355,15 @@ pub async fn submit(State(app): State<AppState>, posted: Posted) -> Result<Respo
         }
     };
     if fields.get("action") == Some("preview") {
-        return compose_page(&app, &who, StatusCode::OK, draft, PreviewPart::of(&preview), None)
-            .await;
+        return compose_page(
+            &app,
+            &who,
+            StatusCode::OK,
+            draft,
+            PreviewPart::of(&preview),
+            None,
+        )
+        .await;
     }
     match draft.mode() {
         None => {
@@ -382,7 +404,9 @@ pub async fn confirm(State(app): State<AppState>, posted: Posted) -> Result<Resp
     let Posted { who, fields } = posted;
     let draft = Draft::from_fields(&fields, &app).map_err(Failure::Invalid)?;
     if draft.mode() != Some(Mode::Live) {
-        return Err(Failure::BadRequest("Only a live send is confirmed here.".into()));
+        return Err(Failure::BadRequest(
+            "Only a live send is confirmed here.".into(),
+        ));
     }
     let preview = preview_of(&app, &draft).await.map_err(Failure::Invalid)?;
     let typed: String = fields
@@ -540,8 +564,7 @@ pub async fn show(
 ) -> Result<Response, Failure> {
     let view = app.broadcasts.get(&id).await?;
     let row = Row::of(view, &who);
-    let may_decide =
-        row.view.status == "pending_approval" && who.role().may_approve() && !row.mine;
+    let may_decide = row.view.status == "pending_approval" && who.role().may_approve() && !row.mine;
     let notice = match q.notice.as_deref() {
         Some("approved") => Some("Approved: the broadcast is sending.".to_string()),
         Some("rejected") => Some("Rejected: nothing will be sent.".to_string()),
@@ -561,7 +584,10 @@ pub async fn show(
 }
 
 fn comment(fields: &Fields) -> Option<String> {
-    fields.get("comment").filter(|c| !c.is_empty()).map(str::to_string)
+    fields
+        .get("comment")
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
 }
 
 /// `POST /console/broadcasts/{id}/approve`.
@@ -573,7 +599,11 @@ pub async fn approve(
     posted.who.require_approver()?;
     let view = app
         .broadcasts
-        .approve(&Actor::operator(posted.who.name()), &id, comment(&posted.fields))
+        .approve(
+            &Actor::operator(posted.who.name()),
+            &id,
+            comment(&posted.fields),
+        )
         .await?;
     Ok(Redirect::to(&format!("/console/broadcasts/{}?notice=approved", view.id)).into_response())
 }
@@ -587,7 +617,11 @@ pub async fn reject(
     posted.who.require_approver()?;
     let view = app
         .broadcasts
-        .reject(&Actor::operator(posted.who.name()), &id, comment(&posted.fields))
+        .reject(
+            &Actor::operator(posted.who.name()),
+            &id,
+            comment(&posted.fields),
+        )
         .await?;
     Ok(Redirect::to(&format!("/console/broadcasts/{}?notice=rejected", view.id)).into_response())
 }
@@ -689,7 +723,12 @@ pub async fn audit(
             lines.push(AuditLine {
                 at: at.clone(),
                 who: by.clone(),
-                what: if v.status == "rejected" { "rejected" } else { "approved" }.into(),
+                what: if v.status == "rejected" {
+                    "rejected"
+                } else {
+                    "approved"
+                }
+                .into(),
                 id: v.id.clone(),
                 title: v.title.clone(),
                 comment: v.comment.clone().unwrap_or_default(),
