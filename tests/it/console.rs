@@ -2,6 +2,7 @@
 //! CSRF, logout, session expiry and the groups page, against the real
 //! `herald serve` binary. Screenshots go to `target/console-screenshots/`.
 
+mod broadcasts;
 mod harness;
 
 use std::time::Duration;
