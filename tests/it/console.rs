@@ -358,3 +358,61 @@ async fn console_groups_page_uploads_a_csv_and_pages_members() {
         .expect("json");
     assert_eq!(v["count"], 150);
 }
+
+/// Whether the page scrolls sideways (it must not, even on a phone).
+async fn overflows(browser: &Browser) -> bool {
+    browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .expect("script")
+        .as_bool()
+        .unwrap_or(true)
+}
+
+#[tokio::test]
+async fn console_works_by_keyboard_alone_and_fits_a_phone_screen() {
+    let server = Server::start("");
+    server.operator("alice", "admin");
+    let mut browser = Browser::start_sized("phone", 390, 844).await;
+    browser.goto(&server.url("/console/login")).await;
+    // The name field has the focus; Tab moves to the password; Enter signs in.
+    let focused = browser.client.active_element().await.expect("focus");
+    assert_eq!(
+        focused.attr("id").await.expect("id").as_deref(),
+        Some("name")
+    );
+    focused.send_keys("alice\u{E004}").await.expect("type");
+    browser
+        .client
+        .active_element()
+        .await
+        .expect("focus")
+        .send_keys(&format!("{PASSWORD}\u{E007}"))
+        .await
+        .expect("type");
+    browser
+        .wait_text("#signed-in-as", "alice", Duration::from_secs(10))
+        .await;
+    for page in [
+        "/console",
+        "/console/compose",
+        "/console/broadcasts",
+        "/console/approvals",
+        "/console/groups",
+        "/console/audit",
+    ] {
+        browser.goto(&server.url(page)).await;
+        browser.find("h1").await;
+        assert!(
+            !overflows(&browser).await,
+            "{page} scrolls sideways on a phone"
+        );
+    }
+    browser.goto(&server.url("/console/compose")).await;
+    browser.screenshot("compose").await;
+    browser.close().await;
+}
