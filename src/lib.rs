@@ -24,6 +24,8 @@
 //!   submit; [`group`]: recipient groups (names, uploads).
 //! - [`broadcast`]: broadcasts — approval, exercise vs live, cancel,
 //!   progress, and the fan-out that turns audiences into queued messages.
+//! - [`cap`]: OASIS CAP 1.2 alerts parsed and validated (hardened XML, no
+//!   DTDs) for emergency broadcasts.
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
@@ -52,6 +54,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod broadcast;
+pub mod cap;
 pub mod config;
 pub mod connector;
 pub mod console;
