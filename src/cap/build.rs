@@ -132,7 +132,10 @@ fn push_bounded<T>(list: &mut Vec<T>, item: T, max: usize, path: &str) -> Result
     if list.len() >= max {
         return Err(CapError::invalid(
             path,
-            format!("at most {max} <{}> elements are allowed here", leaf_name(path)),
+            format!(
+                "at most {max} <{}> elements are allowed here",
+                leaf_name(path)
+            ),
         ));
     }
     list.push(item);
@@ -274,7 +277,10 @@ impl AlertDraft {
             "note" => once(&mut self.note, text.to_owned(), path),
             "references" => once(&mut self.references, value::references(path, text)?, path),
             "incidents" => once(&mut self.incidents, value::quoted_list(path, text)?, path),
-            _ => Err(CapError::invalid(path, format!("<{name}> is not allowed here"))),
+            _ => Err(CapError::invalid(
+                path,
+                format!("<{name}> is not allowed here"),
+            )),
         }
     }
 
@@ -373,7 +379,10 @@ impl InfoDraft {
             "instruction" => once(&mut self.instruction, owned(), path),
             "web" => once(&mut self.web, owned(), path),
             "contact" => once(&mut self.contact, owned(), path),
-            _ => Err(CapError::invalid(path, format!("<{name}> is not allowed here"))),
+            _ => Err(CapError::invalid(
+                path,
+                format!("<{name}> is not allowed here"),
+            )),
         }
     }
 
@@ -438,7 +447,10 @@ impl AreaDraft {
             ),
             "altitude" => once(&mut self.altitude, value::decimal(path, text)?, path),
             "ceiling" => once(&mut self.ceiling, value::decimal(path, text)?, path),
-            _ => Err(CapError::invalid(path, format!("<{name}> is not allowed here"))),
+            _ => Err(CapError::invalid(
+                path,
+                format!("<{name}> is not allowed here"),
+            )),
         }
     }
 
@@ -484,7 +496,10 @@ impl ResourceDraft {
             "uri" => once(&mut self.uri, text.to_owned(), path),
             "derefUri" => once(&mut self.deref_uri, text.to_owned(), path),
             "digest" => once(&mut self.digest, text.to_owned(), path),
-            _ => Err(CapError::invalid(path, format!("<{name}> is not allowed here"))),
+            _ => Err(CapError::invalid(
+                path,
+                format!("<{name}> is not allowed here"),
+            )),
         }
     }
 
@@ -509,10 +524,17 @@ pub(super) struct PairDraft {
 impl PairDraft {
     fn set(&mut self, name: &str, text: String, path: &str) -> Result<(), CapError> {
         match name {
-            "valueName" => once(&mut self.value_name, value::required_text(path, &text)?, path),
+            "valueName" => once(
+                &mut self.value_name,
+                value::required_text(path, &text)?,
+                path,
+            ),
             // An empty value is allowed: real feeds send `<value></value>`.
             "value" => once(&mut self.value, text, path),
-            _ => Err(CapError::invalid(path, format!("<{name}> is not allowed here"))),
+            _ => Err(CapError::invalid(
+                path,
+                format!("<{name}> is not allowed here"),
+            )),
         }
     }
 

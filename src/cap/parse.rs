@@ -143,7 +143,10 @@ impl Walk {
                 self.alert = Some(alert);
                 Ok(())
             }
-            (None, _) => Err(CapError::invalid("alert", "the root element must be <alert>")),
+            (None, _) => Err(CapError::invalid(
+                "alert",
+                "the root element must be <alert>",
+            )),
         }
     }
 }

@@ -117,9 +117,9 @@ impl<'i> Tokenizer<'i> {
                     ));
                 }
                 Event::Text(text) => {
-                    let text = text.xml10_content().map_err(|e| {
-                        CapError::Malformed(format!("undecodable text: {e}"))
-                    })?;
+                    let text = text
+                        .xml10_content()
+                        .map_err(|e| CapError::Malformed(format!("undecodable text: {e}")))?;
                     if let Some(token) = self.text(text)? {
                         return Ok(Some(token));
                     }
@@ -157,9 +157,7 @@ impl<'i> Tokenizer<'i> {
 
     fn start(&mut self, start: &BytesStart<'_>, ns: Option<Ns>) -> Result<Token<'i>, CapError> {
         if self.root_closed {
-            return Err(CapError::Malformed(
-                "more than one root element".to_owned(),
-            ));
+            return Err(CapError::Malformed("more than one root element".to_owned()));
         }
         let name = std::str::from_utf8(start.local_name().into_inner())
             .map_err(|_| CapError::Malformed("an element name is not UTF-8".to_owned()))?
@@ -185,9 +183,8 @@ impl<'i> Tokenizer<'i> {
             ));
         }
         for attribute in start.attributes() {
-            let attribute = attribute.map_err(|e| {
-                CapError::Malformed(format!("bad attribute on <{name}>: {e}"))
-            })?;
+            let attribute = attribute
+                .map_err(|e| CapError::Malformed(format!("bad attribute on <{name}>: {e}")))?;
             check_attribute_references(&attribute.value)?;
         }
         Ok(Token::Start { name, ns })
@@ -215,7 +212,9 @@ impl<'i> Tokenizer<'i> {
             )));
         }
         if !self.root_closed {
-            return Err(CapError::Malformed("the document has no root element".to_owned()));
+            return Err(CapError::Malformed(
+                "the document has no root element".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -312,8 +311,6 @@ fn check_declaration(decl: &BytesDecl<'_>) -> Result<(), CapError> {
             "only UTF-8 is accepted, the XML declaration says {}",
             excerpt(&String::from_utf8_lossy(&encoding))
         ))),
-        Some(Err(e)) => Err(CapError::Malformed(format!(
-            "bad XML declaration: {e}"
-        ))),
+        Some(Err(e)) => Err(CapError::Malformed(format!("bad XML declaration: {e}"))),
     }
 }

@@ -101,7 +101,7 @@ impl Draft {
 
     fn numbers(&self) -> Vec<String> {
         self.numbers
-            .split(|c: char| c == '\n' || c == ',' || c == ';')
+            .split(['\n', ',', ';'])
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(str::to_string)
@@ -454,11 +454,9 @@ pub struct Row {
 impl Row {
     fn of(view: BroadcastView, who: &SignedIn) -> Row {
         let done = view.total.saturating_sub(view.queued);
-        let percent = if view.total == 0 {
-            if view.is_final() { 100 } else { 0 }
-        } else {
-            done * 100 / view.total
-        };
+        let percent = (done * 100)
+            .checked_div(view.total)
+            .unwrap_or(if view.is_final() { 100 } else { 0 });
         Row {
             exercise: view.mode == "exercise",
             mine: view.created_by == who.actor_id(),

@@ -40,7 +40,7 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| corrupt(e))
+    serde_json::to_string(value).map_err(corrupt)
 }
 
 #[async_trait]
