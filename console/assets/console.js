@@ -17,7 +17,11 @@
         method: "POST",
         body: new FormData(form),
         credentials: "same-origin"
-      }).then(function (r) { return r.ok ? r.text() : null; })
+      }).then(function (r) {
+        // A session that ended sends the page to the login.
+        if (r.redirected) { window.location.href = r.url; return null; }
+        return r.ok ? r.text() : null;
+      })
         .then(function (html) {
           if (html !== null && mine === seq) { out.innerHTML = html; }
         })

@@ -206,11 +206,7 @@ impl PreviewPart {
         PreviewPart {
             shown: true,
             text: p.text.clone(),
-            encoding: match p.encoding.as_str() {
-                "gsm7" => "GSM 7-bit".to_string(),
-                "ucs2" => "UCS-2 (Unicode)".to_string(),
-                other => other.to_string(),
-            },
+            encoding: encoding_label(p.encoding.as_str()),
             segments: p.segments,
             recipients: p.recipients,
             mode: p.mode.map_or("", Mode::as_str).to_string(),
@@ -224,6 +220,15 @@ impl PreviewPart {
             problem: Some(text),
             ..PreviewPart::default()
         }
+    }
+}
+
+/// An encoding as people read it.
+fn encoding_label(encoding: &str) -> String {
+    match encoding {
+        "gsm7" => "GSM 7-bit".to_string(),
+        "ucs2" => "UCS-2 (Unicode)".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -449,6 +454,7 @@ pub struct Row {
     pub percent: u64,
     pub exercise: bool,
     pub mine: bool,
+    pub encoding: String,
 }
 
 impl Row {
@@ -458,6 +464,7 @@ impl Row {
             .checked_div(view.total)
             .unwrap_or(if view.is_final() { 100 } else { 0 });
         Row {
+            encoding: encoding_label(&view.encoding),
             exercise: view.mode == "exercise",
             mine: view.created_by == who.actor_id(),
             percent,
