@@ -513,3 +513,138 @@ async fn console_cancel_mid_send_shows_the_canceled_count() {
     assert!((smsc.submitted().len() as u64) < 3000);
     smsc.shutdown().await;
 }
+
+#[tokio::test]
+async fn console_compose_renders_a_template_with_locale_and_variables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (scripts, templates) = (dir.path().join("scripts"), dir.path().join("templates"));
+    std::fs::create_dir_all(&scripts).expect("dir");
+    std::fs::create_dir_all(&templates).expect("dir");
+    std::fs::write(
+        templates.join("flood.rhai"),
+        "`Flood warning for ${area}: move to higher ground now.`",
+    )
+    .expect("template");
+    std::fs::write(
+        templates.join("flood.es.rhai"),
+        "`Alerta de inundación en ${area}: suba a un lugar alto ya.`",
+    )
+    .expect("template");
+    let server = Server::start(&format!(
+        "[scripts]\nenabled = true\nwatch = false\ndir = \"{}\"\ntemplates_dir = \"{}\"\n",
+        scripts.display(),
+        templates.display()
+    ));
+    let api = Api::of(&server);
+    api.put_group("exercise", 100, 2).await;
+    api.put_group("valley", 200, 12).await;
+    server.operator("alice", "operator");
+    let mut browser = Browser::start("template").await;
+    browser.sign_in(&server, "alice").await;
+    browser.goto(&server.url("/console/compose")).await;
+    browser.fill("#title", "Valley flood").await;
+    browser.click("details summary").await;
+    browser.fill("#template", "flood").await;
+    browser.fill("#locale", "es").await;
+    browser.fill("#vars", "area=Valle Norte").await;
+    browser.click("#group-valley").await;
+    browser
+        .wait_text(
+            "#preview-text",
+            "Alerta de inundación en Valle Norte",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser
+        .wait_text("#preview-recipients", "12", Duration::from_secs(10))
+        .await;
+    browser.screenshot("template-preview").await;
+    browser.click("#mode-exercise").await;
+    browser.click("#requires-approval").await;
+    browser.click("#continue").await;
+    let id = current_id(&browser).await;
+    let v = api.broadcast(&id).await;
+    assert_eq!(
+        v["text"], "EXERCISE: Alerta de inundación en Valle Norte: suba a un lugar alto ya.",
+        "{v}"
+    );
+    assert_eq!(
+        v["total"], 2,
+        "an exercise reaches the exercise group only: {v}"
+    );
+    browser.close().await;
+}
+
+/// The whole path a new operator takes: a 10,000-member group uploaded in
+/// the console, a live broadcast composed and confirmed by one operator,
+/// approved by another, sent to 100 %.
+#[tokio::test]
+async fn console_new_operators_send_an_approved_live_broadcast_to_10000_members() {
+    let server = Server::start("");
+    server.operator("alice", "operator");
+    server.operator("bob", "approver");
+    let csv = server.dir.path().join("county.csv");
+    let text: String = (0..10_000).map(|n| number(20_000 + n) + "\n").collect();
+    std::fs::write(&csv, text).expect("csv");
+
+    let mut alice = Browser::start("ten-thousand-compose").await;
+    alice.sign_in(&server, "alice").await;
+    alice.click("a[href='/console/groups']").await;
+    alice.fill("#group-name", "county").await;
+    alice
+        .find("#group-file")
+        .await
+        .send_keys(&csv.display().to_string())
+        .await
+        .expect("choose file");
+    alice.click("#upload").await;
+    alice
+        .wait_text(
+            "#notice",
+            "county now has 10000 members",
+            Duration::from_secs(30),
+        )
+        .await;
+    compose(
+        &alice,
+        &server,
+        "Wildfire evacuation",
+        "Wildfire: evacuate the county now via Route 9. Do not wait.",
+        &["county"],
+        "live",
+        true,
+    )
+    .await;
+    alice
+        .wait_text("#preview-recipients", "10000", Duration::from_secs(10))
+        .await;
+    alice.click("#continue").await;
+    alice
+        .wait_text("#confirm-count", "10000", Duration::from_secs(10))
+        .await;
+    // A thousands separator is fine.
+    alice.fill("#typed-count", "10,000").await;
+    alice.screenshot("confirm").await;
+    alice.click("#send-live").await;
+    let id = current_id(&alice).await;
+    alice
+        .wait_text("#status", "pending_approval", Duration::from_secs(10))
+        .await;
+    alice.close().await;
+
+    let mut bob = Browser::start("ten-thousand-approve").await;
+    bob.sign_in(&server, "bob").await;
+    bob.goto(&server.url("/console/approvals")).await;
+    bob.click(&format!("a[href='/console/broadcasts/{id}']"))
+        .await;
+    bob.click("#approve").await;
+    bob.wait_text("#notice", "Approved", Duration::from_secs(10))
+        .await;
+    bob.wait_text("#percent", "100 %", Duration::from_secs(120))
+        .await;
+    bob.wait_text("#status", "completed", Duration::from_secs(30))
+        .await;
+    assert_eq!(bob.text("#count-total").await, "10000");
+    bob.screenshot("completed").await;
+    bob.close().await;
+}

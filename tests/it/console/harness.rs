@@ -34,6 +34,12 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("herald.toml");
         let has_connectors = extra.contains("[[connectors]]");
+        // Hermetic unless the test configures scripts itself.
+        let scripts = if extra.contains("[scripts]") {
+            ""
+        } else {
+            "[scripts]\nenabled = false\n"
+        };
         let connectors = if has_connectors {
             ""
         } else {
@@ -42,7 +48,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "[store]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[scripts]\nenabled = false\n{connectors}{extra}",
+                "[store]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n{scripts}{connectors}{extra}",
                 dir.path().join("data/herald.db").display()
             ),
         )
