@@ -340,6 +340,128 @@ pub async fn list(
     }))
 }
 
+/// `POST /v1/broadcasts/cap` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CapResponse {
+    /// `created` (an Alert, or an Update: a new broadcast), `duplicate`
+    /// (this alert was taken before), `canceled` (a Cancel) or `not_sent`
+    /// (status Test, System or Draft).
+    pub action: String,
+    pub broadcast: Option<BroadcastView>,
+    /// Broadcasts an Update superseded or a Cancel canceled.
+    pub canceled: Vec<BroadcastView>,
+    pub reason: Option<String>,
+}
+
+/// Take a CAP 1.2 alert (`application/cap+xml`).
+#[utoipa::path(
+    post, path = "/v1/broadcasts/cap", tag = "broadcasts",
+    request_body(content = String, description = "A CAP 1.2 `<alert>` (namespace urn:oasis:names:tc:emergency:cap:1.2); no DTD", content_type = "application/cap+xml"),
+    responses(
+        (status = 201, description = "Alert or Update: a broadcast created (an Update also cancels what it references)", body = CapResponse),
+        (status = 200, description = "Cancel applied, a repeated alert, or Test/System/Draft (nothing sent)", body = CapResponse),
+        (status = 400, description = "Not well-formed XML (`malformed_xml`) or a DTD/entity (`dtd_not_allowed`)", body = ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = ErrorBody),
+        (status = 403, description = "Scope `broadcast` missing", body = ErrorBody),
+        (status = 404, description = "`<references>` names no broadcast", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not XML", body = ErrorBody),
+        (status = 422, description = "Not valid CAP 1.2 (the message names the element), or no area maps to a group", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cap(
+    State(app): State<AppState>,
+    who: Principal,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Broadcast)?;
+    app.ensure_accepting()?;
+    let kind = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        kind.as_str(),
+        "application/cap+xml" | "application/xml" | "text/xml"
+    ) {
+        return Err(ApiError::UnsupportedMediaType(
+            "send a CAP 1.2 alert as application/cap+xml".into(),
+        ));
+    }
+    let alert = crate::cap::parse(&body).map_err(|e| match &e {
+        crate::cap::CapError::Invalid { element, message } => {
+            ApiError::invalid("invalid_cap", format!("<{element}>: {message}"))
+        }
+        _ => ApiError::BadRequest {
+            code: e.code(),
+            message: e.to_string(),
+        },
+    })?;
+    let requires_approval = app.broadcasts.config().cap_requires_approval;
+    let outcome = app
+        .broadcasts
+        .from_cap(&Actor::of_key(&who), &alert, requires_approval)
+        .await?;
+    tracing::info!(
+        sender = %alert.sender,
+        identifier = %alert.identifier,
+        msg_type = %alert.msg_type,
+        status = %alert.status,
+        "CAP alert taken"
+    );
+    use crate::broadcast::cap::CapOutcome;
+    let (code, response) = match outcome {
+        CapOutcome::Created {
+            broadcast,
+            superseded,
+        } => (
+            StatusCode::CREATED,
+            CapResponse {
+                action: "created".into(),
+                broadcast: Some(broadcast),
+                canceled: superseded,
+                reason: None,
+            },
+        ),
+        CapOutcome::Duplicate(b) => (
+            StatusCode::OK,
+            CapResponse {
+                action: "duplicate".into(),
+                broadcast: Some(b),
+                canceled: Vec::new(),
+                reason: Some("this alert (sender, identifier) was taken before".into()),
+            },
+        ),
+        CapOutcome::Canceled(list) => (
+            StatusCode::OK,
+            CapResponse {
+                action: "canceled".into(),
+                broadcast: None,
+                canceled: list,
+                reason: None,
+            },
+        ),
+        CapOutcome::NotSent { reason } => (
+            StatusCode::OK,
+            CapResponse {
+                action: "not_sent".into(),
+                broadcast: None,
+                canceled: Vec::new(),
+                reason: Some(reason),
+            },
+        ),
+    };
+    Ok((code, Json(response)).into_response())
+}
+
 /// Progress as Server-Sent Events: a `progress` event with the broadcast
 /// (as `GET /v1/broadcasts/{id}`) every half second, and a `final` event
 /// when it is completed, canceled or rejected; then the stream ends.

@@ -38,6 +38,9 @@ pub struct ErrorDetail {
 pub enum ApiError {
     #[error("{0}")]
     Malformed(String),
+    /// 400 with its own code (e.g. `malformed_xml`).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("{0}")]
@@ -72,7 +75,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Malformed(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -89,6 +92,7 @@ impl ApiError {
     pub fn code(&self) -> &str {
         match self {
             ApiError::Malformed(_) => "malformed_request",
+            ApiError::BadRequest { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",

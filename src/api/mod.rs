@@ -105,6 +105,7 @@ impl App {
             store.clone(),
             store.clone(),
             admitter.clone(),
+            scripts.clone(),
             config.broadcasts.clone(),
         ));
         App {
@@ -245,6 +246,7 @@ pub fn routes() -> Vec<Route> {
         Route::new::<groups::__path_get, _, _>(groups::get, Single),
         Route::new::<groups::__path_delete, _, _>(groups::delete, Single),
         Route::new::<broadcasts::__path_create, _, _>(broadcasts::create, Single),
+        Route::new::<broadcasts::__path_cap, _, _>(broadcasts::cap, Single),
         Route::new::<broadcasts::__path_list, _, _>(broadcasts::list, Single),
         Route::new::<broadcasts::__path_get, _, _>(broadcasts::get, Single),
         Route::new::<broadcasts::__path_approve, _, _>(broadcasts::approve, Single),

@@ -27,6 +27,7 @@ use super::{broadcasts, groups, inbound, messages, ops, otp};
         groups::get,
         groups::delete,
         broadcasts::create,
+        broadcasts::cap,
         broadcasts::list,
         broadcasts::get,
         broadcasts::approve,

@@ -10,6 +10,9 @@ pub struct BroadcastsConfig {
     pub exercise_group: String,
     /// Put in front of every exercise text.
     pub exercise_prefix: String,
+    /// Whether a broadcast made from a CAP alert waits for a second
+    /// principal's approval, like any other.
+    pub cap_requires_approval: bool,
 }
 
 impl Default for BroadcastsConfig {
@@ -17,6 +20,7 @@ impl Default for BroadcastsConfig {
         BroadcastsConfig {
             exercise_group: "exercise".into(),
             exercise_prefix: "EXERCISE: ".into(),
+            cap_requires_approval: true,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! The HTTP API and the console both call [`Broadcasts`]; neither
 //! reimplements a rule.
 
+pub mod cap;
 pub mod config;
 pub mod fanout;
 
@@ -223,6 +224,8 @@ pub struct Broadcasts {
     store: Arc<dyn BroadcastStore>,
     groups: Arc<dyn crate::store::GroupStore>,
     admitter: Arc<Admitter>,
+    /// `cap_area` maps CAP areas to groups.
+    scripts: Arc<crate::script::Scripts>,
     config: BroadcastsConfig,
     /// Wakes the fan-out when a broadcast starts sending.
     wake: Arc<Notify>,
@@ -233,12 +236,14 @@ impl Broadcasts {
         store: Arc<dyn BroadcastStore>,
         groups: Arc<dyn crate::store::GroupStore>,
         admitter: Arc<Admitter>,
+        scripts: Arc<crate::script::Scripts>,
         config: BroadcastsConfig,
     ) -> Broadcasts {
         Broadcasts {
             store,
             groups,
             admitter,
+            scripts,
             config,
             wake: Arc::new(Notify::new()),
         }

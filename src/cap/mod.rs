@@ -44,6 +44,8 @@ pub mod limits {
     pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
     /// Deepest element nesting (CAP itself needs 5; signatures a few more).
     pub const MAX_DEPTH: usize = 32;
+    /// Attributes of one element (CAP uses none; signatures a few).
+    pub const MAX_ATTRIBUTES: usize = 64;
     /// Elements in the whole document, foreign ones included.
     pub const MAX_ELEMENTS: usize = 10_000;
     /// Text of one element, in bytes.

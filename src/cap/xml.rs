@@ -9,7 +9,7 @@
 //!   external DTD, hence no entity bombs and no XXE;
 //! - an entity reference must be one of `&lt; &gt; &amp; &apos; &quot;` or a
 //!   character reference, in text and in attribute values alike;
-//! - size, nesting depth and element count are bounded ([`limits`]);
+//! - size, nesting depth, attributes and element count are bounded ([`limits`]);
 //! - exactly one root element, no text outside it, and a document that
 //!   ends with elements still open (truncated) is malformed.
 
@@ -182,7 +182,16 @@ impl<'i> Tokenizer<'i> {
                 format!("a CAP alert may have at most {MAX_ELEMENTS} elements"),
             ));
         }
-        for attribute in start.attributes() {
+        for (count, attribute) in start.attributes().enumerate() {
+            if count == limits::MAX_ATTRIBUTES {
+                return Err(CapError::invalid(
+                    "alert",
+                    format!(
+                        "<{name}> has more than {} attributes",
+                        limits::MAX_ATTRIBUTES
+                    ),
+                ));
+            }
             let attribute = attribute
                 .map_err(|e| CapError::Malformed(format!("bad attribute on <{name}>: {e}")))?;
             check_attribute_references(&attribute.value)?;

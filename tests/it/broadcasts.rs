@@ -578,3 +578,49 @@ async fn marketing_broadcasts_respect_limits_and_count_refusals() {
     assert_eq!(done["refused"], 1, "{done}");
     assert_eq!(done["total"], 3);
 }
+
+#[tokio::test]
+async fn a_connector_that_fails_mid_broadcast_hands_its_share_to_the_others() {
+    let failing = sim().await;
+    let steady = sim().await;
+    let app = TestApp::spawn_with(&format!(
+        "{}[dispatch]\nfailover_after = \"300ms\"\n",
+        carriers(&[
+            ("failing", failing.local_addr().port(), 300),
+            ("steady", steady.local_addr().port(), 300),
+        ])
+    ))
+    .await;
+    put_group(&app, "metro", 1, 3000).await;
+    let (_, b) = create(
+        &app,
+        &app.key,
+        json!({"title": "Outage", "body": "Water outage in the metro area.", "groups": ["metro"],
+               "mode": "live", "requires_approval": false}),
+    )
+    .await;
+    let id = b["id"].as_str().expect("id");
+    eventually_async(
+        Duration::from_secs(10),
+        "both carriers sending",
+        async || failing.submitted().len() >= 100 && steady.submitted().len() >= 100,
+    )
+    .await;
+    let failed = failing.handle();
+    failing.shutdown().await;
+    let before = failed.submitted();
+    let done = wait_status(&app, id, "completed", Duration::from_secs(30)).await;
+    assert_eq!(done["total"], 3000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached: HashSet<String> = before
+        .iter()
+        .chain(steady.submitted().iter())
+        .map(|s| s.destination_addr.clone())
+        .collect();
+    assert_eq!(
+        reached.len(),
+        3000,
+        "everyone reached by one carrier or the other"
+    );
+    steady.shutdown().await;
+}

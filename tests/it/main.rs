@@ -5,6 +5,7 @@ mod helpers;
 mod api_errors;
 mod api_messages;
 mod broadcasts;
+mod cap;
 mod cli;
 mod connections;
 mod console;

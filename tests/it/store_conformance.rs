@@ -2410,15 +2410,41 @@ async fn broadcast_decisions_follow_the_rules_and_cancel_stops_the_queued(f: &dy
         store.claim("a", 10).await.expect("claim").is_empty(),
         "nothing left to send"
     );
+    // One reached the carrier; the other was throttled: it is not tried
+    // again, it is canceled too.
     store
         .record(vec![
             submitted(&claimed[0], "c1"),
-            submitted(&claimed[1], "c2"),
+            Outcome::Retry {
+                id: claimed[1].id,
+                not_before: 0,
+                error: "throttled".into(),
+                counts_attempt: false,
+                partial: None,
+            },
         ])
         .await
         .expect("record");
     let after = store.broadcast(b.id).await.expect("read").expect("found");
-    assert_eq!((after.counts.submitted, after.counts.queued), (2, 0));
+    assert_eq!(
+        (
+            after.counts.submitted,
+            after.counts.queued,
+            after.counts.canceled
+        ),
+        (1, 0, 4)
+    );
+    store
+        .maintain(
+            now_micros(),
+            Retention::with_idempotency_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .expect("maintain");
+    assert!(
+        store.claim("a", 10).await.expect("claim").is_empty(),
+        "never retried"
+    );
     assert_eq!(
         store
             .decide_broadcast(

@@ -276,7 +276,12 @@ fn cancel_queued(
     Ok(())
 }
 
-fn cancel_message(
+/// Whether broadcast `id` was canceled.
+pub(super) fn is_canceled(w: &Writer<'_>, id: u128) -> Result<bool, StoreError> {
+    Ok(load(w, id)?.is_some_and(|r| r.status == BroadcastStatus::Canceled))
+}
+
+pub(super) fn cancel_message(
     w: &mut Writer<'_>,
     fx: &mut Effects,
     m: &mut crate::model::Message,

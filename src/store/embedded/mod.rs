@@ -1287,6 +1287,19 @@ impl<'t> Writer<'t> {
                 // Already decided (e.g. expired by the sweeper); keep the first word.
                 continue;
             }
+            // A message of a canceled broadcast that was in flight when the
+            // cancel came and did not reach the carrier is not tried again.
+            if matches!(
+                outcome,
+                Outcome::Retry { .. } | Outcome::Failover { .. } | Outcome::Released { .. }
+            ) && let Some(b) = m.broadcast
+                && broadcasts::is_canceled(self, b.0)?
+            {
+                self.dequeue(&m)?;
+                broadcasts::cancel_message(self, fx, &mut m, now_micros())?;
+                finals.push(m);
+                continue;
+            }
             match outcome {
                 Outcome::Submitted {
                     connector,

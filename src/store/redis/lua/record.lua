@@ -21,6 +21,18 @@ for i = 0, tonumber(ARGV[4]) - 1 do
   local f = redis.call('HMGET', mk, 'st', 'rt', 'ri', 'cl', 'ptc', 'pti', 'pf', 'at', 'er')
   -- Only a queued message takes an outcome: the first word wins (e.g. an
   -- expiry by maintenance, or a submit recorded by a node that took over).
+  -- A message of a canceled broadcast that was in flight when the cancel
+  -- came and did not reach the carrier is not tried again.
+  if f[1] == 'queued' and kind ~= 'S' and kind ~= 'X' and kind ~= 'E' then
+    local bc = redis.call('HGET', mk, 'bc')
+    if bc and redis.call('HGET', P .. ':b:' .. bc, 'st') == 'canceled' then
+      local current = connector_at(f[2], f[3])
+      if claimed then current = nil end
+      dequeue_at(id, current, f[4])
+      finish(id, mk, 'canceled', NOW, finals, nil, { 'er', 'broadcast canceled' })
+      f[1] = 'canceled'
+    end
+  end
   if f[1] == 'queued' then
     local current = connector_at(f[2], f[3])
     if claimed then current = nil end
