@@ -29,6 +29,7 @@
 //!   progress, and the fan-out that turns audiences into queued messages.
 //! - [`cap`]: OASIS CAP 1.2 alerts parsed and validated (hardened XML, no
 //!   DTDs) for emergency broadcasts.
+//! - [`audit`]: the append-only log of who did what, when, with what outcome.
 //! - [`inbound`]: mobile-originated messages, STOP/START, `on_inbound`.
 //! - [`dispatch`]: the strict-priority submit loop per connector;
 //!   [`recorder`]: outcomes, receipts and inbound messages written in
@@ -54,6 +55,7 @@
 pub mod admin;
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod broadcast;

@@ -72,6 +72,7 @@ pub struct Metrics {
     retry_depth: Gauge,
     admission_seconds: Histogram,
     accept_to_submit_seconds: HistogramFamily<ClassLabel>,
+    audit_write_failures: Counter,
 }
 
 fn class_label(class: Class) -> ClassLabel {
@@ -113,6 +114,7 @@ impl Metrics {
             retry_depth: Gauge::default(),
             admission_seconds: latency_histogram(),
             accept_to_submit_seconds: Family::new_with_constructor(latency_histogram),
+            audit_write_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -225,7 +227,17 @@ impl Metrics {
             "Time from acceptance to submit, by class",
             m.accept_to_submit_seconds.clone(),
         );
+        registry.register(
+            "audit_write_failures",
+            "Audit entries that could not be written (the action they record stood)",
+            m.audit_write_failures.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// An audit entry was lost to a store failure.
+    pub fn audit_write_failed(&self) {
+        self.audit_write_failures.inc();
     }
 
     pub fn accepted(&self, class: Class, n: u64) {

@@ -408,7 +408,7 @@ pub async fn cap(
     let requires_approval = app.broadcasts.config().cap_requires_approval;
     let outcome = app
         .broadcasts
-        .from_cap(&Actor::of_key(&who), &alert, requires_approval)
+        .take_cap(&Actor::of_key(&who), &alert, requires_approval)
         .await?;
     tracing::info!(
         sender = %alert.sender,

@@ -1,6 +1,8 @@
 //! `/v1/groups`: named recipient lists for broadcasts (scope `broadcast`).
 //! Uploads are JSON `{members: [...]}` or CSV (one number per line, an
 //! optional `msisdn` header); a CSV body is parsed as it streams in.
+//! Every replace and delete by an authenticated key is recorded in the
+//! audit log, refusals included.
 
 use axum::Json;
 use axum::body::Body;
@@ -12,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::audit::record;
 use super::error::{ApiError, ErrorBody};
+use crate::audit::AuditAction;
 use crate::auth::{Principal, Scope};
 use crate::group::{self, MemberList, UploadError};
 use crate::model::{format_micros, now_micros};
@@ -76,6 +80,15 @@ fn group_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
             "invalid_group_name",
             "a group name is 1 to 64 of A-Z, a-z, 0-9, '-', '_' and '.'",
         )),
+    }
+}
+
+/// The audit target of a request on group `name`: the name as sent, even
+/// when it is not a valid one (the entry is cut to a bounded length).
+fn group_target(name: &Result<Path<String>, PathRejection>) -> String {
+    match name {
+        Ok(Path(name)) => format!("group:{name}"),
+        Err(_) => "group:".to_string(),
     }
 }
 
@@ -161,6 +174,28 @@ pub async fn put(
     who: Principal,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    body: Body,
+) -> Result<Json<GroupView>, ApiError> {
+    let target = group_target(&name);
+    let result = replace(&app, &who, name, &headers, body).await;
+    let count = result.as_ref().ok().map(|g| format!("{} members", g.count));
+    record(
+        &app,
+        &who,
+        AuditAction::GroupReplace,
+        target,
+        &result,
+        count,
+    )
+    .await;
+    result
+}
+
+async fn replace(
+    app: &AppState,
+    who: &Principal,
+    name: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Json<GroupView>, ApiError> {
     who.require(Scope::Broadcast)?;
@@ -296,6 +331,17 @@ pub async fn get(
 pub async fn delete(
     State(app): State<AppState>,
     who: Principal,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let target = group_target(&name);
+    let result = remove(&app, &who, name).await;
+    record(&app, &who, AuditAction::GroupDelete, target, &result, None).await;
+    result
+}
+
+async fn remove(
+    app: &AppState,
+    who: &Principal,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     who.require(Scope::Broadcast)?;

@@ -6,6 +6,7 @@
 //! are the ones documented, and `tests/it/openapi.rs` checks that each entry
 //! is in the OpenAPI document and that each is live.
 
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod broadcasts;
@@ -66,6 +67,8 @@ pub struct App {
     pub batch_budget: BatchBudget,
     /// The gateway's long-running tasks; `/readyz` reports those down.
     pub tasks: Supervisor,
+    /// The append-only log of who did what.
+    pub audit: crate::audit::Audit,
     accepting: AtomicBool,
 }
 
@@ -101,16 +104,19 @@ impl App {
             metrics.clone(),
             sealer.derive_key("otp code hashes"),
         ));
+        let audit = crate::audit::Audit::new(store.clone(), metrics.clone());
         let broadcasts = Arc::new(crate::broadcast::Broadcasts::new(
             store.clone(),
             store.clone(),
             admitter.clone(),
             scripts.clone(),
+            audit.clone(),
             config.broadcasts.clone(),
         ));
         App {
             auth: Authenticator::new(store.clone(), metrics.clone()),
             broadcasts,
+            audit,
             batch_budget: BatchBudget::new(
                 config.http.max_batch_bytes_in_flight,
                 config.http.max_batch_body_bytes,
@@ -253,6 +259,7 @@ pub fn routes() -> Vec<Route> {
         Route::new::<broadcasts::__path_reject, _, _>(broadcasts::reject, Single),
         Route::new::<broadcasts::__path_cancel, _, _>(broadcasts::cancel, Single),
         Route::new::<broadcasts::__path_events, _, _>(broadcasts::events, Single),
+        Route::new::<audit::__path_list, _, _>(audit::list, Single),
         Route::new::<ops::__path_healthz, _, _>(ops::healthz, Single),
         Route::new::<ops::__path_readyz, _, _>(ops::readyz, Single),
         Route::new::<ops::__path_metrics, _, _>(ops::metrics, Single),

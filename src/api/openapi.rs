@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{broadcasts, groups, inbound, messages, ops, otp};
+use super::{audit, broadcasts, groups, inbound, messages, ops, otp};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use super::{broadcasts, groups, inbound, messages, ops, otp};
         broadcasts::reject,
         broadcasts::cancel,
         broadcasts::events,
+        audit::list,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -45,6 +46,7 @@ use super::{broadcasts, groups, inbound, messages, ops, otp};
         (name = "inbound", description = "Messages from handsets"),
         (name = "groups", description = "Recipient lists for broadcasts"),
         (name = "broadcasts", description = "Broadcasts: two-person approval, exercise vs live, cancel, progress"),
+        (name = "audit", description = "Who did what, when, with what outcome"),
         (name = "otp", description = "One-time passwords: issue, verify, SMS-pumping defence"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

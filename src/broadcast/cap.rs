@@ -10,6 +10,7 @@
 //!   broadcast: the second delivery answers with the first.
 
 use crate::admission::Content;
+use crate::audit::AuditAction;
 use crate::cap::{Alert, MsgType, Status};
 use crate::error::FieldError;
 use crate::model::Class;
@@ -48,7 +49,34 @@ impl Broadcasts {
     /// `Invalid` naming the element (no area maps to a group, references
     /// missing, a message type Herald does not act on), `NotFound` for a
     /// reference to no broadcast, the store.
-    pub async fn from_cap(
+    pub async fn take_cap(
+        &self,
+        actor: &Actor,
+        alert: &Alert,
+        requires_approval: bool,
+    ) -> Result<CapOutcome, BroadcastError> {
+        let result = self
+            .take_cap_unaudited(actor, alert, requires_approval)
+            .await;
+        let did = match &result {
+            Ok(CapOutcome::Created { broadcast, .. }) => format!("created {}", broadcast.id),
+            Ok(CapOutcome::Duplicate(b)) => format!("duplicate of {}", b.id),
+            Ok(CapOutcome::Canceled(list)) => format!("canceled {}", list.len()),
+            Ok(CapOutcome::NotSent { .. }) => "not sent".to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.audit(
+            actor,
+            AuditAction::CapIntake,
+            format!("cap:{},{}", alert.sender, alert.identifier),
+            &result,
+            Some(format!("{} {}: {did}", alert.msg_type, alert.status)),
+        )
+        .await;
+        result
+    }
+
+    async fn take_cap_unaudited(
         &self,
         actor: &Actor,
         alert: &Alert,

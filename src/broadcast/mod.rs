@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::admission::{Admitter, Content};
+use crate::audit::{Audit, AuditAction, AuditEntry, AuditOutcome};
 use crate::auth::Principal;
 use crate::error::FieldError;
 use crate::model::{Class, Encoding, MessageId, now_micros};
@@ -219,6 +220,19 @@ pub enum BroadcastError {
     Store(#[from] StoreError),
 }
 
+impl BroadcastError {
+    /// The stable code of the refusal (as the API answers it).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BroadcastError::Invalid(f) => f.code,
+            BroadcastError::NotFound(_) => "not_found",
+            BroadcastError::SelfApproval => "self_approval",
+            BroadcastError::WrongState(_) => "conflict",
+            BroadcastError::Store(_) => "unavailable",
+        }
+    }
+}
+
 /// The broadcast service: validation, the rules, and the store.
 pub struct Broadcasts {
     store: Arc<dyn BroadcastStore>,
@@ -226,6 +240,8 @@ pub struct Broadcasts {
     admitter: Arc<Admitter>,
     /// `cap_area` maps CAP areas to groups.
     scripts: Arc<crate::script::Scripts>,
+    /// Every create, decision, cancel and CAP intake, refused ones too.
+    audit: Audit,
     config: BroadcastsConfig,
     /// Wakes the fan-out when a broadcast starts sending.
     wake: Arc<Notify>,
@@ -237,6 +253,7 @@ impl Broadcasts {
         groups: Arc<dyn crate::store::GroupStore>,
         admitter: Arc<Admitter>,
         scripts: Arc<crate::script::Scripts>,
+        audit: Audit,
         config: BroadcastsConfig,
     ) -> Broadcasts {
         Broadcasts {
@@ -244,6 +261,7 @@ impl Broadcasts {
             groups,
             admitter,
             scripts,
+            audit,
             config,
             wake: Arc::new(Notify::new()),
         }
@@ -373,6 +391,24 @@ impl Broadcasts {
         actor: &Actor,
         req: BroadcastRequest,
     ) -> Result<BroadcastView, BroadcastError> {
+        let result = self.create_unaudited(actor, req).await;
+        let (target, detail) = match &result {
+            Ok(v) => (
+                format!("broadcast:{}", v.id),
+                Some(format!("{} {} to {} recipients", v.mode, v.class, v.total)),
+            ),
+            Err(_) => ("broadcast:new".to_string(), None),
+        };
+        self.audit(actor, AuditAction::BroadcastCreate, target, &result, detail)
+            .await;
+        result
+    }
+
+    async fn create_unaudited(
+        &self,
+        actor: &Actor,
+        req: BroadcastRequest,
+    ) -> Result<BroadcastView, BroadcastError> {
         let c = self.check(&req)?;
         let probe = ScriptMessage {
             to: c
@@ -460,6 +496,7 @@ impl Broadcasts {
         let id = parse_id(id)?;
         let view = self
             .decide(
+                actor,
                 id,
                 Decision::Approve {
                     by: actor.id.clone(),
@@ -487,6 +524,7 @@ impl Broadcasts {
         let id = parse_id(id)?;
         let view = self
             .decide(
+                actor,
                 id,
                 Decision::Reject {
                     by: actor.id.clone(),
@@ -508,6 +546,7 @@ impl Broadcasts {
         let id = parse_id(id)?;
         let view = self
             .decide(
+                actor,
                 id,
                 Decision::Cancel {
                     by: actor.id.clone(),
@@ -519,7 +558,46 @@ impl Broadcasts {
         Ok(view)
     }
 
+    /// Records `result` of `action` by `actor` in the audit log.
+    pub(crate) async fn audit<T>(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        target: String,
+        result: &Result<T, BroadcastError>,
+        detail: Option<String>,
+    ) {
+        let outcome = match result {
+            Ok(_) => AuditOutcome::Ok,
+            Err(e) => AuditOutcome::refused(e.code()),
+        };
+        let mut entry = AuditEntry::new(actor.id.clone(), action, target, outcome);
+        if let Some(d) = detail {
+            entry = entry.with_detail(d);
+        }
+        self.audit.record(entry).await;
+    }
+
     async fn decide(
+        &self,
+        actor: &Actor,
+        id: MessageId,
+        decision: Decision,
+    ) -> Result<BroadcastView, BroadcastError> {
+        let (action, comment) = match &decision {
+            Decision::Approve { comment, .. } => (AuditAction::BroadcastApprove, comment.clone()),
+            Decision::Reject { comment, .. } => (AuditAction::BroadcastReject, comment.clone()),
+            Decision::Cancel { .. } | Decision::Complete { .. } => {
+                (AuditAction::BroadcastCancel, None)
+            }
+        };
+        let result = self.decide_unaudited(id, decision).await;
+        self.audit(actor, action, format!("broadcast:{id}"), &result, comment)
+            .await;
+        result
+    }
+
+    async fn decide_unaudited(
         &self,
         id: MessageId,
         decision: Decision,

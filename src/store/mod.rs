@@ -7,6 +7,7 @@
 //! durable write (group commit), which is what keeps the store off the
 //! critical path at thousands of messages per second.
 
+pub mod audit;
 pub mod broadcast;
 pub mod embedded;
 pub mod group;
@@ -24,6 +25,7 @@ use crate::limits::LimitPolicy;
 use crate::model::{InboundRecord, Message, MessageId, Micros, PartialSubmit, Receipt};
 
 pub use self::redis::{RedisSettings, RedisStore, Role};
+pub use audit::AuditStore;
 pub use broadcast::BroadcastStore;
 pub use embedded::EmbeddedStore;
 pub use group::{GroupStore, GroupSummary};
@@ -315,6 +317,7 @@ pub trait Store:
     + GroupStore
     + BroadcastStore
     + OperatorStore
+    + AuditStore
 {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -203,6 +203,54 @@ async fn two_people_approve_and_states_are_enforced() {
         .map(|b| b["id"].as_str().expect("id"))
         .collect();
     assert_eq!(ids, vec![id2, id]);
+    // Every step is in the audit log, refusals included.
+    let audit: Value = app
+        .get("/v1/audit?limit=100")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let target = format!("broadcast:{id}");
+    let steps: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["target"] == target.as_str())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["outcome"].as_str().unwrap_or_default().to_string(),
+                e["code"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .rev()
+        .collect();
+    let step = |a: &str, o: &str, c: &str| (a.to_string(), o.to_string(), c.to_string());
+    assert_eq!(
+        steps,
+        vec![
+            step("broadcast_create", "ok", ""),
+            step("broadcast_approve", "refused", "self_approval"),
+            step("broadcast_approve", "ok", ""),
+            step("broadcast_approve", "refused", "conflict"),
+            step("broadcast_reject", "refused", "conflict"),
+            step("broadcast_cancel", "refused", "conflict"),
+        ],
+        "{audit}"
+    );
+    let creator_entry = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["target"] == target.as_str() && e["action"] == "broadcast_create")
+        .expect("create entry");
+    assert!(
+        creator_entry["principal"]
+            .as_str()
+            .expect("principal")
+            .starts_with("key:creator"),
+        "{creator_entry}"
+    );
 }
 
 #[tokio::test]

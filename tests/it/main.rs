@@ -4,6 +4,7 @@ mod helpers;
 
 mod api_errors;
 mod api_messages;
+mod audit;
 mod broadcasts;
 mod cap;
 mod cli;

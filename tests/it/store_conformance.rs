@@ -1,6 +1,8 @@
 //! The store contract, written once against `dyn Store` and run against
 //! every implementation. A new store passes by adding one `StoreFactory`.
 
+mod audit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +31,11 @@ pub trait StoreFactory: Send + Sync {
 
     /// Another node on the same data, where a store has several (Redis).
     async fn another_otp_node(&self) -> Option<Arc<dyn OtpStore>> {
+        None
+    }
+
+    /// Another handle on the same audit log, where a store has several.
+    async fn another_audit_node(&self) -> Option<Arc<dyn herald::store::AuditStore>> {
         None
     }
 
@@ -114,6 +121,10 @@ impl StoreFactory for Redis {
 
     async fn another_otp_node(&self) -> Option<Arc<dyn OtpStore>> {
         Some(self.otp_node().await)
+    }
+
+    async fn another_audit_node(&self) -> Option<Arc<dyn herald::store::AuditStore>> {
+        Some(audit::redis_node(self).await)
     }
 
     async fn key_ttl(&self, key: &str) -> Option<Duration> {
@@ -219,6 +230,9 @@ macro_rules! conformance {
             #[tokio::test] async fn groups_are_replaced_whole_and_page_in_order() { super::groups_are_replaced_whole_and_page_in_order(&super::$factory()).await }
             #[tokio::test] async fn operators_are_unique_by_name_and_updatable() { super::operators_are_unique_by_name_and_updatable(&super::$factory()).await }
             #[tokio::test] async fn sessions_are_found_by_hash_touched_and_ended() { super::sessions_are_found_by_hash_touched_and_ended(&super::$factory()).await }
+            #[tokio::test] async fn audit_entries_read_back_newest_first_and_page_before() { super::audit::audit_entries_read_back_newest_first_and_page_before(&super::$factory()).await }
+            #[tokio::test] async fn audit_entries_outlive_maintenance_and_restarts() { super::audit::audit_entries_outlive_maintenance_and_restarts(&super::$factory()).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn audit_appends_from_two_handles_form_one_log() { super::audit::audit_appends_from_two_handles_form_one_log(&super::$factory()).await }
             #[tokio::test] async fn a_sealed_text_is_dropped_once_submitted() { super::a_sealed_text_is_dropped_once_submitted(&super::$factory()).await }
             #[tokio::test] async fn otps_are_put_read_back_and_indexed_as_pending() { super::otps_are_put_read_back_and_indexed_as_pending(&super::$factory()).await }
             #[tokio::test] async fn a_new_otp_cancels_the_pending_one() { super::a_new_otp_cancels_the_pending_one(&super::$factory()).await }

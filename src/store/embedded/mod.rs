@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::broadcast::count_slot;
 use super::memqueue::{Ready, ReadyQueues, Slot};
 
+mod audit;
 mod broadcasts;
 mod groups;
 mod keys;
@@ -225,6 +226,7 @@ impl EmbeddedStore {
             groups::create_tables(&tx)?;
             operators::create_tables(&tx)?;
             broadcasts::create_tables(&tx)?;
+            audit::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;
             tx.open_table(LIMITS).map_err(io)?;
             tx.open_table(OPT_OUTS).map_err(io)?;

@@ -19,6 +19,7 @@
 //! Cluster slot holds a deployment, so scripts may touch any of its keys).
 //! The layout is documented in README ("Redis store").
 
+mod audit;
 mod broadcasts;
 mod decode;
 pub mod durability;
