@@ -41,6 +41,20 @@ pub enum CreateError {
     Store(#[from] StoreError),
 }
 
+impl CreateError {
+    /// A stable code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CreateError::Name => "invalid_name",
+            CreateError::Role => "invalid_role",
+            CreateError::Password => "invalid_password",
+            CreateError::Taken(_) => "name_taken",
+            CreateError::Hash(_) => "internal",
+            CreateError::Store(_) => "unavailable",
+        }
+    }
+}
+
 /// Creates an account.
 ///
 /// # Errors

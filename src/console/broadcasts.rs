@@ -5,7 +5,7 @@
 //! only gather input and show answers.
 
 use askama::Template;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -682,78 +682,4 @@ pub async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-/// One line of the audit page.
-pub struct AuditLine {
-    pub at: String,
-    pub who: String,
-    pub what: String,
-    pub id: String,
-    pub title: String,
-    pub comment: String,
-}
-
-#[derive(Template)]
-#[template(path = "audit.html")]
-struct AuditPage {
-    chrome: Option<Chrome>,
-    lines: Vec<AuditLine>,
-}
-
-/// `GET /console/audit` (admins): who created, approved, rejected and
-/// canceled which broadcast, when — from the broadcasts' own records.
-pub async fn audit(
-    State(app): State<AppState>,
-    who: SignedIn,
-    _req: Request,
-) -> Result<Response, Failure> {
-    who.require_admin()?;
-    let views = app.broadcasts.list(None, 200).await?;
-    let mut lines = Vec::new();
-    for v in views {
-        if let (Some(by), Some(at)) = (&v.canceled_by, &v.done_at) {
-            if v.status == "canceled" {
-                lines.push(AuditLine {
-                    at: at.clone(),
-                    who: by.clone(),
-                    what: "canceled".into(),
-                    id: v.id.clone(),
-                    title: v.title.clone(),
-                    comment: String::new(),
-                });
-            }
-        }
-        if let (Some(by), Some(at)) = (&v.decided_by, &v.decided_at) {
-            lines.push(AuditLine {
-                at: at.clone(),
-                who: by.clone(),
-                what: if v.status == "rejected" {
-                    "rejected"
-                } else {
-                    "approved"
-                }
-                .into(),
-                id: v.id.clone(),
-                title: v.title.clone(),
-                comment: v.comment.clone().unwrap_or_default(),
-            });
-        }
-        lines.push(AuditLine {
-            at: v.created_at.clone(),
-            who: v.created_by.clone(),
-            what: format!("created ({}, {})", v.mode, v.class),
-            id: v.id.clone(),
-            title: v.title.clone(),
-            comment: String::new(),
-        });
-    }
-    lines.sort_by(|a, b| b.at.cmp(&a.at));
-    Ok(render(
-        StatusCode::OK,
-        &AuditPage {
-            chrome: Some(Chrome::new(&who, "audit")),
-            lines,
-        },
-    ))
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::page::{Chrome, Failure, render};
 use super::session::{Posted, SignedIn};
 use crate::api::AppState;
+use crate::audit::{AuditAction, AuditEntry, AuditOutcome};
 use crate::group::{self, MemberList, UploadError};
 use crate::model::{format_micros, now_micros};
 
@@ -125,6 +126,18 @@ pub async fn upload(State(app): State<AppState>, posted: Posted) -> Result<Respo
     let members = match members_from_csv(csv, app.config.default_region()) {
         Ok(m) => m,
         Err(e) => {
+            let code = match e {
+                UploadError::TooMany => "too_large",
+                UploadError::Invalid { .. } => "invalid_members",
+            };
+            app.audit
+                .record(AuditEntry::new(
+                    who.actor_id(),
+                    AuditAction::GroupReplace,
+                    format!("group:{name}"),
+                    AuditOutcome::refused(code),
+                ))
+                .await;
             return page(
                 &app,
                 &who,
@@ -140,6 +153,17 @@ pub async fn upload(State(app): State<AppState>, posted: Posted) -> Result<Respo
         .replace_group(&name, members, now_micros())
         .await?;
     tracing::info!(group = %name, count = stored.count, operator = %who.name(), "group replaced from the console");
+    app.audit
+        .record(
+            AuditEntry::new(
+                who.actor_id(),
+                AuditAction::GroupReplace,
+                format!("group:{name}"),
+                AuditOutcome::Ok,
+            )
+            .with_detail(format!("{} members", stored.count)),
+        )
+        .await;
     page(
         &app,
         &who,

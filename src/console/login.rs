@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::page::{Chrome, Failure, render};
 use super::session::{self, Posted, read_fields};
 use crate::api::AppState;
+use crate::audit::{AuditAction, AuditEntry, AuditOutcome};
 use crate::model::now_micros;
 use crate::operator::{self, LoginError};
 
@@ -70,16 +71,40 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Result<Respons
             },
         )
     };
+    // Who the log names: the account tried (never the password).
+    let principal = if operator::valid_name(&name) {
+        format!("operator:{name}")
+    } else {
+        "operator:(not a valid name)".to_string()
+    };
+    let failed = |code: &str| {
+        AuditEntry::new(
+            principal.clone(),
+            AuditAction::OperatorLoginFailed,
+            principal.clone(),
+            AuditOutcome::refused(code),
+        )
+    };
     let op = match operator::login(&*app.store, &name, password, &policy, now).await {
         Ok(op) => op,
         Err(e @ LoginError::Invalid) => {
+            app.audit.record(failed("wrong_name_or_password")).await;
             return Ok(refused(StatusCode::UNAUTHORIZED, e.to_string()));
         }
         Err(e @ LoginError::Locked { .. }) => {
+            app.audit.record(failed("locked")).await;
             return Ok(refused(StatusCode::TOO_MANY_REQUESTS, e.to_string()));
         }
         Err(LoginError::Store(e)) => return Err(e.into()),
     };
+    app.audit
+        .record(AuditEntry::new(
+            principal.clone(),
+            AuditAction::OperatorLogin,
+            principal,
+            AuditOutcome::Ok,
+        ))
+        .await;
     let (token, _) = operator::start_session(&*app.store, op, &policy, now).await?;
     tracing::info!(operator = %name, "console sign-in");
     let secure = app.config.console.secure(app.config.http.listen);

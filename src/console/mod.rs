@@ -7,6 +7,7 @@
 //! carrying the session's CSRF token, every answer HTML ([`page`]).
 
 pub mod assets;
+pub mod audit;
 pub mod broadcasts;
 pub mod config;
 pub mod groups;
@@ -58,7 +59,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/broadcasts/{id}/events", get(broadcasts::events))
         .route("/approvals", get(broadcasts::approvals))
-        .route("/audit", get(broadcasts::audit))
+        .route("/audit", get(audit::list))
         .route("/groups", get(groups::list).post(groups::upload))
         .route("/groups/{name}", get(groups::show))
         .route("/assets/{file}", get(assets::get))

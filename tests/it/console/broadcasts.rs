@@ -435,17 +435,27 @@ async fn console_creator_cannot_approve_and_a_second_operator_approves_to_100_pe
     assert_eq!(v["decided_by"], "operator:bob", "{v}");
     assert_eq!(v["comment"], "Checked with the duty officer.");
 
-    // The admin's audit view names both people.
+    // The admin's audit view: both people, alice's refused self-approval,
+    // the sign-ins.
     let mut carol = Browser::start("audit").await;
     carol.sign_in(&server, "carol").await;
     carol.click("a[href='/console/audit']").await;
     let audit = carol
         .wait_text("#audit", "operator:bob", Duration::from_secs(10))
         .await;
-    assert!(
-        audit.contains("operator:alice") && audit.contains("approved"),
-        "{audit}"
-    );
+    for want in [
+        "operator:alice",
+        "broadcast_create",
+        "broadcast_approve",
+        "refused",
+        "operator_login",
+        &format!("broadcast:{id}"),
+    ] {
+        assert!(
+            audit.contains(want),
+            "the audit log lacks {want:?}: {audit}"
+        );
+    }
     carol.screenshot("audit").await;
     carol.close().await;
     smsc.shutdown().await;
