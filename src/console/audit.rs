@@ -26,6 +26,17 @@ fn action_name(action: AuditAction) -> String {
         .unwrap_or_else(|| format!("{action:?}"))
 }
 
+/// `2026-12-05T12:28:33.971476Z` as `2026-12-05 12:28:33`: to the second
+/// is enough for people, and the table stays narrow.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339
+        .split('.')
+        .next()
+        .unwrap_or(rfc3339)
+        .trim_end_matches('Z')
+        .replacen('T', " ", 1)
+}
+
 /// One line of the page.
 pub struct Line {
     pub at: String,
@@ -49,7 +60,7 @@ impl Line {
                 .map(|g| format!("/console/groups/{g}"))
         };
         Line {
-            at: format_micros(e.at),
+            at: short_time(&format_micros(e.at)),
             who: e.principal,
             what: action_name(e.action),
             target: e.target,
