@@ -64,6 +64,7 @@ pub fn router(app: AppState) -> Router {
         .route("/groups/{name}", get(groups::show))
         .route("/assets/{file}", get(assets::get))
         .fallback(page::not_found)
+        .method_not_allowed_fallback(page::method_not_allowed)
         .layer(DefaultBodyLimit::max(uploads))
         .layer(axum::middleware::map_response(page::security_headers))
         .with_state(app)

@@ -171,6 +171,17 @@ impl IntoResponse for Failure {
     }
 }
 
+/// The console's 405: a page, like every other answer.
+pub async fn method_not_allowed() -> Response {
+    let page = ErrorPage {
+        chrome: None,
+        status: 405,
+        heading: "Not possible here",
+        message: "This console address does not take that kind of request.",
+    };
+    render(StatusCode::METHOD_NOT_ALLOWED, &page)
+}
+
 /// The console's 404 for paths it does not serve.
 pub async fn not_found() -> Failure {
     Failure::NotFound("There is no console page at this address.".into())

@@ -252,6 +252,24 @@ async fn console_unknown_pages_get_an_html_404() {
             .starts_with("text/html")
     );
     assert!(r.text().await.expect("body").contains("<h1"));
+    // A wrong method is a page too.
+    let r = plain_client()
+        .get(server.url("/console/logout"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 405);
+    assert!(r.text().await.expect("body").contains("<h1"));
+    // `/console/` leads to the console.
+    let r = plain_client()
+        .get(server.url("/console/"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/console")
+    );
     // The console is not part of the API document.
     let doc = plain_client()
         .get(server.url("/openapi.json"))
