@@ -434,3 +434,60 @@ async fn console_works_by_keyboard_alone_and_fits_a_phone_screen() {
     browser.screenshot("compose").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn console_sessions_work_on_every_node_of_a_redis_store() {
+    let redis = crate::helpers::TestRedis::start();
+    let a = Server::start(&redis.store_toml("console-a"));
+    let b = Server::start(&redis.store_toml("console-b"));
+    a.operator("alice", "operator");
+    let mut browser = Browser::start("two-nodes").await;
+    // Signed in on one node…
+    browser.sign_in(&a, "alice").await;
+    // …the browser sends the same cookie to the other (cookies are per
+    // host, not per port), and that node knows the session from the store.
+    browser.goto(&b.url("/console/groups")).await;
+    assert_eq!(browser.text("#signed-in-as").await, "alice");
+    browser.screenshot("second-node").await;
+    // Signing out on the second node ends it on the first.
+    browser.click("#logout").await;
+    browser
+        .wait_text("#notice", "signed out", Duration::from_secs(10))
+        .await;
+    browser.goto(&a.url("/console/groups")).await;
+    browser.wait_path("/console/login").await;
+    browser.close().await;
+    // Disabling an account ends its sessions everywhere.
+    let r = plain_client()
+        .post(a.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "name=alice&password={}",
+            PASSWORD.replace(' ', "+")
+        ))
+        .send()
+        .await
+        .expect("login");
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    let on_b = |cookie: String| {
+        let url = b.url("/console/groups");
+        async move {
+            plain_client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("get")
+                .status()
+        }
+    };
+    assert_eq!(on_b(cookie.clone()).await, 200);
+    a.cli(&["operator", "disable", "alice"], "");
+    assert_eq!(on_b(cookie).await, 303);
+}

@@ -34,6 +34,15 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("herald.toml");
         let has_connectors = extra.contains("[[connectors]]");
+        // The embedded store in the data dir, unless the test names one.
+        let store = if extra.contains("[store]") {
+            String::new()
+        } else {
+            format!(
+                "[store]\npath = \"{}\"\n",
+                dir.path().join("data/herald.db").display()
+            )
+        };
         // Hermetic unless the test configures scripts itself.
         let scripts = if extra.contains("[scripts]") {
             ""
@@ -47,10 +56,7 @@ impl Server {
         };
         std::fs::write(
             &config,
-            format!(
-                "[store]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n{scripts}{connectors}{extra}",
-                dir.path().join("data/herald.db").display()
-            ),
+            format!("{store}[log]\nlevel = \"warn\"\n{scripts}{connectors}{extra}"),
         )
         .expect("write config");
         let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
