@@ -658,3 +658,57 @@ async fn console_new_operators_send_an_approved_live_broadcast_to_10000_members(
     bob.screenshot("completed").await;
     bob.close().await;
 }
+
+#[tokio::test]
+async fn console_an_approver_rejects_with_a_comment_and_nothing_is_sent() {
+    let smsc = smsc().await;
+    let server = Server::start(&carrier(&smsc, 0));
+    let api = Api::of(&server);
+    api.put_group("city", 200, 10).await;
+    server.operator("alice", "operator");
+    server.operator("bob", "approver");
+    let alice = Browser::start("reject-creator").await;
+    alice.sign_in(&server, "alice").await;
+    // An operator (not an approver) has no Approvals page.
+    assert!(!alice.has("a[href='/console/approvals']").await);
+    compose(
+        &alice,
+        &server,
+        "Road closure",
+        "Road closed at the bridge: use the bypass.",
+        &["city"],
+        "live",
+        true,
+    )
+    .await;
+    alice.click("#continue").await;
+    alice.fill("#typed-count", "10").await;
+    alice.click("#send-live").await;
+    let id = current_id(&alice).await;
+    alice.goto(&server.url("/console/approvals")).await;
+    alice
+        .wait_text("h1", "Not allowed", Duration::from_secs(10))
+        .await;
+    alice.close().await;
+
+    let mut bob = Browser::start("reject").await;
+    bob.sign_in(&server, "bob").await;
+    bob.goto(&server.url(&format!("/console/broadcasts/{id}")))
+        .await;
+    bob.fill("#comment", "Wrong bridge: check the map first.")
+        .await;
+    bob.click("#reject").await;
+    bob.wait_text("#notice", "Rejected", Duration::from_secs(10))
+        .await;
+    bob.wait_text("#status", "rejected", Duration::from_secs(10))
+        .await;
+    assert!(!bob.has("#approve").await && !bob.has("#cancel").await);
+    bob.screenshot("rejected").await;
+    bob.close().await;
+    let v = api.broadcast(&id).await;
+    assert_eq!(v["status"], "rejected", "{v}");
+    assert_eq!(v["comment"], "Wrong bridge: check the map first.");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(smsc.submitted().is_empty(), "nothing was sent");
+    smsc.shutdown().await;
+}
