@@ -712,3 +712,67 @@ async fn console_an_approver_rejects_with_a_comment_and_nothing_is_sent() {
     assert!(smsc.submitted().is_empty(), "nothing was sent");
     smsc.shutdown().await;
 }
+
+#[tokio::test]
+async fn console_compose_previews_and_sends_without_javascript() {
+    let smsc = smsc().await;
+    let server = Server::start(&carrier(&smsc, 0));
+    let api = Api::of(&server);
+    api.put_group("exercise", 100, 2).await;
+    api.put_group("city", 200, 5).await;
+    server.operator("alice", "operator");
+    let mut browser = Browser::start_without_javascript("no-javascript").await;
+    browser.sign_in(&server, "alice").await;
+    compose(
+        &browser,
+        &server,
+        "Heat warning",
+        "Extreme heat today: drink water, stay in the shade.",
+        &["city"],
+        "",
+        false,
+    )
+    .await;
+    // No script: the preview comes with the page, on request.
+    assert!(!browser.has("#preview-text").await);
+    browser.click("#preview-button").await;
+    browser
+        .wait_text("#preview-recipients", "5", Duration::from_secs(10))
+        .await;
+    assert!(browser.text("#preview-text").await.contains("Extreme heat"));
+    // What was typed is kept.
+    assert_eq!(
+        browser
+            .find("#title")
+            .await
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("Heat warning")
+    );
+    browser.screenshot("preview").await;
+    browser.click("#mode-live").await;
+    browser.click("#continue").await;
+    browser.fill("#typed-count", "5").await;
+    browser.click("#send-live").await;
+    let id = current_id(&browser).await;
+    // Without live updates, a reload shows where it is.
+    let started = Instant::now();
+    loop {
+        browser
+            .goto(&server.url(&format!("/console/broadcasts/{id}")))
+            .await;
+        if browser.text("#status").await == "completed" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(browser.text("#percent").await, "100 %");
+    browser.close().await;
+    smsc.shutdown().await;
+}

@@ -217,6 +217,15 @@ impl Browser {
 
     /// A browser with a window of `width` × `height`.
     pub async fn start_sized(name: &str, width: u32, height: u32) -> Browser {
+        Self::launch(name, width, height, true).await
+    }
+
+    /// A browser with JavaScript switched off: every page must still work.
+    pub async fn start_without_javascript(name: &str) -> Browser {
+        Self::launch(name, 1280, 900, false).await
+    }
+
+    async fn launch(name: &str, width: u32, height: u32, javascript: bool) -> Browser {
         let profile = tempfile::tempdir().expect("tempdir");
         let driver = Driver::start(profile.path());
         let mut caps = serde_json::Map::new();
@@ -233,7 +242,11 @@ impl Browser {
                     "--disable-extensions",
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.path().join("chrome").display()),
-                ]
+                ],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript":
+                        if javascript { 1 } else { 2 }
+                }
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
