@@ -571,8 +571,8 @@ pub async fn show(
     let row = Row::of(view, &who);
     let may_decide = row.view.status == "pending_approval" && who.role().may_approve() && !row.mine;
     let notice = match q.notice.as_deref() {
-        Some("approved") => Some("Approved: the broadcast is sending.".to_string()),
-        Some("rejected") => Some("Rejected: nothing will be sent.".to_string()),
+        Some("approved") => Some("Approved by you: it is sent as shown below.".to_string()),
+        Some("rejected") => Some("Rejected by you: nothing will be sent.".to_string()),
         Some("canceled") => Some("Canceled: nothing more will be sent.".to_string()),
         _ => None,
     };
