@@ -197,6 +197,8 @@ pub struct PreviewPart {
     pub encoding: String,
     pub segments: u32,
     pub recipients: u64,
+    /// `recipients` with thousands separators, as people read it.
+    pub recipients_label: String,
     pub mode: String,
     pub problem: Option<String>,
 }
@@ -209,6 +211,7 @@ impl PreviewPart {
             encoding: encoding_label(p.encoding.as_str()),
             segments: p.segments,
             recipients: p.recipients,
+            recipients_label: thousands(p.recipients),
             mode: p.mode.map_or("", Mode::as_str).to_string(),
             problem: None,
         }
@@ -221,6 +224,19 @@ impl PreviewPart {
             ..PreviewPart::default()
         }
     }
+}
+
+/// `12345` as `12,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// An encoding as people read it.
@@ -429,7 +445,7 @@ pub async fn confirm(State(app): State<AppState>, posted: Posted) -> Result<Resp
                 preview: PreviewPart::of(&preview),
                 error: Some(format!(
                     "Nothing was sent. To send, type the number of recipients exactly: {}.",
-                    preview.recipients
+                    thousands(preview.recipients)
                 )),
             },
         ));
@@ -682,4 +698,18 @@ pub async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn counts_read_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }

@@ -626,11 +626,11 @@ async fn console_new_operators_send_an_approved_live_broadcast_to_10000_members(
     )
     .await;
     alice
-        .wait_text("#preview-recipients", "10000", Duration::from_secs(10))
+        .wait_text("#preview-recipients", "10,000", Duration::from_secs(10))
         .await;
     alice.click("#continue").await;
     alice
-        .wait_text("#confirm-count", "10000", Duration::from_secs(10))
+        .wait_text("#confirm-count", "10,000", Duration::from_secs(10))
         .await;
     // A thousands separator is fine.
     alice.fill("#typed-count", "10,000").await;
