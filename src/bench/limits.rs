@@ -147,6 +147,7 @@ pub async fn limit_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         script_calls: None,
         store_calls: Some(calls),
         otp: None,
+        broadcast: None,
         backlog: None,
         store: Some(StoreInfo {
             kind: args.store.clone(),

@@ -9,6 +9,8 @@
 //! everything a real deployment pays: HTTP, JSON, auth, durable commits, and
 //! with SMPP the PDU encoding, the socket and the receipt parsing.
 
+mod broadcast;
+mod fanout_log;
 mod limits;
 mod load;
 mod otp;
@@ -27,7 +29,7 @@ pub use report::{Report, Summary};
 /// Options of `herald bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Which scenarios to run: all, single, batch, hol, otp, route
+    /// Which scenarios to run: all, single, batch, hol, otp, broadcast, route
     /// (in-process script calls) and limits (in-process store limit
     /// checks); the last two are not part of all.
     #[arg(long, default_value = "all")]
@@ -81,6 +83,10 @@ pub struct BenchArgs {
     /// Marketing messages queued behind the throttled carrier in `otp`.
     #[arg(long, default_value_t = 100_000)]
     pub otp_backlog: u32,
+    /// Members of the group the `broadcast` scenario sends to (at most
+    /// 1,000,000, the largest group).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub recipients: u32,
     /// Emergency messages measured in `hol`.
     #[arg(long, default_value_t = 200)]
     pub emergency_messages: u32,
@@ -119,7 +125,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server::Carrier::parse(&args.connector)?;
     server::StoreChoice::parse(&args.store)?;
     let wanted: Vec<&str> = if args.scenario == "all" {
-        vec!["single", "batch", "hol", "otp"]
+        vec!["single", "batch", "hol", "otp", "broadcast"]
     } else {
         args.scenario.split(',').map(str::trim).collect()
     };
@@ -130,10 +136,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "batch" => load::batches(&args).await?,
             "hol" => load::head_of_line(&args).await?,
             "otp" => otp::otp(&args).await?,
+            "broadcast" => broadcast::broadcast(&args).await?,
             "route" => route::route_calls(&args)?,
             "limits" => limits::limit_calls(&args).await?,
             other => {
-                anyhow::bail!("unknown scenario '{other}' (single, batch, hol, otp, route, limits)")
+                anyhow::bail!(
+                    "unknown scenario '{other}' (single, batch, hol, otp, broadcast, route, limits)"
+                )
             }
         };
         println!("{}", summary.text());

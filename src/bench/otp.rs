@@ -280,6 +280,7 @@ pub async fn otp(args: &BenchArgs) -> anyhow::Result<Summary> {
         backlog: None,
         script_calls: None,
         store_calls: None,
+        broadcast: None,
         otp: Some(OtpFigures {
             issued: count,
             rate_per_sec: f64::from(args.otp_rate),

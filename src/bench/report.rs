@@ -81,6 +81,9 @@ pub struct Summary {
     /// `otp`: issue, verify and issue → submit behind the backlog.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otp: Option<OtpFigures>,
+    /// `broadcast`: upload, create, fan-out, completion and cancel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<BroadcastFigures>,
     /// Which store, how many nodes (absent for in-process scenarios).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreInfo>,
@@ -132,6 +135,152 @@ pub struct OtpFigures {
     pub queued_before_first_otp: u64,
     /// Marketing queued right after the last OTP was verified.
     pub queued_after_last_otp: u64,
+}
+
+/// The figures of the `broadcast` scenario. Times "since create" start
+/// at the start of `POST /v1/broadcasts`; those found by polling are late
+/// by at most one poll.
+#[derive(Debug, Clone, Serialize)]
+pub struct BroadcastFigures {
+    /// `--recipients`: members of the group.
+    pub recipients: u64,
+    /// `PUT /v1/groups/{name}` (text/csv) round trip.
+    pub upload_seconds: f64,
+    /// `POST /v1/broadcasts` round trip (→ 201).
+    pub create_ms: f64,
+    /// Poll period of `GET /v1/broadcasts/{id}` until the first submit.
+    pub poll_ms: f64,
+    /// Since create: the first message submitted (polled).
+    pub first_submit_ms: f64,
+    /// Since create: nothing queued any more (polled).
+    pub all_submitted_seconds: f64,
+    /// Since create: status `completed` (polled).
+    pub completed_seconds: f64,
+    /// `recipients / all_submitted_seconds`: messages leaving `queued`
+    /// (fan-out and carrier together).
+    pub leaving_queued_per_sec: f64,
+    /// The same over the fastest second of polls.
+    pub peak_leaving_queued_per_sec: f64,
+    /// Time between polls that found nothing ready for the carrier
+    /// (`herald_queue_depth` 0) while messages were still to be sent.
+    pub starved_seconds: f64,
+    /// About once a second from the first submit until nothing is queued:
+    /// `[seconds since create, queued (counter), ready (queue depth)]`.
+    pub timeline: Vec<[f64; 3]>,
+    /// Server side, from the fan-out's chunk log: chunks written.
+    pub fanout_chunks: u64,
+    /// Recipients those chunks turned into messages (or refused).
+    pub fanout_recipients: u64,
+    /// Sum of the chunks' own timings (audience read + build + write).
+    pub fanout_write_seconds: f64,
+    /// `fanout_recipients / fanout_write_seconds`.
+    pub fanout_per_write_sec: f64,
+    /// First to last chunk record, as the bench read them.
+    pub fanout_wall_seconds: f64,
+    /// One chunk's timing.
+    pub fanout_chunk: Latency,
+    /// The counters when completed.
+    pub counters: super::broadcast::Counters,
+    /// Peak RSS of the server once the group was stored.
+    pub peak_rss_after_upload_mib: f64,
+    /// Peak RSS once the first broadcast completed.
+    pub peak_rss_after_broadcast_mib: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<CancelFigures>,
+}
+
+/// A second broadcast to the same group, canceled while sending.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelFigures {
+    /// Whether it was still sending when canceled (a small group on a
+    /// fast carrier may complete first: the call answers 409).
+    pub took_effect: bool,
+    /// Its create → the cancel call.
+    pub after_ms: f64,
+    /// Submitted or beyond right before the cancel.
+    pub sent_before_cancel: u64,
+    /// `POST /v1/broadcasts/{id}/cancel` round trip.
+    pub cancel_call_ms: f64,
+    /// The cancel's answer.
+    pub answered: super::broadcast::Counters,
+    /// Its counters add up to the group's size.
+    pub answered_adds_up: bool,
+    /// Cancel → nothing queued or awaiting a receipt.
+    pub settle_seconds: f64,
+    pub settled: super::broadcast::Counters,
+    pub settled_adds_up: bool,
+}
+
+impl BroadcastFigures {
+    fn text(&self) -> String {
+        let c = &self.counters;
+        let mut s = format!(
+            "\n   group upload (text/csv, {} members): {:.2} s\
+             \n   create -> 201: {:.1} ms   create -> first submit: {:.1} ms (polled every {:.0} ms)\
+             \n   create -> all submitted (queued 0): {:.2} s   -> completed: {:.2} s (polled)\
+             \n   leaving queued: {:.0} msg/s over the run, {:.0} msg/s in the fastest second; \
+             nothing ready to send for {:.1} s of it (polled)\
+             \n   fan-out (server log): {} recipients in {} chunks, {:.2} s of chunk time = {:.0} recipients/s; \
+             first -> last chunk {:.2} s; chunk p50 {:.1} ms p99 {:.1} ms max {:.1} ms\
+             \n   counters: {} total, {} delivered, {} failed, {} expired, {} canceled, {} refused ({})\
+             \n   server peak RSS: {:.0} MiB after the upload, {:.0} MiB after the broadcast",
+            self.recipients,
+            self.upload_seconds,
+            self.create_ms,
+            self.first_submit_ms,
+            self.poll_ms,
+            self.all_submitted_seconds,
+            self.completed_seconds,
+            self.leaving_queued_per_sec,
+            self.peak_leaving_queued_per_sec,
+            self.starved_seconds,
+            self.fanout_recipients,
+            self.fanout_chunks,
+            self.fanout_write_seconds,
+            self.fanout_per_write_sec,
+            self.fanout_wall_seconds,
+            self.fanout_chunk.p50_ms,
+            self.fanout_chunk.p99_ms,
+            self.fanout_chunk.max_ms,
+            c.total,
+            c.delivered,
+            c.failed,
+            c.expired,
+            c.canceled,
+            c.refused,
+            c.status,
+            self.peak_rss_after_upload_mib,
+            self.peak_rss_after_broadcast_mib
+        );
+        if let Some(k) = self.cancel.as_ref().filter(|k| !k.took_effect) {
+            s.push_str(&format!(
+                "\n   cancel after {:.0} ms: too late, the second broadcast had {}",
+                k.after_ms, k.answered.status
+            ));
+        }
+        if let Some(k) = self.cancel.as_ref().filter(|k| k.took_effect) {
+            let a = &k.settled;
+            s.push_str(&format!(
+                "\n   cancel after {:.0} ms ({} sent): call {:.1} ms; settled {:.2} s later: \
+                 {} delivered, {} failed, {} canceled, {} queued of {} ({})",
+                k.after_ms,
+                k.sent_before_cancel,
+                k.cancel_call_ms,
+                k.settle_seconds,
+                a.delivered,
+                a.failed,
+                a.canceled,
+                a.queued,
+                a.total,
+                if k.answered_adds_up && k.settled_adds_up {
+                    "counters add up"
+                } else {
+                    "COUNTERS DO NOT ADD UP"
+                }
+            ));
+        }
+        s
+    }
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -188,6 +337,9 @@ impl Summary {
         }
         if let Some(o) = &self.otp {
             s.push_str(&o.text());
+        }
+        if let Some(b) = &self.broadcast {
+            s.push_str(&b.text());
         }
         for (call, l) in self.store_calls.iter().flatten() {
             s.push_str(&format!(

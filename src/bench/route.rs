@@ -128,6 +128,7 @@ pub fn route_calls(args: &BenchArgs) -> anyhow::Result<Summary> {
         script_calls: Some(calls),
         store_calls: None,
         otp: None,
+        broadcast: None,
         store: None,
         // In process: no carrier at all.
         connector: String::new(),

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -133,7 +133,20 @@ pub struct BenchServer {
     /// The SMSC simulator's control endpoint, when it records what it
     /// receives ([`BenchServer::start_recording`]).
     pub smsc_control: Option<String>,
+    /// The first node's JSON log, when started with
+    /// [`BenchServer::start_traced`] (taken by the scenario that reads it).
+    log: Option<ChildStderr>,
     dir: Option<tempfile::TempDir>,
+}
+
+/// What a scenario asks of its servers beyond the carrier.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    /// The SMSC simulator records the texts it receives.
+    record: bool,
+    /// The first node logs JSON at this `tracing` filter to a pipe the
+    /// scenario reads, instead of to the terminal.
+    trace: Option<&'static str>,
 }
 
 impl BenchServer {
@@ -147,7 +160,7 @@ impl BenchServer {
         window: usize,
         scripts: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        Self::start_with(args, tps, window, scripts, false)
+        Self::start_with(args, tps, window, scripts, Options::default())
     }
 
     /// [`BenchServer::start`] with an SMSC simulator (`--connector smpp`)
@@ -158,7 +171,33 @@ impl BenchServer {
         window: usize,
         scripts: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        Self::start_with(args, tps, window, scripts, true)
+        let options = Options {
+            record: true,
+            ..Options::default()
+        };
+        Self::start_with(args, tps, window, scripts, options)
+    }
+
+    /// [`BenchServer::start`] (no scripts) whose first node logs JSON at
+    /// the `tracing` filter `trace` to a pipe read with
+    /// [`BenchServer::take_log`]: a scenario can read what the server
+    /// itself measured (e.g. the fan-out's per-chunk timings).
+    pub fn start_traced(
+        args: &BenchArgs,
+        tps: u32,
+        window: usize,
+        trace: &'static str,
+    ) -> anyhow::Result<Self> {
+        let options = Options {
+            trace: Some(trace),
+            ..Options::default()
+        };
+        Self::start_with(args, tps, window, None, options)
+    }
+
+    /// The first node's JSON log (once), when started traced.
+    pub fn take_log(&mut self) -> Option<ChildStderr> {
+        self.log.take()
     }
 
     fn start_with(
@@ -166,8 +205,9 @@ impl BenchServer {
         tps: u32,
         window: usize,
         scripts: Option<&Path>,
-        record: bool,
+        options: Options,
     ) -> anyhow::Result<Self> {
+        let record = options.record;
         let carrier = Carrier::parse(&args.connector)?;
         let store = StoreChoice::parse(&args.store)?;
         if args.nodes == 0 || (args.nodes > 1 && store != StoreChoice::Redis) {
@@ -281,13 +321,19 @@ impl BenchServer {
                     }
                 ),
             };
+            let log = match options.trace {
+                Some(filter) if n == 0 => {
+                    format!("[log]\nlevel = \"{filter}\"\nformat = \"json\"\n")
+                }
+                _ => "[log]\nlevel = \"warn\"\n".to_string(),
+            };
             let config = dir.path().join(format!("herald-{n}.toml"));
             std::fs::write(
                 &config,
                 format!(
                     "[http]\nlisten = \"127.0.0.1:0\"\n\
                      {store_toml}\
-                     [log]\nlevel = \"warn\"\n\
+                     {log}\
                      {scripts}\
                      {otp}\
                      {connector}"
@@ -298,14 +344,28 @@ impl BenchServer {
         let key = create_key(&exe, &configs[0])?;
         let mut nodes = Vec::new();
         let mut bases = Vec::new();
-        for config in &configs {
-            let mut child = Command::new(&exe)
+        let mut log = None;
+        for (n, config) in configs.iter().enumerate() {
+            let traced = n == 0 && options.trace.is_some();
+            let mut command = Command::new(&exe);
+            if traced {
+                // The config's filter, not one the bench was started with.
+                command.env_remove("RUST_LOG");
+            }
+            let mut child = command
                 .arg("serve")
                 .env("HERALD_CONFIG", config)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(if traced {
+                    Stdio::piped()
+                } else {
+                    Stdio::inherit()
+                })
                 .spawn()
                 .context("spawn herald serve")?;
+            if traced {
+                log = child.stderr.take();
+            }
             let addr = announced(&mut child, "herald listening on ");
             nodes.push(Process(child));
             bases.push(format!("http://{}", addr?));
@@ -324,6 +384,7 @@ impl BenchServer {
             bases,
             key,
             smsc_control,
+            log,
             dir,
         })
     }

@@ -31,6 +31,9 @@ use crate::store::{BroadcastStore, NewMessage, StoreError};
 
 /// Most recipients turned into messages in one write.
 const CHUNK: usize = 10_000;
+/// The first write of a broadcast is small, so its first message leaves
+/// without waiting for a whole chunk to be stored.
+const FIRST_CHUNK: usize = 500;
 /// Buffer of a connector without a TPS cap.
 const UNCAPPED_BUFFER: u64 = 20_000;
 /// Buffer bounds of a capped connector.
@@ -101,7 +104,10 @@ impl FanOutTask {
                 if depth >= target / 2 {
                     continue;
                 }
-                let want = usize::try_from(target - depth).unwrap_or(CHUNK).min(CHUNK);
+                let mut want = usize::try_from(target - depth).unwrap_or(CHUNK).min(CHUNK);
+                if b.fanned + b.refused == 0 {
+                    want = want.min(FIRST_CHUNK);
+                }
                 match self.fill(&mut b, &connector, want).await? {
                     Some(n) if n > 0 => busy = true,
                     Some(_) => {}

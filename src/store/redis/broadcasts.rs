@@ -23,8 +23,11 @@ use crate::store::broadcast::{
 };
 use crate::store::{NewMessage, StoreError};
 
-/// Numbers staged per ZADD before a create.
-const STAGE_CHUNK: usize = 10_000;
+/// Reads of the audience's groups before a create gives up (each retry
+/// means a group was replaced in between).
+const CREATE_TRIES: usize = 5;
+/// Members read per list and step when counting a union.
+const UNION_STEP: usize = 10_000;
 
 fn parse_status(s: &str) -> Result<BroadcastStatus, StoreError> {
     Ok(match s {
@@ -77,6 +80,39 @@ fn counts_of(h: &HashMap<String, String>) -> StatusCounts {
 }
 
 impl Shared {
+    /// Up to `limit` distinct members of `lists` after `after`, in order
+    /// (any of the first `limit` of the union is among the first `limit`
+    /// of its own list).
+    async fn merged(
+        &self,
+        lists: &[u64],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut all = Vec::new();
+        for list in lists {
+            all.extend(self.list_page(*list, after, limit).await?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Distinct members of `lists`, read in steps (Redis is never held).
+    async fn union_count(&self, lists: &[u64]) -> Result<u64, StoreError> {
+        let mut count = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self.merged(lists, after.as_deref(), UNION_STEP).await?;
+            let Some(last) = chunk.last() else {
+                return Ok(count);
+            };
+            count += chunk.len() as u64;
+            after = Some(last.clone());
+        }
+    }
+
     fn broadcast_key(&self, id: &str) -> String {
         self.key(&format!("b:{id}"))
     }
@@ -103,55 +139,87 @@ impl Shared {
 impl BroadcastStore for RedisStore {
     async fn create_broadcast(
         &self,
-        record: BroadcastRecord,
+        mut record: BroadcastRecord,
     ) -> Result<Result<BroadcastState, CreateRefused>, StoreError> {
         let s = &self.shared;
         let id = record.id.to_string();
-        let staged = !record.recipients.is_empty();
-        if staged {
-            let mut conn = s.conn()?;
-            let key = format!("{}:rcp", s.broadcast_key(&id));
-            for chunk in record.recipients.chunks(STAGE_CHUNK) {
-                let members: Vec<(i64, &str)> = chunk.iter().map(|m| (0, m.as_str())).collect();
-                let () = conn
-                    .zadd_multiple(&key, &members)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
-        let json = serde_json::to_string(&record).map_err(|e| corrupt(e.to_string()))?;
+        let named = if record.recipients.is_empty() {
+            None
+        } else {
+            let list = s.new_list_id().await?;
+            s.stage_list(list, &record.recipients).await?;
+            Some((list, record.recipients.len() as u64))
+        };
         let cap = record
             .cap
             .as_ref()
             .map(|c| format!("{}\n{}", c.sender, c.identifier))
             .unwrap_or_default();
-        let mut inv = s.invocation(&s.scripts.bcast_create, now_micros());
-        inv.arg(&id)
-            .arg(json)
-            .arg(record.status.as_str())
-            .arg(&record.created_by)
-            .arg(cap)
-            .arg(if staged { "1" } else { "0" })
-            .arg(record.groups.len());
-        for g in &record.groups {
-            inv.arg(g);
-        }
-        let reply = array(s.invoke(&inv).await?)?;
-        match reply.first().map(int).transpose()? {
-            Some(0) => {}
-            Some(1) => {
-                let name = match reply.get(1) {
-                    Some(v) => super::decode::text(v.clone())?.unwrap_or_default(),
-                    None => String::new(),
+        // A group replaced between the read and the script: read again.
+        for _ in 0..CREATE_TRIES {
+            let mut pairs: Vec<(String, String)> = Vec::with_capacity(record.groups.len());
+            let mut lists: Vec<(u64, u64)> = Vec::new();
+            for g in &record.groups {
+                let Some((summary, list)) = s.group_entry(g).await? else {
+                    return Ok(Err(CreateRefused::UnknownGroup(g.clone())));
                 };
-                return Ok(Err(CreateRefused::UnknownGroup(name)));
+                pairs.push((
+                    g.clone(),
+                    list.map_or_else(|| "-".to_string(), |l| l.to_string()),
+                ));
+                if let Some(l) = list
+                    && !lists.iter().any(|(x, _)| *x == l)
+                {
+                    lists.push((l, summary.count));
+                }
             }
-            _ => return Err(corrupt("broadcast create reply")),
+            lists.extend(named);
+            let ids: Vec<u64> = lists.iter().map(|(l, _)| *l).collect();
+            record.total = match lists.as_slice() {
+                [] => 0,
+                [(_, count)] => *count,
+                _ => s.union_count(&ids).await?,
+            };
+            record.lists = ids;
+            let json = serde_json::to_string(&record).map_err(|e| corrupt(e.to_string()))?;
+            let mut inv = s.invocation(&s.scripts.bcast_create, now_micros());
+            inv.arg(&id)
+                .arg(json)
+                .arg(record.status.as_str())
+                .arg(&record.created_by)
+                .arg(&cap)
+                .arg(record.total)
+                .arg(pairs.len());
+            for (name, list) in &pairs {
+                inv.arg(name).arg(list);
+            }
+            inv.arg(record.lists.len());
+            for l in &record.lists {
+                inv.arg(l);
+            }
+            let reply = array(s.invoke(&inv).await?)?;
+            match reply.first().map(int).transpose()? {
+                Some(0) => {
+                    return s
+                        .broadcast_state(&id)
+                        .await?
+                        .map(Ok)
+                        .ok_or_else(|| corrupt("broadcast vanished after create"));
+                }
+                Some(1) => {
+                    let name = match reply.get(1) {
+                        Some(v) => super::decode::text(v.clone())?.unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    return Ok(Err(CreateRefused::UnknownGroup(name)));
+                }
+                Some(2) => {}
+                _ => return Err(corrupt("broadcast create reply")),
+            }
         }
-        s.broadcast_state(&id)
-            .await?
-            .map(Ok)
-            .ok_or_else(|| corrupt("broadcast vanished after create"))
+        Err(StoreError::Io(
+            "the audience's groups kept changing; try again".into(),
+        ))
     }
 
     async fn broadcast(&self, id: MessageId) -> Result<Option<BroadcastState>, StoreError> {
@@ -249,6 +317,10 @@ impl BroadcastStore for RedisStore {
         for c in &state.record.route {
             inv.arg(c);
         }
+        inv.arg(state.record.lists.len());
+        for l in &state.record.lists {
+            inv.arg(l);
+        }
         let parts = s.with_gauges(s.invoke(&inv).await?)?;
         let reply = array(parts.into_iter().next().unwrap_or_default())?;
         match reply.first().map(int).transpose()? {
@@ -280,17 +352,16 @@ impl BroadcastStore for RedisStore {
     ) -> Result<Vec<String>, StoreError> {
         let s = &self.shared;
         let mut conn = s.conn()?;
-        let min = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        ::redis::cmd("ZRANGEBYLEX")
-            .arg(format!("{}:aud", s.broadcast_key(&id.to_string())))
-            .arg(min)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
+        let json: Option<String> = conn
+            .hget(s.broadcast_key(&id.to_string()), "j")
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let Some(json) = json else {
+            return Ok(Vec::new());
+        };
+        let r: BroadcastRecord =
+            serde_json::from_str(&json).map_err(|e| corrupt(format_args!("broadcast: {e}")))?;
+        s.merged(&r.lists, after, limit).await
     }
 
     async fn fan_out(

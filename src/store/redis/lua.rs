@@ -42,6 +42,7 @@ macro_rules! script {
 pub(super) struct Scripts {
     pub admit: Script,
     pub bcast_create: Script,
+    pub group_swap: Script,
     pub bcast_fanout: Script,
     pub bcast_decide: Script,
     pub claim: Script,
@@ -66,6 +67,7 @@ impl Scripts {
         Scripts {
             admit: script!(admit "admit.lua"),
             bcast_create: script!("bcast_create.lua"),
+            group_swap: script!("group_swap.lua"),
             bcast_fanout: script!(admit "bcast_fanout.lua"),
             bcast_decide: script!("bcast_decide.lua"),
             claim: script!("claim.lua"),

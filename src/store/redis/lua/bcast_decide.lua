@@ -1,7 +1,8 @@
 -- Changes the status of broadcast ARGV[3]: ARGV[4] is A (approve), R
 -- (reject), C (cancel) or K (complete), ARGV[5] who, ARGV[6] when, ARGV[7]
 -- a comment (ARGV[8] "1" when there is one), ARGV[9] its class, ARGV[10]
--- the count of its connectors, then their names.
+-- the count of its connectors, then their names, then the count of its
+-- audience's member lists and their ids.
 -- Returns {{0}} done, {{1}} not found, {{2, status}} wrong state, {{3}} an
 -- approval by the creator, {{4}} not complete yet; and the gauges.
 local id, kind, by, at = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -13,7 +14,8 @@ local st = f[1]
 local function final()
   redis.call('HSET', bk, 'done', at)
   redis.call('SREM', P .. ':bactive', id)
-  redis.call('UNLINK', bk .. ':aud')
+  local nl = 11 + tonumber(ARGV[10])
+  for i = 1, tonumber(ARGV[nl]) do release_list(ARGV[nl + i], -1, false) end
 end
 
 local function decided(status)

@@ -83,6 +83,20 @@ local function dequeue(id, mk)
   dequeue_at(id, connector_at(f[1], f[2]), f[3])
 end
 
+-- Member lists of groups (`glist:<id>`, immutable once written): `lcur`
+-- marks those a group points at, `lpins` counts the broadcasts holding
+-- each. A list that is neither goes.
+local function release_list(list, delta, uncurrent)
+  if uncurrent then redis.call('HDEL', P .. ':lcur', list) end
+  local pins = redis.call('HINCRBY', P .. ':lpins', list, delta)
+  if pins <= 0 then
+    redis.call('HDEL', P .. ':lpins', list)
+    if redis.call('HEXISTS', P .. ':lcur', list) == 0 then
+      redis.call('UNLINK', P .. ':glist:' .. list)
+    end
+  end
+end
+
 -- The counter of a broadcast's messages in a status (see
 -- `store::broadcast::StatusCounts`).
 local function bcount_key(bc) return P .. ':b:' .. bc .. ':n' end
