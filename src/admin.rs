@@ -1,4 +1,4 @@
-//! Admin commands (`herald apikey …`) that work whether or not `herald serve`
+//! Admin commands (`herald apikey …`, `herald operator …`) that work whether or not `herald serve`
 //! holds the store.
 //!
 //! The embedded store is locked by the process that serves it, so a running
@@ -16,6 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::App;
+use crate::audit::{AuditAction, AuditEntry, AuditOutcome};
 use crate::auth;
 use crate::model::{format_micros, now_micros};
 use crate::store::Store;
@@ -51,6 +52,18 @@ pub enum AdminRequest {
     /// Lift an OTP prefix block.
     OtpUnblock {
         prefix: String,
+    },
+    /// Create a console account.
+    OperatorCreate {
+        name: String,
+        role: String,
+        password: String,
+    },
+    /// Console accounts (never their hashes).
+    OperatorList,
+    /// Disable a console account and end its sessions.
+    OperatorDisable {
+        name: String,
     },
 }
 
@@ -139,6 +152,63 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
                 Err(format!("prefix {prefix} is not blocked"))
             }
         }
+        AdminRequest::OperatorCreate {
+            name,
+            role,
+            password,
+        } => {
+            let result = crate::operator::create(store, name, role, password).await;
+            let outcome = match &result {
+                Ok(_) => AuditOutcome::Ok,
+                Err(e) => AuditOutcome::refused(e.code()),
+            };
+            audit(
+                store,
+                AuditEntry::new(
+                    CLI,
+                    AuditAction::OperatorCreate,
+                    format!("operator:{name}"),
+                    outcome,
+                )
+                .with_detail(format!("role {role}")),
+            )
+            .await;
+            result
+                .map(|op| format!("created {} '{}'", op.role.as_str(), op.name))
+                .map_err(|e| e.to_string())
+        }
+        AdminRequest::OperatorList => {
+            let operators = store.operators().await.map_err(|e| e.to_string())?;
+            Ok(crate::operator::describe(&operators))
+        }
+        AdminRequest::OperatorDisable { name } => {
+            let disabled = store
+                .disable_operator(name, now_micros())
+                .await
+                .map_err(|e| e.to_string())?;
+            let outcome = if disabled {
+                AuditOutcome::Ok
+            } else {
+                AuditOutcome::refused("not_found")
+            };
+            audit(
+                store,
+                AuditEntry::new(
+                    CLI,
+                    AuditAction::OperatorDisable,
+                    format!("operator:{name}"),
+                    outcome,
+                ),
+            )
+            .await;
+            if disabled {
+                Ok(format!(
+                    "disabled operator '{name}' and ended their sessions"
+                ))
+            } else {
+                Err(format!("no operator named '{name}'"))
+            }
+        }
         AdminRequest::ApiKeyRevoke { name } => {
             if store
                 .revoke_api_key(name, now_micros())
@@ -150,6 +220,18 @@ async fn run(store: &dyn Store, req: &AdminRequest) -> Result<String, String> {
                 Err(format!("no API key named '{name}'"))
             }
         }
+    }
+}
+
+/// Who the audit log names for changes made with the `herald` command
+/// line (on the machine, by whoever may run it).
+const CLI: &str = "cli";
+
+/// Appends an audit entry; a failure is logged, never returned: the change
+/// it records has been made.
+async fn audit(store: &dyn Store, entry: AuditEntry) {
+    if let Err(e) = store.append_audit(vec![entry]).await {
+        tracing::error!(error = %e, "audit entry not written");
     }
 }
 

@@ -454,7 +454,9 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
     (valid(id, 16) && valid(secret, 64)).then_some((id, secret))
 }
 
-fn verify_secret(secret: &str, hash: &str) -> bool {
+/// Whether `secret` matches the argon2 PHC string `hash` (a malformed hash
+/// matches nothing).
+pub fn verify_secret(secret: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
             Argon2::default()

@@ -61,6 +61,7 @@ pub struct Config {
     pub otp: crate::otp::config::OtpConfig,
     pub retention: RetentionConfig,
     pub senders: SendersConfig,
+    pub console: crate::console::config::ConsoleConfig,
     pub broadcasts: crate::broadcast::config::BroadcastsConfig,
 }
 
@@ -81,6 +82,7 @@ impl Default for Config {
             otp: crate::otp::config::OtpConfig::default(),
             retention: RetentionConfig::default(),
             senders: SendersConfig::default(),
+            console: crate::console::config::ConsoleConfig::default(),
             broadcasts: crate::broadcast::config::BroadcastsConfig::default(),
         }
     }

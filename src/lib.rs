@@ -8,6 +8,9 @@
 //! Edge and wiring:
 //! - [`api`]: the HTTP API — routes, the Bearer extractor, the one
 //!   error → JSON mapping, OpenAPI.
+//! - [`console`]: the operator console at `/console` — server-rendered
+//!   pages over the same domain code (broadcasts, groups), session cookies,
+//!   CSRF; [`operator`]: its accounts, login lockout and sessions.
 //! - [`server`]: `herald serve` builds and stops everything, serving HTTP
 //!   through [`listener`] (connection cap, header-read timeout); [`admin`]: CLI
 //!   admin commands (directly or over the admin socket); [`bench`]: `herald
@@ -38,8 +41,8 @@
 //! - [`script`]: operator scripts and templates (Rhai), sandboxed and
 //!   hot-reloaded.
 //! - [`store`]: the role traits (`MessageStore`, `KeyStore`,
-//!   `InboundStore`, `WebhookStore`, `OtpStore`, `GroupStore`) and their
-//!   embedded (redb) and Redis implementations.
+//!   `InboundStore`, `WebhookStore`, `OtpStore`, `GroupStore`,
+//!   `OperatorStore`, …) and their embedded (redb) and Redis implementations.
 //! - [`limits`]: the per-recipient limit algorithm.
 //! - [`view`]: the JSON views the API answers and webhooks POST.
 //! - [`model`]: messages, classes, statuses, ids, receipts; [`text`]: phone
@@ -59,6 +62,7 @@ pub mod broadcast;
 pub mod cap;
 pub mod config;
 pub mod connector;
+pub mod console;
 pub mod dispatch;
 pub mod error;
 pub mod group;
@@ -68,6 +72,7 @@ pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;
+pub mod operator;
 pub mod otp;
 pub mod recorder;
 pub mod script;

@@ -60,6 +60,13 @@ enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+    /// Manage console operator accounts.
+    Operator {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
     /// OTP number prefixes blocked by the SMS-pumping defence.
     Otp {
         #[command(flatten)]
@@ -67,6 +74,40 @@ enum Command {
         #[command(subcommand)]
         action: OtpAction,
     },
+}
+
+#[derive(Subcommand)]
+enum OperatorAction {
+    /// Create an account; the password is read from standard input (one line).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// operator (compose and send), approver (also approve others'
+        /// broadcasts) or admin (also read the audit log).
+        #[arg(long)]
+        role: String,
+    },
+    /// List accounts (never their password hashes).
+    List,
+    /// Disable an account and end its console sessions.
+    Disable { name: String },
+}
+
+/// The first line of standard input, without its line end: the password
+/// never appears in the command line or the shell history.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let _ = write!(std::io::stderr(), "password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[derive(Subcommand)]
@@ -138,6 +179,21 @@ fn main() -> ExitCode {
                     },
                     ApikeyAction::List => AdminRequest::ApiKeyList,
                     ApikeyAction::Revoke { name } => AdminRequest::ApiKeyRevoke { name },
+                };
+                admin_command(&config, request).await
+            }
+            Command::Operator { config, action } => {
+                let request = match action {
+                    OperatorAction::Create { name, role } => match read_password() {
+                        Ok(password) => AdminRequest::OperatorCreate {
+                            name,
+                            role,
+                            password,
+                        },
+                        Err(e) => return Err(e),
+                    },
+                    OperatorAction::List => AdminRequest::OperatorList,
+                    OperatorAction::Disable { name } => AdminRequest::OperatorDisable { name },
                 };
                 admin_command(&config, request).await
             }

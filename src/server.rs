@@ -331,7 +331,7 @@ impl Gateway {
             ))
         });
 
-        let router = api::router(app.clone());
+        let router = crate::console::attach(api::router(app.clone()), app.clone());
         let http_stop = shutdown.clone();
         let limits = ConnectionLimits {
             max_connections: config.http.max_connections,

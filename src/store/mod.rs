@@ -12,6 +12,7 @@ pub mod broadcast;
 pub mod embedded;
 pub mod group;
 mod memqueue;
+pub mod operator;
 pub mod otp;
 pub mod redis;
 
@@ -28,6 +29,7 @@ pub use audit::AuditStore;
 pub use broadcast::BroadcastStore;
 pub use embedded::EmbeddedStore;
 pub use group::{GroupStore, GroupSummary};
+pub use operator::{OperatorRecord, OperatorRole, OperatorStore, SessionRecord};
 pub use otp::{Attempt, Budget, OtpRecord, OtpStatus, OtpStore};
 
 /// Why a store operation failed. Callers answer 503: the request may be
@@ -314,6 +316,7 @@ pub trait Store:
     + OtpStore
     + GroupStore
     + BroadcastStore
+    + OperatorStore
     + AuditStore
 {
     /// Whether the store answers.

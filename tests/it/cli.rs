@@ -343,3 +343,110 @@ async fn otp_blocked_and_unblock_list_and_lift_prefix_blocks() {
     let out = run(&["otp", "blocked"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("44791"));
 }
+
+/// Runs `herald operator ARGS` on `config` with `stdin` as its input.
+fn operator_cmd(config: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(herald_bin())
+        .arg("operator")
+        .args(args)
+        .env("HERALD_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("run")
+}
+
+#[test]
+fn operator_accounts_are_managed_with_and_without_a_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_in(dir.path(), "");
+    // Before the server runs: the CLI opens the store itself.
+    let out = operator_cmd(
+        &config,
+        &["create", "--name", "alice", "--role", "operator"],
+        "correct horse battery\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Too short a password, or an unknown role, is refused.
+    let out = operator_cmd(
+        &config,
+        &["create", "--name", "eve", "--role", "operator"],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+    let out = operator_cmd(
+        &config,
+        &["create", "--name", "eve", "--role", "root"],
+        "long enough password\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("role"));
+
+    let mut child = Command::new(herald_bin())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD__HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.starts_with("herald listening on 127.0.0.1:"), "{line}");
+    // While it runs, the commands go through its admin socket.
+    let out = operator_cmd(
+        &config,
+        &["create", "--name", "bob", "--role", "approver"],
+        "another long password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = operator_cmd(
+        &config,
+        &["create", "--name", "bob", "--role", "admin"],
+        "another long password\n",
+    );
+    assert!(!out.status.success(), "duplicate names are refused");
+    let out = operator_cmd(&config, &["list"], "");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("alice\toperator") && list.contains("bob\tapprover"),
+        "{list}"
+    );
+    assert!(!list.contains("argon2"), "hashes are never listed");
+    let out = operator_cmd(&config, &["disable", "bob"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = operator_cmd(&config, &["disable", "nobody"], "");
+    assert!(!out.status.success());
+
+    let pid = i32::try_from(child.id()).expect("pid");
+    sigterm(pid);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    let out = operator_cmd(&config, &["list"], "");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("bob\tapprover") && list.contains("disabled"),
+        "{list}"
+    );
+}

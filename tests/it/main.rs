@@ -9,6 +9,7 @@ mod broadcasts;
 mod cap;
 mod cli;
 mod connections;
+mod console;
 mod crash;
 mod dispatch;
 mod files;

@@ -228,6 +228,8 @@ macro_rules! conformance {
             #[tokio::test] async fn final_messages_with_a_callback_queue_a_webhook() { super::final_messages_with_a_callback_queue_a_webhook(&super::$factory()).await }
             #[tokio::test] async fn webhook_claims_lapse_and_retries_wait() { super::webhook_claims_lapse_and_retries_wait(&super::$factory()).await }
             #[tokio::test] async fn groups_are_replaced_whole_and_page_in_order() { super::groups_are_replaced_whole_and_page_in_order(&super::$factory()).await }
+            #[tokio::test] async fn operators_are_unique_by_name_and_updatable() { super::operators_are_unique_by_name_and_updatable(&super::$factory()).await }
+            #[tokio::test] async fn sessions_are_found_by_hash_touched_and_ended() { super::sessions_are_found_by_hash_touched_and_ended(&super::$factory()).await }
             #[tokio::test] async fn audit_entries_read_back_newest_first_and_page_before() { super::audit::audit_entries_read_back_newest_first_and_page_before(&super::$factory()).await }
             #[tokio::test] async fn audit_entries_outlive_maintenance_and_restarts() { super::audit::audit_entries_outlive_maintenance_and_restarts(&super::$factory()).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn audit_appends_from_two_handles_form_one_log() { super::audit::audit_appends_from_two_handles_form_one_log(&super::$factory()).await }
@@ -1964,6 +1966,142 @@ async fn a_sealed_text_is_dropped_once_submitted(f: &dyn StoreFactory) {
     assert_eq!(sent.status, Status::Submitted);
     assert_eq!(sent.sealed_body, None, "dropped at submit");
     assert_eq!(sent.body, "Your code is ******");
+    store.close().await;
+}
+
+fn operator_record(name: &str, role: herald::store::OperatorRole) -> herald::store::OperatorRecord {
+    herald::store::OperatorRecord {
+        name: name.into(),
+        role,
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        created_at: now_micros(),
+        disabled_at: None,
+        failed_logins: 0,
+        locked_until: None,
+    }
+}
+
+fn session_record(hash: &str, operator: &str, at: Micros) -> herald::store::SessionRecord {
+    herald::store::SessionRecord {
+        token_hash: hash.into(),
+        operator: operator.into(),
+        csrf: format!("csrf-{hash}"),
+        created_at: at,
+        last_seen: at,
+        expires_at: at + 3_600_000_000,
+    }
+}
+
+async fn operators_are_unique_by_name_and_updatable(f: &dyn StoreFactory) {
+    use herald::store::OperatorRole;
+    let store = f.open().await;
+    assert!(store.operators().await.expect("list").is_empty());
+    let alice = operator_record("alice", OperatorRole::Operator);
+    assert!(store.create_operator(alice.clone()).await.expect("create"));
+    assert!(
+        !store
+            .create_operator(operator_record("alice", OperatorRole::Admin))
+            .await
+            .expect("create twice"),
+        "a taken name is refused"
+    );
+    assert_eq!(
+        store.operator("alice").await.expect("read"),
+        Some(alice.clone())
+    );
+    assert_eq!(store.operator("bob").await.expect("read"), None);
+    let mut locked = alice.clone();
+    locked.failed_logins = 3;
+    locked.locked_until = Some(now_micros() + 1_000_000);
+    assert!(store.update_operator(locked.clone()).await.expect("update"));
+    assert_eq!(store.operator("alice").await.expect("read"), Some(locked));
+    assert!(
+        !store
+            .update_operator(operator_record("carol", OperatorRole::Approver))
+            .await
+            .expect("update missing"),
+        "an update never creates an account"
+    );
+    assert_eq!(store.operator("carol").await.expect("read"), None);
+    assert!(
+        store
+            .create_operator(operator_record("bob", OperatorRole::Approver))
+            .await
+            .expect("create")
+    );
+    let names: Vec<String> = store
+        .operators()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let at = now_micros();
+    assert!(store.disable_operator("bob", at).await.expect("disable"));
+    assert_eq!(
+        store
+            .operator("bob")
+            .await
+            .expect("read")
+            .and_then(|o| o.disabled_at),
+        Some(at)
+    );
+    assert!(!store.disable_operator("nobody", at).await.expect("disable"));
+    store.close().await;
+}
+
+async fn sessions_are_found_by_hash_touched_and_ended(f: &dyn StoreFactory) {
+    use herald::store::OperatorRole;
+    let store = f.open().await;
+    for name in ["alice", "bob"] {
+        assert!(
+            store
+                .create_operator(operator_record(name, OperatorRole::Operator))
+                .await
+                .expect("create")
+        );
+    }
+    let at = now_micros();
+    for (hash, who) in [("h1", "alice"), ("h2", "alice"), ("h3", "bob")] {
+        store
+            .create_session(session_record(hash, who, at))
+            .await
+            .expect("create session");
+    }
+    assert_eq!(
+        store.session("h1").await.expect("read"),
+        Some(session_record("h1", "alice", at))
+    );
+    assert_eq!(store.session("nope").await.expect("read"), None);
+    store
+        .touch_session("h1", at + 5_000_000)
+        .await
+        .expect("touch");
+    let touched = store.session("h1").await.expect("read").expect("there");
+    assert_eq!(touched.last_seen, at + 5_000_000);
+    assert_eq!(
+        touched.expires_at,
+        at + 3_600_000_000,
+        "touching never extends the absolute end"
+    );
+    // Touching a session that is gone does not bring it back.
+    store.touch_session("gone", at).await.expect("touch");
+    assert_eq!(store.session("gone").await.expect("read"), None);
+
+    assert!(store.delete_session("h2").await.expect("logout"));
+    assert!(!store.delete_session("h2").await.expect("logout twice"));
+    assert_eq!(store.session("h2").await.expect("read"), None);
+
+    // Disabling an account ends every session of it, and only those.
+    store
+        .create_session(session_record("h4", "alice", at))
+        .await
+        .expect("create session");
+    assert!(store.disable_operator("alice", at).await.expect("disable"));
+    assert_eq!(store.session("h1").await.expect("read"), None);
+    assert_eq!(store.session("h4").await.expect("read"), None);
+    assert!(store.session("h3").await.expect("read").is_some());
     store.close().await;
 }
 

@@ -31,6 +31,7 @@ mod audit;
 mod broadcasts;
 mod groups;
 mod keys;
+mod operators;
 mod otp;
 use super::{
     Admission, InboundStore, MaintenanceReport, MessageStore, NewMessage, Outcome, QueueDepths,
@@ -223,6 +224,7 @@ impl EmbeddedStore {
             keys::create_tables(&tx)?;
             otp::create_tables(&tx)?;
             groups::create_tables(&tx)?;
+            operators::create_tables(&tx)?;
             broadcasts::create_tables(&tx)?;
             audit::create_tables(&tx)?;
             tx.open_table(META).map_err(io)?;

@@ -25,6 +25,7 @@ mod decode;
 pub mod durability;
 mod groups;
 mod lua;
+mod operators;
 mod otp;
 
 use crate::config::Secret;
