@@ -237,6 +237,8 @@ fn bench_with_tiny_counts_reports_every_scenario_as_json() {
             "20",
             "--otp-backlog",
             "2000",
+            "--recipients",
+            "3000",
             "--json",
         ])
         .arg(&report)
@@ -300,6 +302,12 @@ fn bench_with_tiny_counts_reports_every_scenario_as_json() {
             "{field}: {otp}"
         );
     }
+    // The broadcast reached every recipient, and its cancel added up.
+    let b = &by_name("broadcast")["broadcast"];
+    assert_eq!(b["recipients"], 3000, "{b}");
+    assert_eq!(b["counters"]["delivered"], 3000, "{b}");
+    assert!(b["first_submit_ms"].as_f64().is_some(), "{b}");
+    assert_eq!(b["cancel"]["settled_adds_up"], true, "{b}");
 }
 
 #[tokio::test]
