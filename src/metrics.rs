@@ -73,6 +73,9 @@ pub struct Metrics {
     admission_seconds: Histogram,
     accept_to_submit_seconds: HistogramFamily<ClassLabel>,
     audit_write_failures: Counter,
+    broadcast_fanned: Counter,
+    broadcast_refused: Counter,
+    broadcast_fanout_seconds: Histogram,
 }
 
 fn class_label(class: Class) -> ClassLabel {
@@ -115,6 +118,9 @@ impl Metrics {
             admission_seconds: latency_histogram(),
             accept_to_submit_seconds: Family::new_with_constructor(latency_histogram),
             audit_write_failures: Counter::default(),
+            broadcast_fanned: Counter::default(),
+            broadcast_refused: Counter::default(),
+            broadcast_fanout_seconds: latency_histogram(),
             registry: Registry::default(),
         };
         registry.register(
@@ -232,7 +238,30 @@ impl Metrics {
             "Audit entries that could not be written (the action they record stood)",
             m.audit_write_failures.clone(),
         );
+        registry.register(
+            "broadcast_fanned",
+            "Broadcast recipients turned into queued messages",
+            m.broadcast_fanned.clone(),
+        );
+        registry.register(
+            "broadcast_refused",
+            "Broadcast recipients refused (opt-outs, limits, scripts): counted, not sent",
+            m.broadcast_refused.clone(),
+        );
+        registry.register(
+            "broadcast_fanout_seconds",
+            "Time of one fan-out write (a chunk of recipients made queued messages)",
+            m.broadcast_fanout_seconds.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// One fan-out write: `created` messages queued, `refused` recipients
+    /// refused, in `secs`.
+    pub fn broadcast_fanned_out(&self, created: u64, refused: u64, secs: f64) {
+        self.broadcast_fanned.inc_by(created);
+        self.broadcast_refused.inc_by(refused);
+        self.broadcast_fanout_seconds.observe(secs);
     }
 
     /// An audit entry was lost to a store failure.

@@ -297,6 +297,7 @@ impl Gateway {
                     health: health.clone(),
                     caps: caps.clone(),
                     wake: wake.clone(),
+                    metrics: metrics.clone(),
                     stop: stop.clone(),
                 }
                 .run()

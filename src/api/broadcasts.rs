@@ -128,9 +128,10 @@ impl From<BroadcastError> for ApiError {
         match e {
             BroadcastError::Invalid(f) => ApiError::Invalid(f),
             BroadcastError::NotFound(id) => ApiError::NotFound(format!("no broadcast {id}")),
-            BroadcastError::SelfApproval => ApiError::Forbidden(
-                "a broadcast must be approved by someone other than its creator".into(),
-            ),
+            BroadcastError::SelfApproval => ApiError::ForbiddenAs {
+                code: "self_approval",
+                message: "a broadcast must be approved by someone other than its creator".into(),
+            },
             BroadcastError::WrongState(s) => {
                 ApiError::Conflict(format!("the broadcast is {s}: not possible now"))
             }

@@ -50,6 +50,7 @@ pub struct FanOutTask {
     /// TPS cap per connector (`None`: uncapped).
     pub caps: HashMap<String, Option<u32>>,
     pub wake: Arc<Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub stop: CancellationToken,
 }
 
@@ -168,6 +169,11 @@ impl FanOutTask {
                 b.cursor = Some(last);
                 b.fanned += created;
                 b.refused += refused;
+                self.metrics.broadcast_fanned_out(
+                    created,
+                    refused,
+                    started.elapsed().as_secs_f64(),
+                );
                 tracing::debug!(
                     broadcast = %b.id,
                     connector,

@@ -152,7 +152,11 @@ async fn two_people_approve_and_states_are_enforced() {
     assert_eq!(view(&app, id).await["queued"], 3);
     // The creator cannot approve; another principal can, once.
     let (status, v) = act(&app, &creator, id, "approve").await;
-    assert_eq!(status, 403, "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("self_approval")),
+        "{v}"
+    );
     let (status, v) = act(&app, &approver, id, "approve").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["status"], "sending");
@@ -167,6 +171,12 @@ async fn two_people_approve_and_states_are_enforced() {
     })
     .await;
     assert_eq!(act(&app, &approver, id, "cancel").await.0, 409);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("herald_broadcast_fanned_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("herald_broadcast_fanout_seconds_count"));
     assert_eq!(
         act(&app, &approver, "01ARZ3NDEKTSV4RRFFQ69G5FAV", "approve")
             .await
