@@ -685,16 +685,57 @@ pub async fn cancel(
     Ok(Redirect::to(&format!("/console/broadcasts/{}?notice=canceled", view.id)).into_response())
 }
 
+/// Most progress events between two looks at the session of an open
+/// progress page (about a minute); sooner when the idle timeout is short.
+const SESSION_CHECK_MOST: usize = 120;
+
 /// `GET /console/broadcasts/{id}/events`: the progress as Server-Sent
 /// Events, for the signed-in console (the same stream as the API's).
+///
+/// Watching a broadcast is activity: about once a minute the stream
+/// restarts the session's idle clock — so an operator following a long
+/// send is not signed out under it — and ends when the session has ended
+/// (sign-out, a disabled account, its absolute expiry).
 pub async fn events(
     State(app): State<AppState>,
-    _who: SignedIn,
+    who: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     // 404 before the stream starts.
     app.broadcasts.get(&id).await?;
-    let stream = crate::api::broadcasts::progress_events(&app, &id);
+    let store = app.store.clone();
+    let hash = who.0.record.token_hash.clone();
+    let expires_at = who.0.record.expires_at;
+    let name = who.name().to_string();
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    // A third of the idle timeout, in progress events.
+    let every = usize::try_from(
+        app.config.console.idle_timeout.as_millis()
+            / 3
+            / crate::broadcast::PROGRESS_EVERY.as_millis().max(1),
+    )
+    .unwrap_or(SESSION_CHECK_MOST)
+    .clamp(1, SESSION_CHECK_MOST);
+    let stream = crate::api::broadcasts::progress_events(&app, &id).take_while(move |_| {
+        let (store, hash, name, sent) = (store.clone(), hash.clone(), name.clone(), sent.clone());
+        async move {
+            if sent.fetch_add(1, Ordering::Relaxed) % every + 1 < every {
+                return true;
+            }
+            let now = crate::model::now_micros();
+            if now >= expires_at {
+                return false;
+            }
+            let live = matches!(store.session(&hash).await, Ok(Some(_)))
+                && matches!(
+                    store.operator(&name).await,
+                    Ok(Some(op)) if op.disabled_at.is_none()
+                );
+            live && store.touch_session(&hash, now).await.is_ok()
+        }
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

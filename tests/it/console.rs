@@ -491,3 +491,90 @@ async fn console_sessions_work_on_every_node_of_a_redis_store() {
     a.cli(&["operator", "disable", "alice"], "");
     assert_eq!(on_b(cookie).await, 303);
 }
+
+#[tokio::test]
+async fn console_an_open_progress_page_keeps_the_session_and_ends_with_it() {
+    let server = Server::start(
+        "[console]\nidle_timeout = \"2s\"\n\
+         [[connectors]]\nname = \"sim\"\nkind = \"sim\"\ndelay_ms = 5\ntps = 100\n",
+    );
+    server.operator("alice", "operator");
+    let key = server.api_key();
+    let api = plain_client();
+    let members: Vec<String> = (0..1000).map(crate::helpers::number).collect();
+    let r = api
+        .put(server.url("/v1/groups/slow"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "members": members }))
+        .send()
+        .await
+        .expect("group");
+    assert_eq!(r.status(), 200);
+    let b: serde_json::Value = api
+        .post(server.url("/v1/broadcasts"))
+        .bearer_auth(&key)
+        .json(
+            &serde_json::json!({"title": "Long", "body": "A long send.", "groups": ["slow"],
+                                   "mode": "live", "requires_approval": false}),
+        )
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = b["id"].as_str().expect("id").to_string();
+    let login = plain_client()
+        .post(server.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "name=alice&password={}",
+            PASSWORD.replace(' ', "+")
+        ))
+        .send()
+        .await
+        .expect("login");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    // Only the progress stream for 4 s: twice the idle timeout.
+    let mut events = plain_client()
+        .get(server.url(&format!("/console/broadcasts/{id}/events")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(events.status(), 200);
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), events.chunk())
+            .await
+            .expect("events keep coming")
+            .expect("read");
+        assert!(chunk.is_some(), "the stream stayed open");
+    }
+    let page = plain_client()
+        .get(server.url("/console/groups"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200, "watching kept the session alive");
+    // Signed out elsewhere: the stream ends.
+    let disable = server.cli(&["operator", "disable", "alice"], "");
+    assert!(disable.contains("alice"), "{disable}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends with the session");
+}
