@@ -17,10 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::ApiJson;
 use super::error::{ApiError, ErrorBody};
-use crate::admission::Content;
+use super::request::content_of;
 use crate::auth::{Principal, Scope};
 use crate::broadcast::{Actor, BroadcastError, BroadcastRequest, BroadcastView};
-use crate::error::FieldError;
 use crate::model::Class;
 use crate::store::broadcast::Mode;
 
@@ -88,39 +87,6 @@ pub struct ListQuery {
     pub before: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-}
-
-/// Text or template, as admission takes it.
-pub fn content_of(
-    body: Option<String>,
-    template: Option<String>,
-    vars: Option<serde_json::Map<String, serde_json::Value>>,
-    locale: Option<String>,
-) -> Result<Content, FieldError> {
-    match (body, template) {
-        (Some(_), Some(_)) => Err(FieldError::new(
-            "invalid_field",
-            "`body` and `template` are exclusive: send one",
-        )),
-        (Some(text), None) => {
-            if vars.is_some() || locale.is_some() {
-                return Err(FieldError::new(
-                    "invalid_field",
-                    "`vars` and `locale` are only allowed with `template`",
-                ));
-            }
-            Ok(Content::Text(text))
-        }
-        (None, Some(name)) => Ok(Content::Template {
-            name,
-            vars: vars.unwrap_or_default(),
-            locale,
-        }),
-        (None, None) => Err(FieldError::new(
-            "invalid_body",
-            "send `body` (the text) or `template`",
-        )),
-    }
 }
 
 impl From<BroadcastError> for ApiError {

@@ -57,38 +57,7 @@ impl SendRequest {
     /// `body` and `template` both or neither given, or `vars`/`locale`
     /// without a template.
     pub fn into_outgoing(self) -> Result<Outgoing, FieldError> {
-        let content = match (self.body, self.template) {
-            (Some(_), Some(_)) => {
-                return Err(FieldError::new(
-                    "invalid_field",
-                    "`body` and `template` are exclusive: send one",
-                ));
-            }
-            (body, None) => {
-                if self.vars.is_some() || self.locale.is_some() {
-                    let field = if self.vars.is_some() {
-                        "vars"
-                    } else {
-                        "locale"
-                    };
-                    return Err(FieldError::new(
-                        "invalid_field",
-                        format!("`{field}` is only allowed with `template`"),
-                    ));
-                }
-                Content::Text(body.ok_or_else(|| {
-                    FieldError::new(
-                        "invalid_body",
-                        "`body` is required (or `template` with `vars`)",
-                    )
-                })?)
-            }
-            (None, Some(name)) => Content::Template {
-                name,
-                vars: self.vars.unwrap_or_default(),
-                locale: self.locale,
-            },
-        };
+        let content = content_of(self.body, self.template, self.vars, self.locale)?;
         Ok(Outgoing {
             to: self.to,
             content,
@@ -99,5 +68,45 @@ impl SendRequest {
             validity: self.validity_seconds.map(std::time::Duration::from_secs),
             tags: self.tags.unwrap_or_default(),
         })
+    }
+}
+
+/// The text of a request: `body`, or `template` with its `vars` and
+/// `locale` (shared by messages and broadcasts).
+///
+/// # Errors
+/// `body` and `template` both or neither given, or `vars`/`locale`
+/// without a template.
+pub fn content_of(
+    body: Option<String>,
+    template: Option<String>,
+    vars: Option<serde_json::Map<String, serde_json::Value>>,
+    locale: Option<String>,
+) -> Result<Content, FieldError> {
+    match (body, template) {
+        (Some(_), Some(_)) => Err(FieldError::new(
+            "invalid_field",
+            "`body` and `template` are exclusive: send one",
+        )),
+        (body, None) => {
+            if vars.is_some() || locale.is_some() {
+                let field = if vars.is_some() { "vars" } else { "locale" };
+                return Err(FieldError::new(
+                    "invalid_field",
+                    format!("`{field}` is only allowed with `template`"),
+                ));
+            }
+            Ok(Content::Text(body.ok_or_else(|| {
+                FieldError::new(
+                    "invalid_body",
+                    "`body` is required (or `template` with `vars`)",
+                )
+            })?))
+        }
+        (None, Some(name)) => Ok(Content::Template {
+            name,
+            vars: vars.unwrap_or_default(),
+            locale,
+        }),
     }
 }
