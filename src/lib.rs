@@ -42,7 +42,8 @@
 //!   hot-reloaded.
 //! - [`store`]: the role traits (`MessageStore`, `KeyStore`,
 //!   `InboundStore`, `WebhookStore`, `OtpStore`, `GroupStore`,
-//!   `OperatorStore`, …) and their embedded (redb) and Redis implementations.
+//!   `OperatorStore`, `BroadcastStore`, `AuditStore`) and their embedded
+//!   (redb) and Redis implementations.
 //! - [`limits`]: the per-recipient limit algorithm.
 //! - [`view`]: the JSON views the API answers and webhooks POST.
 //! - [`model`]: messages, classes, statuses, ids, receipts; [`text`]: phone
