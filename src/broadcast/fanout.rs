@@ -200,11 +200,11 @@ impl FanOutTask {
         // sweep moves a message of a connector that went down.
         let mut route = vec![connector.to_string()];
         route.extend(b.route.iter().filter(|c| *c != connector).cloned());
-        let now = now_micros();
-        let expires_at = now.saturating_add(b.validity_micros);
         if b.class == Class::Marketing {
             return self.marketing(b, &route, recipients);
         }
+        let now = now_micros();
+        let expires_at = now.saturating_add(b.validity_micros);
         // Emergency: no recipient limit, no opt-out, no per-message script.
         let items = recipients
             .into_iter()
