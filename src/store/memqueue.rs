@@ -2,23 +2,38 @@
 //!
 //! The durable queue rows live in redb; this mirror of them (rebuilt at open)
 //! makes a claim a pop from a B-tree instead of a scan that skips claimed
-//! rows, and lets dispatchers sleep on a [`Notify`] until work arrives. It is
-//! only changed after the commit that made a row durable, so nothing a claim
-//! returns can vanish in a crash.
+//! rows, and lets dispatchers sleep on a [`Notify`] until work arrives.
+//!
+//! New entries are pushed while the transaction that writes their rows is
+//! being made durable, not after: the fsync of an admission then overlaps
+//! its submit_sm instead of preceding it (the caller's 202 still waits for
+//! the commit). If that commit fails, the entries still here are taken out
+//! again; one a dispatcher already took may reach the carrier although its
+//! caller was told the admission failed, as after a crash between a commit
+//! and its answer (at-least-once).
+//!
+//! An entry may hold its message, so a claim need not read and decode the
+//! record; at most [`HELD_MOST`] are held, beyond that a claim reads the store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::model::{Class, Micros};
+use crate::model::{Class, Message, Micros};
 
-/// One ready entry: the message and when it stops being sendable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Most messages held in memory by ready entries (about 1 KB each): enough
+/// for several seconds of a fast connector's traffic, bounded under backlog.
+pub(crate) const HELD_MOST: usize = 20_000;
+
+/// One ready entry: the message, when it stops being sendable and, while
+/// fewer than [`HELD_MOST`] are held, the message as stored.
+#[derive(Debug, Clone)]
 pub(crate) struct Ready {
     pub id: u128,
     pub expires_at: Micros,
+    pub message: Option<Arc<Message>>,
 }
 
 /// Where a ready entry sits.
@@ -41,6 +56,8 @@ struct ConnectorQueues {
 pub(crate) struct ReadyQueues {
     inner: Mutex<HashMap<String, ConnectorQueues>>,
     depths: [AtomicU64; 4],
+    /// Entries holding their message.
+    held: AtomicUsize,
 }
 
 impl ReadyQueues {
@@ -57,16 +74,23 @@ impl ReadyQueues {
         let mut woken: Vec<Arc<Notify>> = Vec::new();
         {
             let mut map = self.lock();
-            for (slot, ready) in entries {
+            for (slot, mut ready) in entries {
+                if ready.message.is_some() {
+                    if self.held.load(Ordering::Relaxed) < HELD_MOST {
+                        self.held.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        ready.message = None;
+                    }
+                }
                 let q = match map.get_mut(&slot.connector) {
                     Some(q) => q,
                     None => map.entry(slot.connector.clone()).or_default(),
                 };
-                if q.classes[slot.class.index()]
-                    .insert(slot.seq, ready)
-                    .is_none()
-                {
-                    self.depths[slot.class.index()].fetch_add(1, Ordering::Relaxed);
+                match q.classes[slot.class.index()].insert(slot.seq, ready) {
+                    None => {
+                        self.depths[slot.class.index()].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(replaced) => self.forget(&replaced),
                 }
                 if !woken.iter().any(|n| Arc::ptr_eq(n, &q.notify)) {
                     woken.push(q.notify.clone());
@@ -75,6 +99,13 @@ impl ReadyQueues {
         }
         for n in woken {
             n.notify_one();
+        }
+    }
+
+    /// Counts an entry leaving the queues.
+    fn forget(&self, ready: &Ready) {
+        if ready.message.is_some() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -92,6 +123,7 @@ impl ReadyQueues {
                     break;
                 };
                 self.depths[class.index()].fetch_sub(1, Ordering::Relaxed);
+                self.forget(&ready);
                 out.push((
                     Slot {
                         connector: connector.to_string(),
@@ -124,6 +156,7 @@ impl ReadyQueues {
                 for seq in due {
                     if let Some(ready) = queue.remove(&seq) {
                         self.depths[class.index()].fetch_sub(1, Ordering::Relaxed);
+                        self.forget(&ready);
                         out.push((
                             Slot {
                                 connector: name.clone(),
@@ -153,12 +186,21 @@ impl ReadyQueues {
         let mut map = self.lock();
         let removed = map
             .get_mut(&slot.connector)
-            .and_then(|q| q.classes[slot.class.index()].remove(&slot.seq))
-            .is_some();
-        if removed {
-            self.depths[slot.class.index()].fetch_sub(1, Ordering::Relaxed);
+            .and_then(|q| q.classes[slot.class.index()].remove(&slot.seq));
+        match removed {
+            Some(ready) => {
+                self.depths[slot.class.index()].fetch_sub(1, Ordering::Relaxed);
+                self.forget(&ready);
+                true
+            }
+            None => false,
         }
-        removed
+    }
+
+    /// Entries holding their message.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Ready entries of `class` for `connector`.
@@ -190,6 +232,7 @@ mod tests {
         Ready {
             id,
             expires_at: i64::MAX,
+            message: None,
         }
     }
 
@@ -224,6 +267,7 @@ mod tests {
                 Ready {
                     id: 1,
                     expires_at: 10,
+                    message: None,
                 },
             ),
             (
@@ -231,6 +275,7 @@ mod tests {
                 Ready {
                     id: 2,
                     expires_at: 100,
+                    message: None,
                 },
             ),
         ]);
@@ -238,5 +283,33 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].1.id, 1);
         assert_eq!(q.depths(), [0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn held_messages_are_bounded_and_counted_out() {
+        let q = ReadyQueues::default();
+        let held = Arc::new(crate::test_support::message("+447700900001"));
+        let entries = (0..HELD_MOST as u64 + 10).map(|seq| {
+            (
+                slot("a", Class::Otp, seq),
+                Ready {
+                    id: u128::from(seq),
+                    expires_at: i64::MAX,
+                    message: Some(held.clone()),
+                },
+            )
+        });
+        q.push_many(entries);
+        assert_eq!(q.held(), HELD_MOST);
+        let popped = q.pop("a", HELD_MOST + 10);
+        assert_eq!(
+            popped.iter().filter(|(_, r)| r.message.is_some()).count(),
+            HELD_MOST,
+            "the first HELD_MOST keep their message, the rest are read from the store"
+        );
+        assert_eq!(q.held(), 0);
+        q.push_many(popped.into_iter().take(3));
+        assert!(q.remove(&slot("a", Class::Otp, 0)));
+        assert_eq!(q.held(), 2);
     }
 }

@@ -252,7 +252,11 @@ impl EmbeddedStore {
                         class,
                         seq,
                     },
-                    Ready { id, expires_at },
+                    Ready {
+                        id,
+                        expires_at,
+                        message: None,
+                    },
                 ));
             }
             ready.push_many(entries);
@@ -332,6 +336,9 @@ impl EmbeddedStore {
     }
 
     fn read_messages(&self, ids: &[u128]) -> Result<Vec<Option<Message>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let tx = self.shared.db.begin_read().map_err(io)?;
         let table = tx.open_table(MESSAGES).map_err(io)?;
         ids.iter()
@@ -390,24 +397,32 @@ impl MessageStore for EmbeddedStore {
         if popped.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<u128> = popped.iter().map(|(_, r)| r.id).collect();
-        match self.read_messages(&ids) {
-            Ok(found) => Ok(found
-                .into_iter()
-                .zip(popped)
-                .filter_map(|(m, (slot, _))| {
-                    if m.is_none() {
-                        tracing::error!(seq = slot.seq, "queued message has no record; skipped");
-                    }
-                    m
-                })
-                .collect()),
+        // Entries holding their message need no read.
+        let unheld: Vec<u128> = popped
+            .iter()
+            .filter(|(_, r)| r.message.is_none())
+            .map(|(_, r)| r.id)
+            .collect();
+        let mut read = match self.read_messages(&unheld) {
+            Ok(found) => found.into_iter(),
             Err(e) => {
                 // Put them back: the rows are still durable, nothing is lost.
                 self.shared.ready.push_many(popped);
-                Err(e)
+                return Err(e);
+            }
+        };
+        let mut out = Vec::with_capacity(popped.len());
+        for (slot, ready) in popped {
+            let message = match ready.message {
+                Some(held) => Some(Arc::try_unwrap(held).unwrap_or_else(|m| (*m).clone())),
+                None => read.next().flatten(),
+            };
+            match message {
+                Some(m) => out.push(m),
+                None => tracing::error!(seq = slot.seq, "queued message has no record; skipped"),
             }
         }
+        Ok(out)
     }
 
     async fn wait_for_work(&self, connector: &str, timeout: Duration) {
@@ -813,6 +828,16 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
             failed = Some(e);
         }
     }
+    // What this transaction makes ready goes to the dispatchers now, while
+    // the commit is made durable: a submit overlaps the fsync of its
+    // admission (see `memqueue`). A commit that fails takes them back.
+    let early: Vec<Slot> = if failed.is_none() {
+        let slots = effects.ready.iter().map(|(slot, _)| slot.clone()).collect();
+        shared.ready.push_many(std::mem::take(&mut effects.ready));
+        slots
+    } else {
+        Vec::new()
+    };
     let result = match failed {
         Some(e) => Err(e),
         None => tx.commit().map_err(io),
@@ -821,13 +846,19 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
         Ok(()) => {
             apply_delta(&shared.delayed, effects.delayed_delta);
             apply_delta(&shared.webhooks, effects.webhooks_delta);
-            shared.ready.push_many(effects.ready);
             for p in pending {
                 p.send();
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "store commit failed");
+            let taken = early.iter().filter(|slot| !shared.ready.remove(slot)).count();
+            if taken > 0 {
+                tracing::error!(
+                    messages = taken,
+                    "messages of the failed commit were already taken by a dispatcher"
+                );
+            }
             for p in pending {
                 p.fail(&e);
             }
@@ -1688,6 +1719,7 @@ fn ready_entry(m: &Message, connector: &str) -> (Slot, Ready) {
         Ready {
             id: m.id.0,
             expires_at: m.expires_at,
+            message: Some(Arc::new(m.clone())),
         },
     )
 }
