@@ -24,15 +24,20 @@ use redb::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use self::flush::{FlushTimer, LAZY_MAX, LAZY_MOST};
+
 use super::broadcast::count_slot;
 use super::memqueue::{Ready, ReadyQueues, Slot};
 
 mod audit;
 mod broadcasts;
+mod flush;
 mod groups;
 mod keys;
 mod operators;
 mod otp;
+#[cfg(test)]
+mod tests;
 use super::{
     Admission, InboundStore, MaintenanceReport, MessageStore, NewMessage, Outcome, QueueDepths,
     Retention, Store, StoreError, WebhookEvent, WebhookJob, WebhookResult, WebhookStore,
@@ -146,6 +151,8 @@ enum WriteOp {
         job: Job,
         reply: oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>,
     },
+    /// Make what came before durable (see `flush`).
+    Flush,
     /// Commit what came before, then stop: later writes fail with `Closed`.
     Close { reply: oneshot::Sender<()> },
 }
@@ -168,7 +175,17 @@ impl WriteOp {
             WriteOp::FinishWebhooks { results, .. } => results.len(),
             WriteOp::Run { weight, .. } => *weight,
             WriteOp::OptOut { .. } | WriteOp::OptIn { .. } | WriteOp::Close { .. } => 1,
+            WriteOp::Flush => 0,
         }
+    }
+
+    /// Facts whose writers only need to know once they are durable, and
+    /// that may wait for a later fsync (see `flush`).
+    fn is_lazy(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Record { .. } | WriteOp::Receipts { .. } | WriteOp::Flush
+        )
     }
 }
 
@@ -182,6 +199,8 @@ struct Shared {
     next_seq: AtomicU64,
     /// Webhook deliveries in the table.
     webhooks: AtomicU64,
+    /// Commits made durable (fsynced) since open.
+    durable_commits: AtomicU64,
 }
 
 /// The embedded store. Cheap to clone behind an `Arc`.
@@ -198,6 +217,15 @@ impl EmbeddedStore {
     /// # Errors
     /// [`StoreError::Locked`] when another process holds the file.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_with_lazy_window(path, cache_bytes, LAZY_MAX)
+    }
+
+    /// [`EmbeddedStore::open`] holding lazy answers up to `window` (see `flush`).
+    fn open_with_lazy_window(
+        path: &Path,
+        cache_bytes: usize,
+        window: Duration,
+    ) -> Result<EmbeddedStore, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -276,12 +304,23 @@ impl EmbeddedStore {
             delayed: AtomicU64::new(delayed),
             next_seq: AtomicU64::new(next_seq),
             webhooks: AtomicU64::new(webhooks),
+            durable_commits: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(4096);
+        let timer = Arc::new(FlushTimer::new(window));
+        let weak = tx.downgrade();
+        let ticker = timer.clone();
+        std::thread::Builder::new()
+            .name("herald-store-flush".into())
+            .spawn(move || ticker.run(&weak))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("herald-store-writer".into())
-            .spawn(move || writer_loop(&thread_shared, rx))
+            .spawn(move || {
+                writer_loop(&thread_shared, rx, &timer);
+                timer.stop();
+            })
             .map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(EmbeddedStore {
             shared,
@@ -328,6 +367,12 @@ impl EmbeddedStore {
         any.downcast::<T>()
             .map(|v| *v)
             .map_err(|_| StoreError::Corrupt("a write answered with the wrong type".into()))
+    }
+
+    /// Durable (fsynced) commits since open: what a message costs in
+    /// fsyncs, for tests and diagnostics.
+    pub fn durable_commits(&self) -> u64 {
+        self.shared.durable_commits.load(Ordering::Relaxed)
     }
 
     /// A read transaction, for role modules.
@@ -733,10 +778,27 @@ fn fail_op(op: WriteOp, e: &StoreError) {
         WriteOp::Close { reply } => {
             let _ = reply.send(());
         }
+        WriteOp::Flush => {}
     }
 }
 
-fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>) {
+/// Answers committed without an fsync, waiting for a durable commit.
+#[derive(Default)]
+struct Held {
+    answers: Vec<Pending>,
+    weight: usize,
+    since: Option<std::time::Instant>,
+}
+
+impl Held {
+    /// Whether the next commit must be durable to answer them in time.
+    fn due(&self, window: Duration) -> bool {
+        self.weight >= LAZY_MOST || self.since.is_some_and(|t| t.elapsed() >= window)
+    }
+}
+
+fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>, timer: &FlushTimer) {
+    let mut held = Held::default();
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::new();
         let mut weight = 0;
@@ -753,8 +815,16 @@ fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>) {
                 next = rx.try_recv().ok();
             }
         }
-        if !ops.is_empty() {
-            commit_batch(shared, ops);
+        // A flush or a close asks for a durable commit of what is held.
+        let asked = close.is_some() || ops.iter().any(|op| matches!(op, WriteOp::Flush));
+        ops.retain(|op| !matches!(op, WriteOp::Flush));
+        let lazy = ops.iter().all(WriteOp::is_lazy);
+        if !ops.is_empty() || (asked && !held.answers.is_empty()) {
+            let durable = !lazy || asked || held.due(timer.window);
+            commit_batch(shared, ops, durable, weight, &mut held);
+            if !held.answers.is_empty() {
+                timer.arm();
+            }
         }
         if let Some(reply) = close {
             rx.close();
@@ -768,11 +838,18 @@ fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-/// Applies `ops` in one write transaction and answers them after the commit.
-fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
+/// Applies `ops` in one write transaction. A durable commit answers them
+/// and everything `held`; one without an fsync (only lazy facts in it)
+/// adds their answers to `held`.
+fn commit_batch(shared: &Shared, ops: Vec<WriteOp>, durable: bool, weight: usize, held: &mut Held) {
+    let durability = if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
     let tx = match shared.db.begin_write() {
         Ok(mut tx) => {
-            if let Err(e) = tx.set_durability(Durability::Immediate) {
+            if let Err(e) = tx.set_durability(durability) {
                 let e = io(e);
                 for op in ops {
                     fail_op(op, &e);
@@ -846,13 +923,25 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>) {
         Ok(()) => {
             apply_delta(&shared.delayed, effects.delayed_delta);
             apply_delta(&shared.webhooks, effects.webhooks_delta);
-            for p in pending {
-                p.send();
+            if durable {
+                shared.durable_commits.fetch_add(1, Ordering::Relaxed);
+                for p in held.answers.drain(..).chain(pending) {
+                    p.send();
+                }
+                held.weight = 0;
+                held.since = None;
+            } else {
+                held.answers.extend(pending);
+                held.weight += weight;
+                held.since.get_or_insert_with(std::time::Instant::now);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "store commit failed");
-            let taken = early.iter().filter(|slot| !shared.ready.remove(slot)).count();
+            let taken = early
+                .iter()
+                .filter(|slot| !shared.ready.remove(slot))
+                .count();
             if taken > 0 {
                 tracing::error!(
                     messages = taken,
@@ -1017,6 +1106,7 @@ impl<'t> Writer<'t> {
                 let _ = reply.send(());
                 Ok(Pending::None)
             }
+            WriteOp::Flush => Ok(Pending::None),
         }
     }
 
