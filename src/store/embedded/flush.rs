@@ -1,11 +1,13 @@
 //! Deferred durability for facts nobody is waiting on.
 //!
-//! Submit outcomes and carrier receipts are committed without an fsync
+//! While admissions flow (one was committed within [`LAZY_MAX`]),
+//! submit outcomes and carrier receipts are committed without an fsync
 //! when nothing else in the batch needs one; their answers are held until
 //! a durable commit covers them — the next admission's, or one this timer
-//! asks for [`LAZY_MAX`] after the first was held. A message then costs
-//! one fsync, shared with other admissions, instead of three, and an
-//! admission never waits behind the fsync of a receipt. Nothing is
+//! asks for [`LAZY_MAX`] after the first was held. Under load a message
+//! then costs one fsync, shared with other admissions, instead of three,
+//! and admissions wait behind fewer fsyncs. With no admissions to share
+//! with, outcomes and receipts are made durable at once, as before. Nothing is
 //! answered before it is durable: a `deliver_sm_resp` still follows the
 //! durable commit of its receipt.
 

@@ -783,22 +783,37 @@ fn fail_op(op: WriteOp, e: &StoreError) {
 }
 
 /// Answers committed without an fsync, waiting for a durable commit.
-#[derive(Default)]
 struct Held {
     answers: Vec<Pending>,
     weight: usize,
     since: Option<std::time::Instant>,
+    /// When the last commit with more than lazy facts in it was made.
+    last_eager: std::time::Instant,
 }
 
 impl Held {
-    /// Whether the next commit must be durable to answer them in time.
+    fn new() -> Held {
+        Held {
+            answers: Vec::new(),
+            weight: 0,
+            since: None,
+            last_eager: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether a batch of lazy facts must be made durable now: when answers
+    /// have waited `window`, when many are held, or when nothing but lazy
+    /// facts came for `window` — without admissions flowing there is no
+    /// fsync to share, and waiting would only slow the recorders down.
     fn due(&self, window: Duration) -> bool {
-        self.weight >= LAZY_MOST || self.since.is_some_and(|t| t.elapsed() >= window)
+        self.weight >= LAZY_MOST
+            || self.since.is_some_and(|t| t.elapsed() >= window)
+            || self.last_eager.elapsed() >= window
     }
 }
 
 fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>, timer: &FlushTimer) {
-    let mut held = Held::default();
+    let mut held = Held::new();
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::new();
         let mut weight = 0;
@@ -820,6 +835,9 @@ fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<WriteOp>, timer: &FlushTi
         ops.retain(|op| !matches!(op, WriteOp::Flush));
         let lazy = ops.iter().all(WriteOp::is_lazy);
         if !ops.is_empty() || (asked && !held.answers.is_empty()) {
+            if !lazy {
+                held.last_eager = std::time::Instant::now();
+            }
             let durable = !lazy || asked || held.due(timer.window);
             commit_batch(shared, ops, durable, weight, &mut held);
             if !held.answers.is_empty() {

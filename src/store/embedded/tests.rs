@@ -120,3 +120,22 @@ async fn an_outcome_alone_is_made_durable_after_the_window() {
     let found = reopened.message(m.id).await.expect("read").expect("kept");
     assert_eq!(found.status, crate::model::Status::Submitted);
 }
+
+#[tokio::test]
+async fn without_admissions_flowing_an_outcome_is_not_held() {
+    let window = Duration::from_secs(2);
+    let (_dir, store) = open(window);
+    let m = admit_and_claim(&store, "+447700900004").await;
+    // No durable commit for longer than the window: nothing to share with.
+    tokio::time::sleep(window + Duration::from_millis(200)).await;
+    let started = Instant::now();
+    store
+        .record(vec![submitted(&m, "c3")])
+        .await
+        .expect("record");
+    let waited = started.elapsed();
+    assert!(
+        waited < window / 2,
+        "an outcome waited {waited:?} for an fsync it could not share"
+    );
+}
