@@ -24,7 +24,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 const CONN: &str = "rusmppc::connection::smpp";
 const TIMER: &str = "rusmppc::connection::smpp::timer";
 
-const ACTIONS_POLL_LIMIT: u8 = 5;
+// Herald patch: was 5. Take up to a full write batch of queued requests per poll, so
+// they can be encoded together and flushed with one write (see SINK_WRITE_BATCH_LIMIT).
+const ACTIONS_POLL_LIMIT: u8 = 64;
 const SINK_POLL_LIMIT: u8 = 5;
 const STREAM_POLL_LIMIT: u8 = 5;
 // Herald patch: at most this many requests are encoded before one flush.
