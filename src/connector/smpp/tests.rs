@@ -963,7 +963,11 @@ async fn smpp_queued_submits_leave_in_a_few_writes_not_one_per_pdu() {
     for response in responses {
         response.expect("every submit_sm gets its submit_sm_resp");
     }
-    assert_eq!(received.load(Ordering::SeqCst), SUBMITS, "every PDU arrived intact");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        SUBMITS,
+        "every PDU arrived intact"
+    );
     let writes = writes.load(Ordering::SeqCst);
     assert!(
         writes <= 4,
