@@ -859,3 +859,120 @@ fn emergencies_are_sent_with_priority() {
     let pdus = super::submit::submit_pdus(&m, &settings(1, ""), 1).expect("pdus");
     assert_eq!(u8::from(pdus[0].priority_flag), 1);
 }
+
+/// Counts the write calls the SMPP connection makes on its socket.
+struct CountingWrites {
+    inner: TcpStream,
+    writes: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The vendored rusmppc's second patch (vendor/rusmppc/PATCHED.md): submits
+/// queued together are encoded together and flushed with one write, not one
+/// write (and TCP segment) per PDU.
+#[tokio::test]
+async fn smpp_queued_submits_leave_in_a_few_writes_not_one_per_pdu() {
+    const SUBMITS: usize = 32;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let smsc_received = received.clone();
+    let smsc = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut framed = Framed::new(stream, CommandCodec::new());
+        while let Some(Ok(command)) = framed.next().await {
+            if let Some(Pdu::SubmitSm(_)) = command.pdu() {
+                smsc_received.fetch_add(1, Ordering::SeqCst);
+                let resp = Command::builder()
+                    .status(CommandStatus::EsmeRok)
+                    .sequence_number(command.sequence_number())
+                    .pdu(SubmitSmResp::default());
+                framed.send(resp).await.expect("send submit_sm_resp");
+            }
+        }
+    });
+
+    let writes = Arc::new(AtomicUsize::new(0));
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (client, _events) = rusmppc::ConnectionBuilder::new()
+        .no_enquire_link_interval()
+        .response_timeout(STEP)
+        .connected(CountingWrites {
+            inner: stream,
+            writes: writes.clone(),
+        });
+
+    // Every submit is queued before the connection task runs.
+    let responses = within(
+        STEP,
+        "32 submit_sm_resp",
+        futures_util::future::join_all(
+            (0..SUBMITS).map(|_| client.submit_sm(rusmpp::pdus::SubmitSm::default())),
+        ),
+    )
+    .await;
+    for response in responses {
+        response.expect("every submit_sm gets its submit_sm_resp");
+    }
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        SUBMITS,
+        "every PDU arrived intact"
+    );
+    let writes = writes.load(Ordering::SeqCst);
+    assert!(
+        writes <= 4,
+        "{SUBMITS} submit_sm took {writes} writes, expected at most 4"
+    );
+    let _ = within(STEP, "close", client.close()).await;
+    smsc.abort();
+}

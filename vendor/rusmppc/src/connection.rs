@@ -24,9 +24,13 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 const CONN: &str = "rusmppc::connection::smpp";
 const TIMER: &str = "rusmppc::connection::smpp::timer";
 
-const ACTIONS_POLL_LIMIT: u8 = 5;
+// Herald patch: was 5. Take up to a full write batch of queued requests per poll, so
+// they can be encoded together and flushed with one write (see SINK_WRITE_BATCH_LIMIT).
+const ACTIONS_POLL_LIMIT: u8 = 64;
 const SINK_POLL_LIMIT: u8 = 5;
 const STREAM_POLL_LIMIT: u8 = 5;
+// Herald patch: at most this many requests are encoded before one flush.
+const SINK_WRITE_BATCH_LIMIT: usize = 64;
 
 #[derive(Debug)]
 enum State {
@@ -46,8 +50,8 @@ pin_project! {
         state: State,
         sequence_number: u32,
         requests: VecDeque<Request>,
-        // This is a request that has been written to the sink using start_send, but not yet flushed.
-        pending_request: Option<Request>,
+        // Herald patch: the requests that have been written to the sink using start_send, but not yet flushed.
+        pending_requests: VecDeque<Request>,
         responses: BTreeMap<u32, oneshot::Sender<Command>>,
         enquire_link_interval: Option<Duration>,
         last_enquire_link_sequence_number: Option<u32>,
@@ -89,7 +93,7 @@ impl<D1: Delay, D2: Delay> Connection<(), D1, D2> {
                 state: State::Active,
                 sequence_number: 2,
                 requests: VecDeque::new(),
-                pending_request: None,
+                pending_requests: VecDeque::new(),
                 responses: BTreeMap::new(),
                 enquire_link_interval,
                 last_enquire_link_sequence_number: None,
@@ -115,7 +119,7 @@ impl<D1: Delay, D2: Delay> Connection<(), D1, D2> {
             state: self.state,
             sequence_number: self.sequence_number,
             requests: self.requests,
-            pending_request: self.pending_request,
+            pending_requests: self.pending_requests,
             responses: self.responses,
             enquire_link_interval: self.enquire_link_interval,
             last_enquire_link_sequence_number: self.last_enquire_link_sequence_number,
@@ -162,12 +166,43 @@ where
         self.project().requests.pop_front()
     }
 
+    // Herald patch: pending requests are a queue (written in order, acked in order after one flush).
     fn set_pending_request(self: Pin<&mut Self>, request: Request) {
-        *self.project().pending_request = Some(request);
+        self.project().pending_requests.push_back(request);
     }
 
     fn take_pending_request(self: Pin<&mut Self>) -> Option<Request> {
-        self.project().pending_request.take()
+        self.project().pending_requests.pop_front()
+    }
+
+    /// Herald patch: the sink failed; set [`State::Errored`] and fail every request written but
+    /// not flushed. The first gets `err`, the others a copy of it (the error type is not
+    /// `Clone`); a request whose client is not waiting becomes an error event.
+    fn fail_pending_requests(mut self: Pin<&mut Self>, err: EncodeError) {
+        self.as_mut().set_state(State::Errored);
+
+        let (kind, message) = match &err {
+            EncodeError::Io(err) => (err.kind(), err.to_string()),
+            _ => (std::io::ErrorKind::Other, err.to_string()),
+        };
+
+        let mut err = Some(err);
+
+        while let Some(request) = self.as_mut().take_pending_request() {
+            let error = match err.take() {
+                Some(err) => Error::from(err),
+                None => Error::from(EncodeError::from(std::io::Error::new(
+                    kind,
+                    message.clone(),
+                ))),
+            };
+
+            if let Err(Err(error)) = request.send_ack(Err(error)) {
+                // Client not waiting
+
+                let _ = self.as_mut().events.send(Event::error(error));
+            }
+        }
     }
 
     fn set_state(self: Pin<&mut Self>, state: State) {
@@ -389,139 +424,59 @@ where
                         break 'sink;
                     }
 
-                    match self.as_mut().take_pending_request() {
-                        Some(request) => {
-                            let sequence_number = request.command().sequence_number();
-                            let status = request.command().status();
-                            let id = request.command().id();
+                    // Herald patch: encode every queued request the sink accepts (until
+                    // poll_ready hits the write buffer's backpressure boundary, at most
+                    // SINK_WRITE_BATCH_LIMIT), then flush them all at once below: one
+                    // write syscall for the batch instead of one per PDU. Nothing waits
+                    // for more work: the flush follows as soon as the queue is empty.
+                    while self.pending_requests.len() < SINK_WRITE_BATCH_LIMIT {
+                        let Some(request) = self.as_mut().requests_pop_front() else {
+                            break;
+                        };
 
-                            tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Sending command");
+                        match Sink::<&Command>::poll_ready(self.as_mut().project().framed, cx) {
+                            Poll::Ready(Ok(())) => {
+                                let sequence_number = request.command().sequence_number();
+                                let status = request.command().status();
+                                let id = request.command().id();
 
-                            match Sink::<&Command>::poll_flush(self.as_mut().project().framed, cx) {
-                                Poll::Ready(Ok(_)) => {
-                                    tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Sent command");
+                                tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Writing command");
 
-                                    match request {
-                                        Request::Registered(request) => {
-                                            tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Registered");
+                                if let Err(err) =
+                                    self.as_mut().project().framed.start_send(request.command())
+                                {
+                                    tracing::error!(target: CONN, sequence_number, ?status, ?id, ?err);
 
-                                            let _ = request.ack.send(Ok(()));
-
-                                            self.as_mut()
-                                                .insert_response(sequence_number, request.response);
-                                        }
-                                        Request::Unregistered(request) => {
-                                            let _ = request.ack.send(Ok(()));
-                                        }
-                                    }
-
-                                    continue 'sink;
-                                }
-                                Poll::Ready(Err(err)) => {
-                                    tracing::error!(target: CONN, ?err);
-
-                                    self.as_mut().set_state(State::Errored);
-
-                                    match request.send_ack(Err(Error::from(err))) {
-                                        Ok(()) => {
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Err(err)) => {
-                                            // Client not waiting
-
-                                            let _ = self.as_mut().events.send(Event::error(err));
-
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Ok(_)) => {
-                                            unreachable!()
-                                        }
-                                    }
-                                }
-                                Poll::Pending => {
                                     self.as_mut().set_pending_request(request);
+                                    self.as_mut().fail_pending_requests(err);
 
-                                    tracing::trace!(target: CONN, "Sink poll flush pending");
-
-                                    break 'sink;
+                                    return Poll::Ready(());
                                 }
+
+                                // Start send was ok, we encoded the command now we set the request as a pending request.
+
+                                self.as_mut().set_pending_request(request);
                             }
-                        }
-                        None => {
-                            tracing::trace!(target: CONN, "No pending request");
+                            Poll::Ready(Err(err)) => {
+                                tracing::error!(target: CONN, ?err);
+
+                                self.as_mut().set_pending_request(request);
+                                self.as_mut().fail_pending_requests(err);
+
+                                return Poll::Ready(());
+                            }
+                            Poll::Pending => {
+                                self.as_mut().requests_push_front(request);
+
+                                tracing::trace!(target: CONN, "Sink poll ready pending");
+
+                                break;
+                            }
                         }
                     }
 
-                    match self.as_mut().requests_pop_front() {
-                        Some(request) => {
-                            match Sink::<&Command>::poll_ready(self.as_mut().project().framed, cx) {
-                                Poll::Ready(Ok(())) => {
-                                    let sequence_number = request.command().sequence_number();
-                                    let status = request.command().status();
-                                    let id = request.command().id();
-
-                                    tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Writing command");
-
-                                    if let Err(err) =
-                                        self.as_mut().project().framed.start_send(request.command())
-                                    {
-                                        tracing::error!(target: CONN, sequence_number, ?status, ?id, ?err);
-
-                                        self.as_mut().set_state(State::Errored);
-
-                                        match request.send_ack(Err(Error::from(err))) {
-                                            Ok(()) => {
-                                                return Poll::Ready(());
-                                            }
-                                            Err(Err(err)) => {
-                                                let _ =
-                                                    self.as_mut().events.send(Event::error(err));
-
-                                                return Poll::Ready(());
-                                            }
-                                            Err(Ok(_)) => {
-                                                unreachable!()
-                                            }
-                                        }
-                                    }
-
-                                    // Start send was ok, we encoded the command now we set the request as a pending request.
-
-                                    self.as_mut().set_pending_request(request);
-
-                                    continue 'sink;
-                                }
-                                Poll::Ready(Err(err)) => {
-                                    tracing::error!(target: CONN, ?err);
-
-                                    self.as_mut().set_state(State::Errored);
-
-                                    match request.send_ack(Err(Error::from(err))) {
-                                        Ok(()) => {
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Err(err)) => {
-                                            // Client not waiting
-
-                                            let _ = self.as_mut().events.send(Event::error(err));
-
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Ok(_)) => {
-                                            unreachable!()
-                                        }
-                                    }
-                                }
-                                Poll::Pending => {
-                                    self.as_mut().requests_push_front(request);
-
-                                    tracing::trace!(target: CONN, "Sink poll ready pending");
-
-                                    break 'sink;
-                                }
-                            }
-                        }
-                        None => {
+                    if self.pending_requests.is_empty() {
+                        if self.requests.is_empty() {
                             tracing::trace!(target: CONN, "No requests in queue");
 
                             if matches!(self.state, State::Closing) {
@@ -534,6 +489,50 @@ where
 
                                 return Poll::Ready(());
                             }
+                        }
+
+                        // Either nothing is queued or poll_ready is pending (waker registered).
+                        break 'sink;
+                    }
+
+                    tracing::debug!(target: CONN, count = self.pending_requests.len(), "Sending commands");
+
+                    match Sink::<&Command>::poll_flush(self.as_mut().project().framed, cx) {
+                        Poll::Ready(Ok(_)) => {
+                            while let Some(request) = self.as_mut().take_pending_request() {
+                                let sequence_number = request.command().sequence_number();
+                                let status = request.command().status();
+                                let id = request.command().id();
+
+                                tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Sent command");
+
+                                match request {
+                                    Request::Registered(request) => {
+                                        tracing::debug!(target: CONN, sequence_number, ?status, ?id, "Registered");
+
+                                        let _ = request.ack.send(Ok(()));
+
+                                        self.as_mut()
+                                            .insert_response(sequence_number, request.response);
+                                    }
+                                    Request::Unregistered(request) => {
+                                        let _ = request.ack.send(Ok(()));
+                                    }
+                                }
+                            }
+
+                            continue 'sink;
+                        }
+                        Poll::Ready(Err(err)) => {
+                            tracing::error!(target: CONN, ?err);
+
+                            self.as_mut().fail_pending_requests(err);
+
+                            return Poll::Ready(());
+                        }
+                        Poll::Pending => {
+                            // The written requests stay pending until the flush completes.
+                            tracing::trace!(target: CONN, "Sink poll flush pending");
 
                             break 'sink;
                         }
