@@ -23,9 +23,9 @@ use tokio::sync::Notify;
 
 use crate::model::{Class, Message, Micros};
 
-/// Most messages held in memory by ready entries (about 1 KB each): enough
+/// Most messages held in memory by ready entries (under 1 KB each): enough
 /// for several seconds of a fast connector's traffic, bounded under backlog.
-pub(crate) const HELD_MOST: usize = 20_000;
+pub(crate) const HELD_MOST: usize = 50_000;
 
 /// One ready entry: the message, when it stops being sendable and, while
 /// fewer than [`HELD_MOST`] are held, the message as stored.
