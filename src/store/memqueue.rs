@@ -198,7 +198,6 @@ impl ReadyQueues {
     }
 
     /// Entries holding their message.
-    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::flush::{FlushTimer, LAZY_MAX, LAZY_MOST};
 
 use super::broadcast::count_slot;
-use super::memqueue::{Ready, ReadyQueues, Slot};
+use super::memqueue::{HELD_MOST, Ready, ReadyQueues, Slot};
 
 mod audit;
 mod broadcasts;
@@ -182,10 +182,7 @@ impl WriteOp {
     /// Facts whose writers only need to know once they are durable, and
     /// that may wait for a later fsync (see `flush`).
     fn is_lazy(&self) -> bool {
-        matches!(
-            self,
-            WriteOp::Record { .. } | WriteOp::Receipts { .. } | WriteOp::Flush
-        )
+        matches!(self, WriteOp::Record { .. } | WriteOp::Receipts { .. })
     }
 }
 
@@ -661,9 +658,32 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 #[derive(Default)]
 pub(crate) struct Effects {
     ready: Vec<(Slot, Ready)>,
+    /// How many more ready entries may hold their message (see `memqueue`).
+    room_to_hold: usize,
     delayed_delta: i64,
     webhooks_delta: i64,
     max_seq: u64,
+}
+
+impl Effects {
+    /// Makes `m` ready on `connector` once committed, holding the message
+    /// while the ready queues have room for it.
+    fn make_ready(&mut self, m: &Message, connector: &str) {
+        let message = (self.room_to_hold > 0).then(|| Arc::new(m.clone()));
+        self.room_to_hold = self.room_to_hold.saturating_sub(1);
+        self.ready.push((
+            Slot {
+                connector: connector.to_string(),
+                class: m.class,
+                seq: m.seq,
+            },
+            Ready {
+                id: m.id.0,
+                expires_at: m.expires_at,
+                message,
+            },
+        ));
+    }
 }
 
 fn apply_delta(counter: &AtomicU64, delta: i64) {
@@ -884,7 +904,10 @@ fn commit_batch(shared: &Shared, ops: Vec<WriteOp>, durable: bool, weight: usize
             return;
         }
     };
-    let mut effects = Effects::default();
+    let mut effects = Effects {
+        room_to_hold: HELD_MOST.saturating_sub(shared.ready.held()),
+        ..Effects::default()
+    };
     let mut pending = Vec::with_capacity(ops.len());
     let mut failed: Option<StoreError> = None;
     let mut unapplied = Vec::new();
@@ -1194,7 +1217,7 @@ impl<'t> Writer<'t> {
                 (m.id.0, m.expires_at),
             )
             .map_err(io)?;
-        fx.ready.push(ready_entry(m, connector));
+        fx.make_ready(m, connector);
         Ok(())
     }
 
@@ -1553,7 +1576,7 @@ impl<'t> Writer<'t> {
                 Outcome::Released { .. } => {
                     // The durable row never left; only the memory index needs it back.
                     if let Some(connector) = m.current_connector() {
-                        fx.ready.push(ready_entry(&m, connector));
+                        fx.make_ready(&m, connector);
                     }
                 }
             }
@@ -1814,20 +1837,4 @@ impl<'t> Writer<'t> {
 
 fn micros(d: Duration) -> Micros {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// The in-memory ready entry of a queued message.
-fn ready_entry(m: &Message, connector: &str) -> (Slot, Ready) {
-    (
-        Slot {
-            connector: connector.to_string(),
-            class: m.class,
-            seq: m.seq,
-        },
-        Ready {
-            id: m.id.0,
-            expires_at: m.expires_at,
-            message: Some(Arc::new(m.clone())),
-        },
-    )
 }
